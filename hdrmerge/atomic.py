@@ -1,0 +1,62 @@
+"""Atomic file creation: write to a temporary file beside the target, then rename.
+
+A reader never sees a half-written file, an interrupted run leaves no partial
+output, and an existing file is only replaced when the caller says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hdrmerge.errors import InputError, OutputError
+
+
+def check_writable(dest: Path, *, overwrite: bool) -> None:
+    """Fail early (before any work) if ``dest`` cannot or must not be written."""
+    if dest.exists() and not overwrite:
+        raise InputError(f"{dest} exists already; pass --overwrite to replace it")
+    if dest.is_dir():
+        raise InputError(f"{dest} is a directory; give a file name")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {parent} is not writable; choose another output path")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in ``dest``'s directory; rename it to ``dest`` on success.
+
+    The temporary name keeps ``dest``'s suffix, so writers that choose the
+    format from the extension (OpenCV) still work. On any exception the
+    temporary file is removed and ``dest`` is left as it was.
+    """
+    dest = Path(dest)
+    check_writable(dest, overwrite=overwrite)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot create a file in {dest.parent}: {exc.strerror}") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise OutputError(f"writing {dest} produced no data")
+        # mkstemp creates files 0600; give the output the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if not overwrite and dest.exists():
+            raise InputError(f"{dest} appeared while writing; pass --overwrite to replace it")
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

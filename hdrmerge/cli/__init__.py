@@ -1,0 +1,122 @@
+"""The ``hdrmerge`` command: one Typer app, one module per command.
+
+:func:`main` is the console-script entry point. It turns every failure into one
+line on stderr and an exit code (0 success, 1 failure, 2 bad usage or input);
+full tracebacks only with ``--debug`` or ``HDRMERGE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from hdrmerge import __version__
+
+from hdrmerge.cli import weights as weights_cmd
+from hdrmerge.cli.common import DebugOpt
+from hdrmerge.errors import EXIT_FAILURE, EXIT_USAGE, HdrmergeError
+
+app = typer.Typer(
+    name="hdrmerge",
+    help="Merge bracketed photos into ghost-free HDR images with the SAFNet network.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(weights_cmd.app, name="weights")
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hdrmerge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Merge bracketed photos into ghost-free HDR images with the SAFNet network."""
+
+
+def _click_families(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from click and, where Typer vendors its own copy, from that too."""
+    found: list[type[BaseException]] = [getattr(click.exceptions, name)]
+    if isinstance(public := getattr(typer, name, None), type):
+        found.append(public)
+    try:
+        from typer._click import exceptions as vendored  # newer Typer ships click inside
+    except ImportError:
+        pass
+    else:
+        if isinstance(own := getattr(vendored, name, None), type):
+            found.append(own)
+    return tuple(dict.fromkeys(found))
+
+
+_EXIT = _click_families("Exit")
+_ABORT = _click_families("Abort")
+_CLICK_ERROR = _click_families("ClickException")
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("HDRMERGE_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+def _error(message: str, code: int) -> int:
+    # One line, whatever the message contains.
+    sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
+    sys.stderr.flush()
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    if debug:
+        # Modules deeper down (downloads) read this to keep library logs on.
+        os.environ["HDRMERGE_DEBUG"] = "1"
+    try:
+        result = app(args=argv, prog_name="hdrmerge", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except _EXIT as exc:
+        return exc.exit_code
+    except _ABORT:
+        return _error("aborted", 130)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # A bare group or command: show its help, as click does, exit 2.
+            sys.stderr.write(exc.format_message().rstrip() + "\n")
+            return EXIT_USAGE
+        ctx = getattr(exc, "ctx", None)
+        where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        return _error(exc.format_message().rstrip(".") + where, exc.exit_code or EXIT_USAGE)
+    except HdrmergeError as exc:
+        if debug:
+            raise
+        return _error(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        return _error("interrupted", 130)
+    except Exception as exc:  # last resort: still one line, traceback behind --debug
+        if debug:
+            raise
+        return _error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILURE)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

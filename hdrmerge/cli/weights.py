@@ -1,0 +1,146 @@
+"""``hdrmerge weights``: list, download, install and verify checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hdrmerge.cli.common import (
+    HubRepoOpt,
+    JsonOpt,
+    QuietOpt,
+    err_console,
+    out_console,
+    print_json,
+    status,
+)
+from hdrmerge.errors import EXIT_FAILURE, HdrmergeError
+from hdrmerge.weights.registry import CHECKPOINTS, LICENCE, get_checkpoint
+
+app = typer.Typer(
+    help="List, download, install and verify SAFNet checkpoints.",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[str, typer.Argument(help="Checkpoint name, e.g. safnet-s (see `hdrmerge weights list`).")]
+
+
+def _where(name: str) -> tuple[bool, str]:
+    """Whether ``name`` is cached, and where it would be loaded from."""
+    from hdrmerge.weights import weights_dir_file
+    from hdrmerge.weights.store import cached_path
+
+    ckpt = CHECKPOINTS[name]
+    if (p := weights_dir_file(ckpt)) is not None:
+        return cached_path(ckpt).is_file(), f"{p} (HDRMERGE_WEIGHTS_DIR)"
+    cp = cached_path(ckpt)
+    return cp.is_file(), str(cp) if cp.is_file() else "-"
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """Show the known checkpoints, their licence, and whether they are on this machine."""
+    rows = []
+    for name, c in CHECKPOINTS.items():
+        cached, where = _where(name)
+        rows.append(
+            {
+                "name": name,
+                "arch": c.arch,
+                "training_set": c.training_set,
+                "licence": c.licence,
+                "cached": cached,
+                "where": where,
+                "pin": c.pin,
+                "origin": c.origin,
+            }
+        )
+    if json_:
+        print_json({"checkpoints": rows})
+        return
+    table = Table(title="SAFNet checkpoints", title_justify="left")
+    for col in ("name", "architecture", "training set", "licence", "cached", "where"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"], r["arch"], r["training_set"], "academic only", "yes" if r["cached"] else "no", r["where"]
+        )
+    out_console.print(table)
+    out_console.print(f"Licence: {LICENCE}.", markup=False)
+
+
+@app.command()
+def download(name: NameArg, hub_repo: HubRepoOpt = None, quiet: QuietOpt = False, json_: JsonOpt = False) -> None:
+    """Download a checkpoint (Hub first, then the authors' address), verify it, cache it."""
+    from hdrmerge.weights.download import download as fetch
+
+    ckpt = get_checkpoint(name)
+    status(f"Licence: {ckpt.licence}.", quiet=quiet or json_)
+    path, attempts = fetch(ckpt, repo=hub_repo, progress=not (quiet or json_) and err_console.is_terminal)
+    if json_:
+        print_json({"name": name, "path": str(path), "sources": [a.__dict__ for a in attempts]})
+    else:
+        out_console.print(f"{name}: verified and cached at {path}", markup=False)
+
+
+@app.command()
+def install(
+    name: NameArg,
+    path: Annotated[Path, typer.Argument(help="A local copy of the checkpoint file.", dir_okay=False)],
+    json_: JsonOpt = False,
+) -> None:
+    """Verify a local checkpoint file and put it in the cache (for machines that cannot download)."""
+    from hdrmerge.weights import install as do_install
+
+    dest = do_install(name, path)
+    if json_:
+        print_json({"name": name, "path": str(dest)})
+    else:
+        out_console.print(f"{name}: verified and cached at {dest}", markup=False)
+
+
+@app.command()
+def verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Checkpoints to check; default all cached.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-check cached checkpoints (and files in HDRMERGE_WEIGHTS_DIR); exit 1 if any is damaged."""
+    from hdrmerge.weights import weights_dir_file
+    from hdrmerge.weights.store import load_cached, verify_file
+
+    wanted = [get_checkpoint(n).name for n in names] if names else list(CHECKPOINTS)
+    results = []
+    for name in wanted:
+        ckpt = CHECKPOINTS[name]
+        if (p := weights_dir_file(ckpt)) is not None:
+            try:
+                verify_file(p, ckpt)
+                results.append({"name": name, "where": str(p), "ok": True, "detail": "matches " + ckpt.pin})
+            except HdrmergeError as exc:
+                results.append({"name": name, "where": str(p), "ok": False, "detail": str(exc)})
+        try:
+            entry = load_cached(ckpt)
+        except HdrmergeError as exc:
+            results.append({"name": name, "where": "cache", "ok": False, "detail": str(exc)})
+            continue
+        if entry is not None:
+            results.append({"name": name, "where": str(entry.path), "ok": True, "detail": "matches " + ckpt.pin})
+        elif names:
+            results.append({"name": name, "where": "-", "ok": False, "detail": "not cached"})
+    bad = [r for r in results if not r["ok"]]
+    if json_:
+        print_json({"results": results, "ok": not bad})
+    elif not results:
+        out_console.print("No checkpoint is cached; nothing to verify.")
+    else:
+        table = Table()
+        for col in ("name", "where", "result"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            table.add_row(r["name"], r["where"], ("ok: " if r["ok"] else "FAILED: ") + r["detail"])
+        out_console.print(table)
+    if bad:
+        raise typer.Exit(EXIT_FAILURE)

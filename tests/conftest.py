@@ -1,0 +1,109 @@
+"""Shared test fixtures.
+
+Real data and the authors' checkpoint are read from the folder named by
+``HDRMERGE_SHARED`` (set by .ci/run and the Makefile); nothing from it is ever
+copied into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared() -> Path:
+    value = os.environ.get("HDRMERGE_SHARED")
+    if not value:
+        raise pytest.UsageError(
+            "HDRMERGE_SHARED is not set: point it at the shared/ folder (make test does this)"
+        )
+    path = Path(value)
+    if not (path / "fixtures" / "safnet").is_dir():
+        raise pytest.UsageError(f"HDRMERGE_SHARED={path} does not hold fixtures/safnet")
+    return path
+
+
+SHARED = _shared()
+DATA = SHARED / "data"
+FIXTURES = SHARED / "fixtures" / "safnet"
+SAFNET_S_PTH = SHARED / "weights" / "SAFNet_S_siggraph17.pth"
+RANDOM_SAFNET_PTH = FIXTURES / "safnet_random_seed2024.pth"
+
+
+@dataclass(frozen=True)
+class Golden:
+    """One golden run of the authors' code."""
+
+    name: str
+    arch: str
+    weights: Path
+    data: dict[str, np.ndarray]
+
+
+def golden_files() -> list[Path]:
+    return sorted(FIXTURES.glob("*.npz"))
+
+
+def load_golden(npz: Path) -> Golden:
+    meta = json.loads(npz.with_suffix(".json").read_text())
+    weights = SHARED / "weights" / meta["weights"]
+    if not weights.is_file():
+        weights = FIXTURES / meta["weights"]
+    with np.load(npz) as z:
+        data = {k: z[k] for k in z.files}
+    return Golden(npz.stem, meta["arch"], weights, data)
+
+
+@pytest.fixture(scope="session")
+def safnet_s_state():
+    import torch
+
+    return torch.load(SAFNET_S_PTH, weights_only=True, map_location="cpu")
+
+
+@pytest.fixture(scope="session")
+def random_safnet_state():
+    import torch
+
+    return torch.load(RANDOM_SAFNET_PTH, weights_only=True, map_location="cpu")
+
+
+@pytest.fixture
+def isolated_env(tmp_path, monkeypatch):
+    """An environment with an empty cache, no weights dir and no network."""
+    env = {
+        "HDRMERGE_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # discard port: nothing listens
+        "HDRMERGE_FALLBACK_URL": "http://127.0.0.1:9/raw",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    for key in ("HDRMERGE_WEIGHTS_DIR", "HF_HUB_OFFLINE", "HDRMERGE_HUB_REPO", "HDRMERGE_DEBUG"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``hdrmerge`` in a fresh interpreter, as a user's shell would."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "hdrmerge", *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

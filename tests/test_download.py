@@ -1,0 +1,141 @@
+"""The download path against a local server speaking the Hub's resolve protocol.
+
+``HF_ENDPOINT`` points huggingface_hub at the server; ``HDRMERGE_FALLBACK_URL``
+points the second source (the authors' address) at the same server's /raw/.
+Each case runs ``hdrmerge weights download`` in a fresh process, as a user
+would, and checks the exit code, the one-line message and the cache contents.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from tests.conftest import SAFNET_S_PTH, run_cli
+from tests.hubserver import HubServer, HubState
+
+NAME = "SAFNet_S_siggraph17.pth"
+INSTALL_HINT = "fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`"
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes() -> bytes:
+    return SAFNET_S_PTH.read_bytes()
+
+
+def _download(env: dict[str, str], url: str, *, fallback: bool = False, extra: tuple[str, ...] = ()):
+    env = dict(env, HF_ENDPOINT=url, HDRMERGE_FALLBACK_URL=f"{url}/raw" if fallback else "none")
+    return run_cli("weights", "download", "safnet-s", *extra, env=env)
+
+
+def _cache_listing(env: dict[str, str]) -> list[str]:
+    from pathlib import Path
+
+    root = Path(env["HDRMERGE_CACHE_DIR"])
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_smoke_download_verifies_and_caches_safetensors(isolated_env, checkpoint_bytes):
+    state = HubState(files={NAME: checkpoint_bytes})
+    with HubServer(state) as url:
+        r = _download(isolated_env, url)
+    assert r.returncode == 0, r.stderr
+    assert "HEAD /hdrmerge/safnet/resolve/main/SAFNet_S_siggraph17.pth" in state.requests
+    assert _cache_listing(isolated_env) == ["safnet-s.safetensors"]
+    with safe_open(f"{isolated_env['HDRMERGE_CACHE_DIR']}/safnet-s.safetensors", "pt") as f:
+        assert f.metadata()["source_sha256"].startswith("9d4e1819")
+    # Offline afterwards, the cached copy serves `weights verify`.
+    r = run_cli("weights", "verify", "--json", env=dict(isolated_env, HF_HUB_OFFLINE="1"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["results"] == [
+        {"name": "safnet-s", "where": f"{isolated_env['HDRMERGE_CACHE_DIR']}/safnet-s.safetensors",
+         "ok": True, "detail": "matches sha256:" + "9d4e18199fb7dd990ec9ca94e706b823c2eb0c451e514fc403103e86d69bd5fe"}
+    ]
+
+
+def test_hub_repo_and_revision_are_configurable(isolated_env, checkpoint_bytes):
+    state = HubState(repo_id="someone/mirror", files={NAME: checkpoint_bytes})
+    with HubServer(state) as url:
+        r = _download(dict(isolated_env, HDRMERGE_HUB_REVISION="v1"), url, extra=("--hub-repo", "someone/mirror"))
+    assert r.returncode == 0, r.stderr
+    assert "GET /someone/mirror/resolve/v1/SAFNet_S_siggraph17.pth" in state.requests
+
+
+def test_exception_wrong_hash_is_refused_and_not_cached(isolated_env, checkpoint_bytes):
+    with HubServer(HubState(files={NAME: checkpoint_bytes}, mode={NAME: "corrupt"})) as url:
+        r = _download(isolated_env, url)
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert "fails the integrity check for safnet-s: sha256" in line
+    assert line.endswith(INSTALL_HINT)
+    assert _cache_listing(isolated_env) == []
+
+
+def test_exception_truncated_body_is_refused_and_not_cached(isolated_env, checkpoint_bytes):
+    with HubServer(HubState(files={NAME: checkpoint_bytes}, mode={NAME: "truncate"})) as url:
+        r = _download(isolated_env, url)
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert "expected 2287342" in line and line.endswith(INSTALL_HINT)
+    assert _cache_listing(isolated_env) == []
+
+
+def test_exception_server_error(isolated_env, checkpoint_bytes):
+    with HubServer(HubState(files={NAME: checkpoint_bytes}, mode={NAME: "error-get"})) as url:
+        r = _download(isolated_env, url)
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert "500" in line and line.endswith(INSTALL_HINT)
+    assert _cache_listing(isolated_env) == []
+
+
+def test_fallback_to_authors_address_when_hub_lacks_the_file(isolated_env, checkpoint_bytes):
+    # The Hub answers 404 for the resolve URL; /raw/ (the fallback) has it.
+    state = HubState(repo_id="not/this-one", files={NAME: checkpoint_bytes})
+    with HubServer(state) as url:
+        r = _download(isolated_env, url, fallback=True, extra=("--json",))
+    assert r.returncode == 0, r.stderr
+    assert "GET /raw/SAFNet_S_siggraph17.pth" in state.requests
+    assert _cache_listing(isolated_env) == ["safnet-s.safetensors"]
+
+
+def test_exception_fallback_also_truncated(isolated_env, checkpoint_bytes):
+    state = HubState(repo_id="not/this-one", files={NAME: checkpoint_bytes}, mode={NAME: "truncate"})
+    with HubServer(state) as url:
+        r = _download(isolated_env, url, fallback=True)
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert "/raw/SAFNet_S_siggraph17.pth: " in line
+    assert "1143671" in line  # how much arrived, whichever layer noticed
+    assert _cache_listing(isolated_env) == []
+
+
+def test_exception_offline_mode(isolated_env, checkpoint_bytes):
+    state = HubState(files={NAME: checkpoint_bytes})
+    with HubServer(state) as url:
+        r = _download(dict(isolated_env, HF_HUB_OFFLINE="1"), url, fallback=True)
+    assert r.returncode == 1
+    assert _one_line(r.stderr) == (
+        "error: safnet-s is not cached and HF_HUB_OFFLINE is set, so it cannot be downloaded; "
+        "unset HF_HUB_OFFLINE, or " + INSTALL_HINT
+    )
+    assert state.requests == []  # not one request went out
+
+
+def test_exception_no_network_at_all(isolated_env):
+    # isolated_env points both sources at a port where nothing listens.
+    r = run_cli("weights", "download", "safnet-s", env=isolated_env)
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert line.startswith("error: cannot download safnet-s (Hub hdrmerge/safnet@main: cannot connect")
+    assert line.endswith(INSTALL_HINT)
+    assert _cache_listing(isolated_env) == []
