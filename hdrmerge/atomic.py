@@ -60,3 +60,60 @@ def atomic_path(dest: Path, *, overwrite: bool = False) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+class StagedOutputs:
+    """Several output files that appear together or not at all.
+
+    ``stage(dest)`` returns a temporary path beside ``dest`` to write to;
+    ``commit()`` renames every staged file into place. Leaving the ``with``
+    block without committing (an exception, Ctrl-C) deletes the temporaries,
+    so no partial or corrupt output is ever left behind.
+    """
+
+    def __init__(self, *, overwrite: bool = False) -> None:
+        self.overwrite = overwrite
+        self._staged: list[tuple[Path, Path]] = []
+
+    def check(self, dest: Path) -> None:
+        """Refuse early, before any work, an output that must not be written."""
+        check_writable(Path(dest), overwrite=self.overwrite)
+
+    def stage(self, dest: Path) -> Path:
+        dest = Path(dest)
+        self.check(dest)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent)
+        except OSError as exc:
+            raise OutputError(f"cannot create a file in {dest.parent}: {exc.strerror}") from exc
+        os.close(fd)
+        self._staged.append((Path(name), dest))
+        return Path(name)
+
+    def commit(self) -> list[Path]:
+        umask = os.umask(0)
+        os.umask(umask)
+        for tmp, dest in self._staged:
+            if not tmp.exists() or tmp.stat().st_size == 0:
+                raise OutputError(f"writing {dest} produced no data")
+            if not self.overwrite and dest.exists():
+                raise InputError(f"{dest} appeared while writing; pass --overwrite to replace it")
+        done = []
+        for tmp, dest in self._staged:
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, dest)
+            done.append(dest)
+        self._staged.clear()
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._staged.clear()
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()

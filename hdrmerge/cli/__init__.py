@@ -16,6 +16,7 @@ import typer
 
 from hdrmerge import __version__
 
+from hdrmerge.cli import fuse as fuse_cmd
 from hdrmerge.cli import weights as weights_cmd
 from hdrmerge.cli.common import DebugOpt
 from hdrmerge.errors import EXIT_FAILURE, EXIT_USAGE, HdrmergeError
@@ -29,6 +30,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("fuse", no_args_is_help=True)(fuse_cmd.fuse)
 app.add_typer(weights_cmd.app, name="weights")
 
 

@@ -1,0 +1,254 @@
+"""Exposure of each shot in stops (EV), from EXIF, from the user, or from the pixels.
+
+Relative exposure is ``t · ISO / N²`` (shutter time in s, sensitivity, f-number);
+its log2 is the frame's EV here, larger = brighter. Only differences matter.
+
+Cameras print nominal values ("1/60 s" is really 2⁻⁶ s; "f/5.6" is 2^2.5), so
+each factor is snapped to the nearest point of the third- or half-stop grid,
+whichever is nearer. The APEX tags (ShutterSpeedValue Tv = −log2 t,
+ApertureValue Av = 2·log2 N) carry the intended value more exactly and are
+preferred when present.
+
+Order of sources: ``--ev`` → EXIF times (t, ISO, N) → EXIF ExposureBiasValue →
+an estimate from the pixels. Every source except the pixels is cross-checked
+against the pixel estimate; a disagreement over a third of a stop is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hdrmerge.errors import InputError
+from hdrmerge.reading import GAMMA, Exif, Frame
+
+#: Disagreement between metadata and pixels worth a warning, in stops.
+CROSS_CHECK_STOPS = 1.0 / 3.0
+#: Two frames closer than this (stops) count as the same exposure.
+SAME_EXPOSURE_STOPS = 0.1
+#: Pixels counted as well exposed when their LDR value is inside this range.
+_WELL_EXPOSED = (0.06, 0.92)
+_MIN_PIXELS = 200
+
+
+def snap_stops(x: float) -> float:
+    """``x`` (stops) moved to the nearest nominal value: third- or half-stop grid.
+
+    Only moves values within 0.12 stop of a grid point; others stay as they are.
+    """
+    third = round(x * 3.0) / 3.0
+    half = round(x * 2.0) / 2.0
+    best = third if abs(third - x) <= abs(half - x) else half
+    return best if abs(best - x) <= 0.12 else x
+
+
+@dataclass(frozen=True)
+class ExifExposure:
+    """The factors of one frame's exposure, snapped; log2 of each, in stops."""
+
+    time_stops: float  # log2 t
+    iso_stops: float | None  # log2(ISO / 100)
+    aperture_stops: float | None  # log2 N² = Av
+
+    @property
+    def ev(self) -> float:
+        return self.time_stops + (self.iso_stops or 0.0) - (self.aperture_stops or 0.0)
+
+
+def exif_exposure(exif: Exif) -> ExifExposure | None:
+    """Snapped exposure factors from one frame's EXIF, or None without a shutter time."""
+    if exif.shutter_apex is not None and -20 < exif.shutter_apex < 30:
+        time_stops = snap_stops(-exif.shutter_apex)
+    elif exif.exposure_time is not None:
+        time_stops = snap_stops(math.log2(exif.exposure_time))
+    else:
+        return None
+    if exif.aperture_apex is not None and 0 <= exif.aperture_apex < 20:
+        aperture = snap_stops(exif.aperture_apex)
+    elif exif.fnumber is not None:
+        aperture = snap_stops(2.0 * math.log2(exif.fnumber))
+    else:
+        aperture = None
+    iso = snap_stops(math.log2(exif.iso / 100.0)) if exif.iso else None
+    return ExifExposure(time_stops, iso, aperture)
+
+
+def _thumbnail(frame: Frame, max_side: int = 512) -> np.ndarray:
+    """Every k-th pixel (LDR values in [0, 1]) so the longer side is <= ``max_side``."""
+    h, w = frame.size
+    step = max(1, int(math.ceil(max(h, w) / max_side)))
+    small = frame.pixels[::step, ::step]
+    return small.astype(np.float32) / np.float32(frame.scale)
+
+
+def pixel_ev_difference(a: Frame, b: Frame) -> tuple[float, int]:
+    """log2 of how much brighter ``b`` is exposed than ``a``, from pixels both show well.
+
+    Robust: the median of per-pixel log ratios of linearised values over pixels
+    well exposed in both frames (all channels inside 6%-92%). Returns the
+    difference in stops and the number of pixels it rests on.
+    """
+    la, lb = _thumbnail(a), _thumbnail(b)
+    if la.shape != lb.shape:
+        raise InputError(f"{a.path.name} and {b.path.name} differ in size")
+    lo, hi = _WELL_EXPOSED
+    ok = (la.min(axis=2) > lo) & (la.max(axis=2) < hi) & (lb.min(axis=2) > lo) & (lb.max(axis=2) < hi)
+    n = int(ok.sum())
+    if n < _MIN_PIXELS:
+        return float("nan"), n
+    ya = (la[ok] ** GAMMA).mean(axis=1)
+    yb = (lb[ok] ** GAMMA).mean(axis=1)
+    return float(np.median(np.log2(yb) - np.log2(ya))), n
+
+
+def _brightness(frame: Frame) -> float:
+    lin = _thumbnail(frame, 256) ** GAMMA
+    return float(lin.mean())
+
+
+def estimate_from_pixels(frames: Sequence[Frame]) -> list[float]:
+    """EV of each frame (first = 0 reference point) estimated from the pixels alone.
+
+    Frames are chained from darkest to brightest, each pair estimated from
+    pixels well exposed in both. InputError if a pair shares too few such pixels.
+    """
+    order = sorted(range(len(frames)), key=lambda i: _brightness(frames[i]))
+    evs = [0.0] * len(frames)
+    for prev, cur in zip(order, order[1:]):
+        d, n = pixel_ev_difference(frames[prev], frames[cur])
+        if math.isnan(d):
+            raise InputError(
+                f"cannot estimate the exposures of {frames[prev].path.name} and {frames[cur].path.name} "
+                f"from their pixels (only {n} pixels are well exposed in both); pass --ev"
+            )
+        evs[cur] = evs[prev] + d
+    base = evs[order[0]]
+    return [e - base for e in evs]
+
+
+def camera_rendered(frame: Frame) -> bool:
+    """Whether a camera's own JPEG engine (with its S-shaped tone curve) made the file."""
+    return frame.kind == "jpeg" and frame.exif.make is not None
+
+
+def cross_check(frames: Sequence[Frame], ev: Sequence[float], pixel_ev: Sequence[float], source: str) -> list[str]:
+    """Warnings where the metadata and the pixels disagree by more than a third of a stop.
+
+    For gamma-2.2 data (RAW, TIFF, JPEGs not rendered by a camera) each
+    adjacent pair is compared directly. A camera's JPEG engine adds an S-shaped
+    tone curve that stretches every pixel-measured interval by a common factor
+    (30-40% on the brackets in docs/exposure.md), so there the pixel estimate
+    is first scaled to the metadata's span; the middle frame is then compared,
+    and the span itself only has to agree within a factor of two.
+    """
+    label = {"--ev": "--ev", "exif": "EXIF", "exif-bias": "EXIF exposure bias"}[source]
+    names = [f.path.name for f in frames]
+    order = sorted(range(len(ev)), key=lambda k: ev[k])
+    out: list[str] = []
+    span = ev[order[-1]] - ev[order[0]]
+    seen_span = pixel_ev[order[-1]] - pixel_ev[order[0]]
+    if any(camera_rendered(f) for f in frames) and span > 0:
+        lo, hi = order[0], order[-1]
+        if not 0.5 <= seen_span / span <= 2.0:
+            out.append(
+                f"{label} puts {names[hi]} {span:+.2f} EV from {names[lo]}, the pixels say {seen_span:+.2f} EV "
+                "(beyond what a camera tone curve explains); check the metadata or pass --ev"
+            )
+            return out
+        gain = span / seen_span
+        for mid in order[1:-1]:
+            claimed = ev[mid] - ev[lo]
+            seen = (pixel_ev[mid] - pixel_ev[lo]) * gain
+            if abs(claimed - seen) > CROSS_CHECK_STOPS:
+                out.append(
+                    f"{label} puts {names[mid]} {claimed:+.2f} EV from {names[lo]}, the pixels say {seen:+.2f} EV "
+                    "(after allowing for the camera's tone curve); check the metadata or pass --ev"
+                )
+        return out
+    for i, j in zip(order, order[1:]):
+        claimed = ev[j] - ev[i]
+        seen = pixel_ev[j] - pixel_ev[i]
+        if abs(claimed - seen) > CROSS_CHECK_STOPS:
+            out.append(
+                f"{label} puts {names[j]} {claimed:+.2f} EV from {names[i]}, the pixels say {seen:+.2f} EV; "
+                "check the metadata or pass --ev"
+            )
+    return out
+
+
+@dataclass
+class Exposures:
+    """The EV of each input frame (in input order) and where it came from.
+
+    ``source``: ``--ev``, ``exif`` (t·ISO/N²), ``exif-bias`` (ExposureBiasValue)
+    or ``pixels``. ``pixel_ev``: the pixel estimate, when it could be made.
+    ``warnings``: human-readable notes for stderr and --json.
+    """
+
+    ev: list[float]
+    source: str
+    pixel_ev: list[float] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def order(self) -> list[int]:
+        """Input indices sorted short → long."""
+        return sorted(range(len(self.ev)), key=lambda i: self.ev[i])
+
+    def relative(self) -> list[float]:
+        """``2 ** (ev − min ev)`` for each frame, in input order."""
+        lo = min(self.ev)
+        return [2.0 ** (e - lo) for e in self.ev]
+
+
+def derive_exposures(frames: Sequence[Frame], ev_override: Sequence[float] | None = None) -> Exposures:
+    """EV of each frame by the order of sources in this module's docstring."""
+    names = [f.path.name for f in frames]
+    try:
+        pixel_ev: list[float] | None = estimate_from_pixels(frames)
+        pixel_error = None
+    except InputError as exc:
+        pixel_ev, pixel_error = None, str(exc)
+
+    warnings: list[str] = []
+    if ev_override is not None:
+        if len(ev_override) != len(frames):
+            raise InputError(f"--ev has {len(ev_override)} values for {len(frames)} inputs; give one per input, in input order")
+        ev, source = [float(e) for e in ev_override], "--ev"
+    else:
+        exif = [exif_exposure(f.exif) for f in frames]
+        biases = [f.exif.exposure_bias for f in frames]
+        if all(e is not None for e in exif):
+            ev, source = [e.ev for e in exif], "exif"  # type: ignore[union-attr]
+            missing = [
+                what
+                for what, parts in (("ISO", [e.iso_stops for e in exif]), ("f-number", [e.aperture_stops for e in exif]))  # type: ignore[union-attr]
+                if any(p is None for p in parts) and not all(p is None for p in parts)
+            ]
+            if missing:
+                warnings.append(f"{' and '.join(missing)} missing in some frames' EXIF; assumed equal across the bracket")
+        elif all(b is not None for b in biases) and len({round(b, 2) for b in biases}) == len(biases):  # type: ignore[arg-type]
+            ev, source = [float(b) for b in biases], "exif-bias"  # type: ignore[arg-type]
+        elif pixel_ev is not None:
+            ev, source = list(pixel_ev), "pixels"
+            partial = [n for n, e in zip(names, exif) if e is not None]
+            why = "no exposure metadata" if not partial else "exposure metadata in only some files"
+            warnings.append(f"{why}; exposures estimated from the pixels (pass --ev to set them)")
+        else:
+            raise InputError(f"no exposure metadata in the files and {pixel_error[0].lower()}{pixel_error[1:]}" if pixel_error else "no exposure metadata; pass --ev")
+
+    order = sorted(range(len(ev)), key=lambda k: ev[k])
+    if source != "pixels" and pixel_ev is not None:
+        warnings.extend(cross_check(frames, ev, pixel_ev, source))
+    # The same exposure twice cannot make a bracket.
+    for a, b in zip(order, order[1:]):
+        if ev[b] - ev[a] < SAME_EXPOSURE_STOPS:
+            src = {"--ev": "from --ev", "exif": "from EXIF", "exif-bias": "from EXIF exposure bias", "pixels": "estimated from the pixels"}[source]
+            raise InputError(
+                f"{names[a]} and {names[b]} have the same exposure ({ev[a]:+.2f} EV, {src}); "
+                "a bracket needs three different exposures (pass --ev if the metadata is wrong)"
+            )
+    return Exposures(ev, source, pixel_ev, warnings)

@@ -1,0 +1,305 @@
+"""One bracket from files to outputs: read → exposures → network → writers.
+
+Used by ``hdrmerge fuse`` (and by ``batch`` for each bracket). Every check that
+can fail on the user's input (file count, readability, sizes, exposures,
+output paths) runs before the network is loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hdrmerge import __version__
+from hdrmerge.atomic import StagedOutputs
+from hdrmerge.errors import InputError
+from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
+from hdrmerge.reading import Frame, read_frame
+from hdrmerge.writing import (
+    absolute_gain,
+    flow_to_rgb,
+    mu_law,
+    output_format,
+    write_exr,
+    write_hdr,
+    write_png,
+    write_preview,
+)
+
+NORMALIZE = ("short", "reference", "absolute")
+
+
+@dataclass
+class FuseOptions:
+    """How to merge and what to write (see ``hdrmerge fuse --help``)."""
+
+    ev: list[float] | None = None
+    flow_scale: float = 0.5
+    normalize: str = "reference"
+    exr_dtype: str = "half"
+    exr_compression: str = "zip"
+    preview: Path | None = None  # None: <stem>.preview.jpg beside the output
+    no_preview: bool = False
+    debug_dir: Path | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class Bracket:
+    """Three decoded shots and their exposures.
+
+    ``frames`` and ``exposures.ev`` are in input order; ``order`` lists input
+    indices short → long (``order[1]`` is the reference).
+    """
+
+    frames: list[Frame]
+    exposures: Exposures
+
+    @property
+    def order(self) -> list[int]:
+        return self.exposures.order
+
+    @property
+    def sorted_frames(self) -> list[Frame]:
+        return [self.frames[i] for i in self.order]
+
+    @property
+    def reference(self) -> Frame:
+        return self.frames[self.order[1]]
+
+    def relative_sorted(self) -> list[float]:
+        rel = self.exposures.relative()
+        return [rel[i] for i in self.order]
+
+
+def load_bracket(paths: Sequence[Path], ev: Sequence[float] | None = None) -> Bracket:
+    """Read three shots and derive their exposures; InputError on any problem."""
+    if len(paths) != 3:
+        raise InputError(
+            f"fuse takes exactly 3 shots, got {len(paths)}; "
+            "for longer brackets use `hdrmerge batch`, which picks three"
+        )
+    if ev is not None and len(ev) != 3:
+        raise InputError(f"--ev has {len(ev)} values; give 3, one per input in input order (e.g. --ev -2,0,2)")
+    if len({Path(p).resolve() for p in paths}) != 3:
+        raise InputError("the same file is given twice; a bracket needs three different shots")
+    frames = [read_frame(p) for p in paths]
+    first = frames[0]
+    for f in frames[1:]:
+        if f.size != first.size:
+            raise InputError(
+                f"{first.path.name} is {first.size[1]}×{first.size[0]} but {f.path.name} is "
+                f"{f.size[1]}×{f.size[0]}; all shots of a bracket must have the same size"
+            )
+    return Bracket(frames, derive_exposures(frames, ev))
+
+
+def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
+    """Every file a run will write, by role; checked before any work."""
+    output_format(output)
+    paths = {"hdr": output}
+    if not options.no_preview:
+        paths["preview"] = options.preview or output.with_name(f"{output.stem}.preview.jpg")
+    if options.debug_dir is not None:
+        for name in ("flow0", "flow2", "mask0", "mask2", "hdr_m", "hdr"):
+            paths[f"debug_{name}"] = options.debug_dir / f"{name}.png"
+    if len(set(paths.values())) != len(paths):
+        raise InputError("two outputs would have the same name; choose another --preview path")
+    return paths
+
+
+def normalisation_gain(bracket: Bracket, normalize: str) -> float:
+    """Factor from the network's short-exposure domain to the requested scale."""
+    if normalize == "short":
+        return 1.0
+    if normalize == "reference":
+        return bracket.relative_sorted()[1]
+    if normalize == "absolute":
+        short = bracket.sorted_frames[0]
+        e = exif_exposure(short.exif)
+        if e is None or e.iso_stops is None or e.aperture_stops is None:
+            raise InputError(
+                f"--normalize absolute needs ExposureTime, FNumber and ISO in the EXIF of the shortest "
+                f"shot ({short.path.name}); use --normalize reference"
+            )
+        return absolute_gain(2.0**e.time_stops, 2.0 ** (e.aperture_stops / 2.0), 100.0 * 2.0**e.iso_stops)
+    raise InputError(f"--normalize {normalize}: use short, reference or absolute")
+
+
+def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
+    ref = bracket.reference
+    exif = ref.exif
+    e = exif_exposure(exif)
+    attrs: dict[str, Any] = {
+        "software": f"hdrmerge {__version__}",
+        "comments": "Merged by hdrmerge with SAFNet (Kong et al., ECCV 2024)",
+        "hdrmerge:sources": [f.path.name for f in bracket.sorted_frames],
+        "hdrmerge:ev": [float(bracket.exposures.ev[i]) for i in bracket.order],
+        "hdrmerge:evSource": bracket.exposures.source,
+        "hdrmerge:reference": ref.path.name,
+        "hdrmerge:model": meta["model"]["arch"],
+        "hdrmerge:weights": meta["model"]["name"] or "unregistered",
+        "hdrmerge:weightsSha256": meta["model"]["sha256"],
+        "hdrmerge:normalize": meta["normalize"],
+        "hdrmerge:normalizeGain": float(meta["normalize_gain"]),
+        "hdrmerge:flowScale": float(meta["flow_scale"]),
+        "hdrmerge:version": __version__,
+        "cameraMake": exif.make,
+        "cameraModel": exif.model,
+        "lensModel": exif.lens,
+        "capDate": exif.datetime_original,
+    }
+    if e is not None:
+        attrs["expTime"] = float(2.0**e.time_stops)
+        if e.aperture_stops is not None:
+            attrs["aperture"] = float(2.0 ** (e.aperture_stops / 2.0))
+        if e.iso_stops is not None:
+            attrs["isoSpeed"] = float(100.0 * 2.0**e.iso_stops)
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
+    return {
+        "SOFTWARE": f"hdrmerge {__version__}",
+        "sources": " ".join(f.path.name for f in bracket.sorted_frames),
+        "ev": " ".join(f"{bracket.exposures.ev[i]:+.3f}" for i in bracket.order) + f" ({bracket.exposures.source})",
+        "model": f"{meta['model']['arch']} {meta['model']['name'] or 'unregistered'} sha256:{meta['model']['sha256']}",
+        "normalize": f"{meta['normalize']} (x{meta['normalize_gain']:.6g} from the short-exposure domain)",
+        "camera": " ".join(x for x in (bracket.reference.exif.make, bracket.reference.exif.model) if x) or "unknown",
+        "captured": bracket.reference.exif.datetime_original or "unknown",
+    }
+
+
+@dataclass
+class FuseReport:
+    """What one merge did, for --json and the status lines."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_bracket(bracket: Bracket) -> dict[str, Any]:
+    ex = bracket.exposures
+    return {
+        "inputs": [
+            {
+                "path": str(f.path),
+                "format": f.kind,
+                "ev": round(ex.ev[i], 4),
+                "pixel_ev": None if ex.pixel_ev is None else round(ex.pixel_ev[i], 4),
+                "exposure_time": f.exif.exposure_time,
+                "fnumber": f.exif.fnumber,
+                "iso": f.exif.iso,
+                "role": ("short", "reference", "long")[bracket.order.index(i)],
+            }
+            for i, f in enumerate(bracket.frames)
+        ],
+        "exposures": {
+            "source": ex.source,
+            "ev_sorted": [round(ex.ev[i], 4) for i in bracket.order],
+            "relative": [round(r, 6) for r in bracket.relative_sorted()],
+        },
+        "size": {"width": bracket.frames[0].size[1], "height": bracket.frames[0].size[0]},
+    }
+
+
+def fuse_files(
+    paths: Sequence[Path],
+    output: Path,
+    options: FuseOptions,
+    get_engine: Callable[[], Any],
+    *,
+    on_stage: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Merge three shots into ``output`` (+ preview, debug images); return the report.
+
+    ``get_engine`` loads the network (or returns one already loaded); it is
+    called only after every input check has passed.
+    """
+    from hdrmerge.inference import merge
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    targets = output_paths(output, options)
+    staged = StagedOutputs(overwrite=options.overwrite)
+    if options.debug_dir is not None and not options.debug_dir.is_dir():
+        if options.debug_dir.exists():
+            raise InputError(f"--debug-dir {options.debug_dir} is not a directory")
+    for dest in targets.values():
+        if dest.parent == options.debug_dir and not dest.parent.exists():
+            continue  # created below, once the inputs are known to be good
+        staged.check(dest)
+
+    on_stage("reading")
+    bracket = load_bracket(paths, options.ev)
+    timings["read"] = time.perf_counter() - t
+    gain = normalisation_gain(bracket, options.normalize)
+
+    on_stage("loading model")
+    t = time.perf_counter()
+    engine = get_engine()
+    timings["load_model"] = time.perf_counter() - t
+
+    on_stage("merging")
+    result = merge(
+        engine,
+        bracket.sorted_frames,
+        bracket.relative_sorted(),
+        flow_scale=options.flow_scale,
+        intermediates=options.debug_dir is not None,
+    )
+    timings["network"] = result.seconds
+
+    report = describe_bracket(bracket)
+    report.update(
+        {
+            "model": {
+                "name": engine.weights.name,
+                "arch": engine.model.arch,
+                "sha256": engine.weights.sha256,
+                "source": engine.weights.source,
+            },
+            "device": engine.device.type,
+            "precision": engine.precision,
+            "flow_scale": options.flow_scale,
+            "normalize": options.normalize,
+            "normalize_gain": gain,
+            "warnings": list(bracket.exposures.warnings),
+        }
+    )
+
+    on_stage("writing")
+    t = time.perf_counter()
+    if options.debug_dir is not None:
+        options.debug_dir.mkdir(parents=True, exist_ok=True)
+    with staged:
+        fmt = output_format(output)
+        hdr_out = result.hdr * np.float32(gain)
+        if fmt == "exr":
+            write_exr(
+                staged.stage(output), hdr_out, _exr_attributes(bracket, report),
+                dtype=options.exr_dtype, compression=options.exr_compression,
+            )
+        else:
+            write_hdr(staged.stage(output), hdr_out, _hdr_header(bracket, report))
+        if "preview" in targets:
+            write_preview(staged.stage(targets["preview"]), result.hdr)
+        if options.debug_dir is not None:
+            flows = [result.flow0, result.flow2]
+            scale = max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in flows) or 1.0  # type: ignore[index]
+            write_png(staged.stage(targets["debug_flow0"]), flow_to_rgb(result.flow0, scale))  # type: ignore[arg-type]
+            write_png(staged.stage(targets["debug_flow2"]), flow_to_rgb(result.flow2, scale))  # type: ignore[arg-type]
+            write_png(staged.stage(targets["debug_mask0"]), result.mask0)  # type: ignore[arg-type]
+            write_png(staged.stage(targets["debug_mask2"]), result.mask2)  # type: ignore[arg-type]
+            write_png(staged.stage(targets["debug_hdr_m"]), mu_law(result.hdr_m))  # type: ignore[arg-type]
+            write_png(staged.stage(targets["debug_hdr"]), mu_law(result.hdr))
+            report["flow_max_px"] = round(scale, 3)
+        staged.commit()
+    timings["write"] = time.perf_counter() - t
+    report["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    report["outputs"] = {k: str(v) for k, v in targets.items()}
+    return report

@@ -1,0 +1,322 @@
+"""Reading bracketed shots: JPEG, PNG, TIFF (8/16 bit) and camera RAW, plus EXIF.
+
+Formats are recognised by content, never by extension (a JPEG stream named
+.tif is read as the JPEG it is). What comes out is a :class:`Frame`: the image
+as RGB in the network's LDR domain (gamma 2.2 encoded, like the training
+data), kept as 8- or 16-bit integers to save memory, with the EXIF orientation
+applied and the exposure metadata parsed.
+
+* 8-bit values map to [0, 1] by ÷255, 16-bit by ÷65535. (The network authors'
+  scripts divide everything by 65536, which leaves 8-bit inputs nearly black.)
+* Greyscale becomes three equal channels; alpha is dropped.
+* Camera RAW (anything LibRaw reads) is decoded linearly by rawpy: camera white
+  balance, no auto-brightening, 16 bit, sRGB primaries; then encoded with
+  gamma 2.2 (spec section 1) so it lives where JPEG and TIFF inputs live.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hdrmerge.errors import InputError
+
+#: The gamma of the network's LDR domain (spec section 1).
+GAMMA = 2.2
+
+_RAW_HINT = "LibRaw could not decode it"
+
+
+@dataclass(frozen=True)
+class Exif:
+    """Exposure-relevant metadata of one shot; None where the file has none.
+
+    ``exposure_time`` in seconds; ``shutter_apex`` is APEX Tv = -log2(t);
+    ``aperture_apex`` is APEX Av = 2·log2(N); ``exposure_bias`` in EV.
+    """
+
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    exposure_time: float | None = None
+    fnumber: float | None = None
+    iso: float | None = None
+    shutter_apex: float | None = None
+    aperture_apex: float | None = None
+    exposure_bias: float | None = None
+    focal_length: float | None = None
+    datetime_original: str | None = None
+    subsec: str | None = None
+    orientation: int = 1
+
+    @property
+    def capture_time(self) -> datetime | None:
+        """DateTimeOriginal with SubSecTimeOriginal, or None."""
+        if not self.datetime_original:
+            return None
+        try:
+            t = datetime.strptime(self.datetime_original.strip()[:19], "%Y:%m:%d %H:%M:%S")
+        except ValueError:
+            return None
+        if self.subsec and self.subsec.strip().isdigit():
+            digits = self.subsec.strip()
+            t = t.replace(microsecond=int(round(int(digits) / 10 ** len(digits) * 1e6)) % 1_000_000)
+        return t
+
+    @property
+    def has_exposure(self) -> bool:
+        return self.exposure_time is not None or self.shutter_apex is not None
+
+
+@dataclass
+class Frame:
+    """One decoded shot.
+
+    ``pixels``: H×W×3 RGB, uint8 or uint16, gamma-2.2 encoded LDR (for RAW,
+    the linear decode raised to 1/2.2). ``kind``: jpeg, png, tiff or raw.
+    """
+
+    path: Path
+    pixels: np.ndarray
+    kind: str
+    exif: Exif = field(default_factory=Exif)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+    @property
+    def scale(self) -> float:
+        """The integer value of 1.0 (255 or 65535)."""
+        return 255.0 if self.pixels.dtype == np.uint8 else 65535.0
+
+    def ldr(self, dtype: Any = np.float32) -> np.ndarray:
+        """H×W×3 values in [0, 1] (gamma 2.2 encoded)."""
+        return self.pixels.astype(dtype) / dtype(self.scale)
+
+
+def sniff(head: bytes) -> str | None:
+    """Container type from a file's first bytes: jpeg, png, tiff, or None."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+# --- EXIF -----------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    """A number from an exifread value (Ratio, int, list of one), or None."""
+    if value is None:
+        return None
+    v = getattr(value, "values", value)
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return None
+        v = v[0]
+    try:
+        if hasattr(v, "numerator") and hasattr(v, "denominator"):
+            if v.denominator == 0:
+                return None
+            return float(Fraction(int(v.numerator), int(v.denominator)))
+        f = float(v)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    s = str(value).strip().strip("\x00").strip()
+    return s or None
+
+
+def _pick(tags: dict[str, Any], *names: str) -> Any:
+    """The first present tag among ``names``, each tried under EXIF and Image."""
+    for name in names:
+        for prefix in ("EXIF ", "Image ", "MakerNote "):
+            if prefix + name in tags:
+                return tags[prefix + name]
+    return None
+
+
+def read_exif(path: Path) -> Exif:
+    """Exposure metadata through exifread (JPEG, TIFF, TIFF-based RAW, HEIC…)."""
+    import exifread
+    import logging
+
+    logging.getLogger("exifread").setLevel(logging.ERROR)
+    try:
+        with path.open("rb") as f:
+            tags = exifread.process_file(f, details=False)
+    except Exception:  # exifread raises assorted errors on foreign containers
+        return Exif()
+    if not tags:
+        return Exif()
+    orientation = _num(_pick(tags, "Orientation"))
+    iso = _num(_pick(tags, "ISOSpeedRatings", "PhotographicSensitivity", "RecommendedExposureIndex"))
+    return Exif(
+        make=_text(_pick(tags, "Make")),
+        model=_text(_pick(tags, "Model")),
+        lens=_text(_pick(tags, "LensModel")),
+        exposure_time=_positive(_num(_pick(tags, "ExposureTime"))),
+        fnumber=_positive(_num(_pick(tags, "FNumber"))),
+        iso=_positive(iso),
+        shutter_apex=_num(_pick(tags, "ShutterSpeedValue")),
+        aperture_apex=_num(_pick(tags, "ApertureValue")),
+        exposure_bias=_num(_pick(tags, "ExposureBiasValue")),
+        focal_length=_positive(_num(_pick(tags, "FocalLength"))),
+        datetime_original=_text(_pick(tags, "DateTimeOriginal", "DateTime")),
+        subsec=_text(_pick(tags, "SubSecTimeOriginal", "SubSecTime")),
+        orientation=int(orientation) if orientation and 1 <= orientation <= 8 else 1,
+    )
+
+
+def _positive(v: float | None) -> float | None:
+    return v if v is not None and v > 0 else None
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) so the image is shown upright."""
+    if orientation == 2:
+        return img[:, ::-1]
+    if orientation == 3:
+        return img[::-1, ::-1]
+    if orientation == 4:
+        return img[::-1]
+    if orientation == 5:
+        return img.transpose(1, 0, 2)
+    if orientation == 6:
+        return img.transpose(1, 0, 2)[:, ::-1]
+    if orientation == 7:
+        return img.transpose(1, 0, 2)[::-1, ::-1]
+    if orientation == 8:
+        return img.transpose(1, 0, 2)[::-1]
+    return img
+
+
+def _to_rgb(img: np.ndarray, path: Path) -> np.ndarray:
+    """OpenCV's BGR/BGRA/grey in 8 or 16 bit → RGB, same depth."""
+    import cv2
+
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(
+            f"{path}: {img.dtype} samples are not supported; give 8- or 16-bit integer images "
+            "(a floating-point file is HDR already)"
+        )
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    channels = img.shape[2]
+    if channels == 1:
+        return np.repeat(img, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        return np.repeat(img[:, :, :1], 3, axis=2)
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise InputError(f"{path}: {channels} colour channels are not supported; give an RGB or greyscale image")
+
+
+def _decode_raster(path: Path, data: bytes, kind: str) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise InputError(f"{path}: damaged or truncated {kind.upper()} file; re-export or copy it again")
+    return _to_rgb(img, path)
+
+
+def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
+    """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata."""
+    import rawpy
+
+    with rawpy.imread(str(path)) as raw:
+        linear = raw.postprocess(
+            gamma=(1, 1),
+            no_auto_bright=True,
+            output_bps=16,
+            use_camera_wb=True,
+            output_color=rawpy.ColorSpace.sRGB,
+            user_flip=None,  # LibRaw applies the camera's orientation itself
+        )
+        other = getattr(raw, "other", None)
+    # Linear [0, 1] → the network's gamma-2.2 domain, kept as 16-bit.
+    lut = (np.linspace(0.0, 1.0, 65536) ** (1.0 / GAMMA) * 65535.0 + 0.5).astype(np.uint16)
+    pixels = lut[linear]
+    meta = None
+    if other is not None:
+        stamp = getattr(other, "timestamp", None)
+        meta = Exif(
+            exposure_time=_positive(float(other.shutter_speed)) if other.shutter_speed else None,
+            fnumber=_positive(float(other.aperture)) if other.aperture else None,
+            iso=_positive(float(other.iso_speed)) if other.iso_speed else None,
+            focal_length=_positive(float(other.focal_length)) if other.focal_length else None,
+            datetime_original=stamp.strftime("%Y:%m:%d %H:%M:%S") if isinstance(stamp, datetime) else None,
+        )
+    return np.ascontiguousarray(pixels), meta
+
+
+def _merge_exif(primary: Exif, fallback: Exif | None) -> Exif:
+    """``primary`` with its missing fields filled from ``fallback``."""
+    if fallback is None:
+        return primary
+    values = {k: getattr(primary, k) for k in primary.__dataclass_fields__}
+    for k, v in values.items():
+        if v is None:
+            values[k] = getattr(fallback, k)
+    return Exif(**values)
+
+
+def read_frame(path: Path | str) -> Frame:
+    """Decode one shot; InputError with a one-line reason if it cannot be used."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory; give image files (or use `hdrmerge batch`)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if not data:
+        raise InputError(f"{path}: empty file")
+    kind = sniff(data[:16])
+    exif = read_exif(path)
+
+    if kind in ("jpeg", "png"):
+        pixels = _orient(_decode_raster(path, data, kind), exif.orientation)
+        return Frame(path, np.ascontiguousarray(pixels), kind, exif)
+
+    # TIFF containers hold both ordinary images and most camera RAW formats
+    # (DNG, CR2, NEF, ARW…): LibRaw decides, and refuses ordinary TIFFs.
+    import rawpy
+
+    try:
+        pixels, raw_meta = _decode_raw(path)
+        return Frame(path, pixels, "raw", _merge_exif(exif, raw_meta))
+    except rawpy.LibRawFileUnsupportedError:
+        if kind != "tiff":
+            raise InputError(
+                f"{path}: not a recognised image (JPEG, PNG, TIFF or camera RAW); check the file"
+            ) from None
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        if kind != "tiff":
+            raise InputError(f"{path}: damaged camera RAW file ({_RAW_HINT}: {exc})") from None
+    pixels = _orient(_decode_raster(path, data, "tiff"), exif.orientation)
+    return Frame(path, np.ascontiguousarray(pixels), "tiff", exif)

@@ -1,0 +1,156 @@
+"""Writing results: Radiance .hdr, OpenEXR, the μ-law preview and debug images.
+
+Every writer takes an already-staged temporary path (see
+:class:`hdrmerge.atomic.StagedOutputs`); the caller renames all outputs into
+place together once every one of them has been written.
+
+Arrays are H×W×3 float32 RGB, linear, in whatever radiometric scale the caller
+chose (see :func:`normalise`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hdrmerge.errors import InputError, OutputError
+
+#: μ of the μ-law tonemap used by the papers and the preview (spec section 9).
+MU = 5000.0
+FORMATS = {".hdr": "hdr", ".exr": "exr"}
+EXR_COMPRESSIONS = ("zip", "piz")
+#: Mid-grey reflectance and the reflected-light meter constant (ISO 2720) used
+#: by ``--normalize absolute`` to put values near luminance in cd/m².
+_MID_GREY = 0.18
+_METER_K = 12.5
+
+
+def output_format(path: Path) -> str:
+    """``hdr`` or ``exr`` from the output's extension; InputError otherwise."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: the output must end in .hdr (Radiance) or .exr (OpenEXR)")
+    return fmt
+
+
+def mu_law(hdr: np.ndarray, mu: float = MU) -> np.ndarray:
+    """``log(1 + μ·H) / log(1 + μ)`` of H in [0, 1] (values clipped to [0, 1] first)."""
+    return np.log1p(mu * np.clip(hdr, 0.0, 1.0)) / math.log1p(mu)
+
+
+def to_u8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _imwrite(path: Path, rgb_or_grey: np.ndarray, params: list[int] | None = None, *, ext: str | None = None) -> None:
+    import cv2
+
+    img = rgb_or_grey
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(ext or path.suffix, img, params or [])
+    if not ok:
+        raise OutputError(f"could not encode {path.name}")
+    try:
+        path.write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def write_hdr(tmp: Path, rgb: np.ndarray, header: Mapping[str, str]) -> None:
+    """Radiance RGBE (run-length encoded), with ``SOFTWARE=`` and comment lines.
+
+    ``header`` entries become ``# key: value`` lines after the magic line;
+    Radiance readers skip any header line they do not know.
+    """
+    import cv2
+
+    data = np.ascontiguousarray(np.maximum(rgb, 0.0).astype(np.float32))
+    ok, buf = cv2.imencode(".hdr", cv2.cvtColor(data, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputError("could not encode the Radiance image")
+    raw = buf.tobytes()
+    magic, _, rest = raw.partition(b"\n")
+    lines = [magic]
+    for key, value in header.items():
+        text = " ".join(str(value).split())  # one line each, whatever the value
+        lines.append((f"SOFTWARE={text}" if key == "SOFTWARE" else f"# {key}: {text}").encode("utf-8", "replace"))
+    try:
+        tmp.write_bytes(b"\n".join(lines) + b"\n" + rest)
+    except OSError as exc:
+        raise OutputError(f"cannot write {tmp}: {exc.strerror}") from exc
+
+
+def write_exr(
+    tmp: Path,
+    rgb: np.ndarray,
+    attributes: Mapping[str, Any],
+    *,
+    dtype: str = "half",
+    compression: str = "zip",
+) -> None:
+    """OpenEXR through its own bindings: R, G, B channels, half or float, ZIP or PIZ."""
+    import OpenEXR
+
+    if dtype not in ("half", "float"):
+        raise InputError(f"--exr-dtype {dtype}: use half or float")
+    if compression not in EXR_COMPRESSIONS:
+        raise InputError(f"--exr-compression {compression}: use {' or '.join(EXR_COMPRESSIONS)}")
+    data = np.maximum(rgb, 0.0).astype(np.float16 if dtype == "half" else np.float32)
+    if dtype == "half" and np.isinf(data).any():
+        raise OutputError("values exceed the half-float range; use --exr-dtype float")
+    header: dict[str, Any] = {
+        "compression": OpenEXR.ZIP_COMPRESSION if compression == "zip" else OpenEXR.PIZ_COMPRESSION,
+        "type": OpenEXR.scanlineimage,
+    }
+    header.update({k: v for k, v in attributes.items() if v is not None})
+    try:
+        OpenEXR.File(header, {"RGB": np.ascontiguousarray(data)}).write(str(tmp))
+    except Exception as exc:  # the bindings raise RuntimeError/TypeError with C++ text
+        raise OutputError(f"cannot write OpenEXR file {tmp.name}: {exc}") from exc
+
+
+def write_preview(tmp: Path, hdr_short: np.ndarray, quality: int = 95) -> None:
+    """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR."""
+    import cv2
+
+    _imwrite(tmp, to_u8(mu_law(hdr_short)), [cv2.IMWRITE_JPEG_QUALITY, quality], ext=".jpg")
+
+
+def flow_to_rgb(flow: np.ndarray, max_px: float | None = None) -> np.ndarray:
+    """Colour-code an H×W×2 flow: hue = direction, brightness = length.
+
+    Lengths are scaled by ``max_px`` (default: the largest length in the flow).
+    """
+    import cv2
+
+    fx, fy = flow[..., 0], flow[..., 1]
+    mag = np.hypot(fx, fy)
+    scale = max_px or float(mag.max()) or 1.0
+    hsv = np.zeros(flow.shape[:2] + (3,), np.uint8)
+    hsv[..., 0] = ((np.degrees(np.arctan2(fy, fx)) % 360.0) / 2.0).astype(np.uint8)
+    hsv[..., 1] = 255
+    hsv[..., 2] = to_u8(mag / scale)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def write_png(tmp: Path, image: np.ndarray) -> None:
+    """An 8-bit PNG from [0, 1] floats or uint8 (grey or RGB)."""
+    img = image if image.dtype == np.uint8 else to_u8(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    _imwrite(tmp, img, ext=".png")
+
+
+def absolute_gain(exposure_time: float, fnumber: float, iso: float) -> float:
+    """Factor from the short-exposure domain to approximate luminance (cd/m²).
+
+    A pixel of linear value 0.18 (mid-grey) in a frame exposed at ``t``, ``N``,
+    ``S`` corresponds to ``K·N²/(t·S)`` cd/m² by the reflected-light exposure
+    equation with K = 12.5; so luminance ≈ value · K·N²/(0.18·t·S).
+    """
+    return _METER_K * fnumber**2 / (_MID_GREY * exposure_time * iso)
