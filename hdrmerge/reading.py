@@ -16,7 +16,13 @@ applied and the exposure metadata parsed.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -212,7 +218,7 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
 
 def _to_rgb(img: np.ndarray, path: Path) -> np.ndarray:
     """OpenCV's BGR/BGRA/grey in 8 or 16 bit → RGB, same depth."""
-    import cv2
+    cv2 = _cv2()
 
     if img.dtype not in (np.uint8, np.uint16):
         raise InputError(
@@ -233,9 +239,31 @@ def _to_rgb(img: np.ndarray, path: Path) -> np.ndarray:
     raise InputError(f"{path}: {channels} colour channels are not supported; give an RGB or greyscale image")
 
 
-def _decode_raster(path: Path, data: bytes, kind: str) -> np.ndarray:
+def _cv2() -> Any:
+    """OpenCV, with its C-level logging silenced (errors reach the user as one line)."""
     import cv2
 
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # older builds without the logging module
+        pass
+    return cv2
+
+
+def _complete(data: bytes, kind: str) -> bool:
+    """Whether a JPEG/PNG stream has its end marker (libpng prints to stderr otherwise)."""
+    if kind == "png":
+        return b"IEND" in data[-64:]
+    if kind == "jpeg":
+        # Trailing padding or appended data (MPF, vendor trailers) may follow EOI.
+        return b"\xff\xd9" in data[len(data) // 2 :]
+    return True
+
+
+def _decode_raster(path: Path, data: bytes, kind: str) -> np.ndarray:
+    cv2 = _cv2()
+    if not _complete(data, kind):
+        raise InputError(f"{path}: damaged or truncated {kind.upper()} file; re-export or copy it again")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(f"{path}: damaged or truncated {kind.upper()} file; re-export or copy it again")
@@ -246,16 +274,29 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
     """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata."""
     import rawpy
 
-    with rawpy.imread(str(path)) as raw:
-        linear = raw.postprocess(
-            gamma=(1, 1),
-            no_auto_bright=True,
-            output_bps=16,
-            use_camera_wb=True,
-            output_color=rawpy.ColorSpace.sRGB,
-            user_flip=None,  # LibRaw applies the camera's orientation itself
-        )
-        other = getattr(raw, "other", None)
+    with _captured_c_stderr() as printed:
+        try:
+            raw = rawpy.imread(str(path))  # identifies the file; decodes nothing yet
+        except rawpy.LibRawError as exc:
+            raise _NotRaw(str(exc)) from exc
+        try:
+            with raw:
+                linear = raw.postprocess(
+                    gamma=(1, 1),
+                    no_auto_bright=True,
+                    output_bps=16,
+                    use_camera_wb=True,
+                    output_color=rawpy.ColorSpace.sRGB,
+                    user_flip=None,  # LibRaw applies the camera's orientation itself
+                )
+                other = getattr(raw, "other", None)
+        except (rawpy.LibRawError, OSError, ValueError) as exc:
+            reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise _DamagedRaw(reason) from exc
+    if printed:
+        # LibRaw decoded the file but complained (e.g. data cut short): refuse
+        # rather than merge an image with missing rows.
+        raise _DamagedRaw(printed[-1].replace(f"{path}: ", ""))
     # Linear [0, 1] → the network's gamma-2.2 domain, kept as 16-bit.
     lut = (np.linspace(0.0, 1.0, 65536) ** (1.0 / GAMMA) * 65535.0 + 0.5).astype(np.uint16)
     pixels = lut[linear]
@@ -270,6 +311,38 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
             datetime_original=stamp.strftime("%Y:%m:%d %H:%M:%S") if isinstance(stamp, datetime) else None,
         )
     return np.ascontiguousarray(pixels), meta
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _captured_c_stderr() -> Iterator[list[str]]:
+    """Collect what C libraries (LibRaw) print on file descriptor 2.
+
+    LibRaw reports data errors by printing them; captured, they become part
+    of hdrmerge's own one-line message instead of stray lines on the terminal.
+    """
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(l.strip() for l in sink.read().decode("utf-8", "replace").splitlines() if l.strip())
+
+
+class _NotRaw(Exception):
+    """LibRaw does not recognise the file as a camera RAW."""
+
+
+class _DamagedRaw(Exception):
+    """LibRaw recognised a camera RAW but could not decode it."""
 
 
 def _merge_exif(primary: Exif, fallback: Exif | None) -> Exif:
@@ -305,18 +378,17 @@ def read_frame(path: Path | str) -> Frame:
 
     # TIFF containers hold both ordinary images and most camera RAW formats
     # (DNG, CR2, NEF, ARW…): LibRaw decides, and refuses ordinary TIFFs.
-    import rawpy
-
     try:
         pixels, raw_meta = _decode_raw(path)
         return Frame(path, pixels, "raw", _merge_exif(exif, raw_meta))
-    except rawpy.LibRawFileUnsupportedError:
+    except _NotRaw:
         if kind != "tiff":
             raise InputError(
                 f"{path}: not a recognised image (JPEG, PNG, TIFF or camera RAW); check the file"
             ) from None
-    except (rawpy.LibRawError, OSError, ValueError) as exc:
-        if kind != "tiff":
-            raise InputError(f"{path}: damaged camera RAW file ({_RAW_HINT}: {exc})") from None
+    except _DamagedRaw as exc:
+        # LibRaw recognised a camera RAW but could not decode it: never fall
+        # back to reading its TIFF container, which would yield a thumbnail.
+        raise InputError(f"{path}: damaged camera RAW file ({_RAW_HINT}: {exc}); copy it again") from None
     pixels = _orient(_decode_raster(path, data, "tiff"), exif.orientation)
     return Frame(path, np.ascontiguousarray(pixels), "tiff", exif)

@@ -1,0 +1,118 @@
+"""Exposure values from EXIF (APEX, nominal snapping), bias, pixels, --ev."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+
+from hdrmerge.errors import InputError
+from hdrmerge.exposure import derive_exposures, exif_exposure, snap_stops
+from hdrmerge.reading import Exif, read_frame
+from hdrmerge.synthetic import write_bracket
+from tests.conftest import DATA
+
+
+@pytest.mark.parametrize(
+    "seconds,stops",
+    [(1 / 60, -6.0), (1 / 1000, -10.0), (1 / 250, -8.0), (1 / 80, -19 / 3), (1 / 90, -6.5), (1 / 13, -11 / 3), (30, 5.0), (8, 3.0)],
+)
+def test_nominal_shutter_times_snap_to_the_grid(seconds, stops):
+    assert snap_stops(math.log2(seconds)) == pytest.approx(stops)
+
+
+def test_values_off_the_grid_are_kept():
+    assert snap_stops(0.17) == 0.17  # farther than 0.12 stop from every third- and half-stop point
+
+
+def test_apex_is_preferred_over_printed_values():
+    # Printed 1/62 s (not a real speed) but APEX Tv = 6 → exactly 2^-6.
+    e = exif_exposure(Exif(exposure_time=1 / 62, shutter_apex=6.0, fnumber=5.6, iso=100))
+    assert e.time_stops == -6.0 and e.aperture_stops == 5.0 and e.iso_stops == 0.0
+
+
+def test_pingpong_from_exif_is_minus2_0_plus2():
+    frames = [read_frame(DATA / "ius_pingpong" / n) for n in ("Img3.JPG", "Img1.JPG", "Img2.JPG")]
+    ex = derive_exposures(frames)
+    assert ex.source == "exif"
+    assert [ex.ev[i] - ex.ev[1] for i in range(3)] == [4.0, 0.0, 2.0]
+    assert ex.order == [1, 2, 0]
+    assert ex.warnings == []  # EXIF and pixels agree once the tone curve is allowed for
+
+
+def test_frobisher_from_exif_is_three_stops_apart():
+    frames = [read_frame(DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg") for i in range(3)]
+    ex = derive_exposures(frames)
+    assert ex.source == "exif" and ex.relative() == [1.0, 8.0, 64.0]
+
+
+def test_iso_changes_inside_a_bracket_are_accounted_for():
+    # DSC08201-05: 0, -0.7, +0.7, -1.3, +1.3 EV, with ISO 4000 in two of them.
+    evs = [exif_exposure(read_frame(DATA / "bif_exif_thumbs" / f"DSC0820{i}.JPG").exif).ev for i in range(1, 6)]
+    assert [round(e - evs[0], 4) for e in evs] == [0.0, round(-2 / 3, 4), round(2 / 3, 4), round(-4 / 3, 4), round(4 / 3, 4)]
+
+
+def test_no_exif_falls_back_to_pixels_with_a_warning():
+    frames = [read_frame(DATA / "merianos_fusion_noexif" / "OldHouse" / f"OldHouse{i}.jpg") for i in (1, 2, 3)]
+    ex = derive_exposures(frames)
+    assert ex.source == "pixels"
+    assert ex.warnings == ["no exposure metadata; exposures estimated from the pixels (pass --ev to set them)"]
+    assert ex.order == [0, 1, 2] and 1.0 < ex.ev[1] < ex.ev[2] - 1.0
+
+
+def test_kalantari_pixels_agree_with_the_published_ev_within_a_third_of_a_stop():
+    frames = [read_frame(DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif") for i in (1, 2, 3)]
+    ex = derive_exposures(frames, [0, 3, 6])
+    assert ex.source == "--ev" and ex.warnings == []
+    assert ex.pixel_ev[1] == pytest.approx(3.0, abs=1 / 3) and ex.pixel_ev[2] == pytest.approx(6.0, abs=1 / 3)
+
+
+def test_cross_check_warns_about_wrong_ev():
+    frames = [read_frame(DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif") for i in (1, 2, 3)]
+    ex = derive_exposures(frames, [0, 1, 6])
+    assert ex.warnings[0].startswith("--ev puts input_2_aligned.tif +1.00 EV from input_1_aligned.tif, the pixels say +2.86 EV")
+
+
+def test_cross_check_on_camera_jpegs_catches_a_wrong_middle_frame():
+    frames = [read_frame(DATA / "ius_pingpong" / n) for n in ("Img1.JPG", "Img2.JPG", "Img3.JPG")]
+    ex = derive_exposures(frames, [0, 1, 4])
+    assert len(ex.warnings) == 1 and "after allowing for the camera's tone curve" in ex.warnings[0]
+
+
+def test_bias_is_used_when_times_are_absent(tmp_path):
+    from hdrmerge.synthetic import ShotInfo, expose, render_scene, write_jpeg
+
+    scene = render_scene(120, 160)
+    paths = []
+    for i, ev in enumerate((-2.0, 0.0, 2.0)):
+        p = tmp_path / f"b{i}.jpg"
+        # exposure_time is required by ShotInfo; strip it by writing no EXIF, then bias-only EXIF below.
+        from PIL import Image
+        from PIL.TiffImagePlugin import IFDRational
+
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9204] = IFDRational(int(ev * 3), 3)
+        Image.fromarray(expose(scene, ev)).save(p, quality=95, exif=exif)
+        paths.append(p)
+    ex = derive_exposures([read_frame(p) for p in paths])
+    assert ex.source == "exif-bias" and ex.ev == [-2.0, 0.0, 2.0]
+
+
+def test_exception_same_exposure_twice(tmp_path):
+    paths = write_bracket(tmp_path, evs=(0.0, 0.0, 2.0), size=(96, 128))
+    with pytest.raises(InputError, match=r"^shot_01\.jpg and shot_02\.jpg have the same exposure \(-12\.00 EV, from EXIF\); a bracket needs three different exposures"):
+        derive_exposures([read_frame(p) for p in paths])
+
+
+def test_exception_wrong_number_of_ev_values(tmp_path):
+    paths = write_bracket(tmp_path, size=(96, 128))
+    with pytest.raises(InputError, match=r"^--ev has 2 values for 3 inputs"):
+        derive_exposures([read_frame(p) for p in paths], [0, 2])
+
+
+def test_synthetic_bracket_exif_gives_the_rendered_spacing(tmp_path):
+    paths = write_bracket(tmp_path, evs=(-2.0, 0.0, 2.0), size=(96, 128))
+    ex = derive_exposures([read_frame(p) for p in paths])
+    assert ex.relative() == [1.0, 4.0, 16.0]
+    assert Fraction(1, 250) == Fraction(1, 250)  # nominal 1/250 s snaps to 2^-8
