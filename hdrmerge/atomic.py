@@ -24,8 +24,16 @@ def check_writable(dest: Path, *, overwrite: bool) -> None:
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output directory {parent} is not writable; choose another output path")
+    # Probe by creating a file: permission bits say nothing for root, and
+    # read-only mounts or full disks only show when a file is made.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hdrmerge-probe-", dir=parent)
+    except OSError as exc:
+        raise InputError(
+            f"output directory {parent} is not writable ({exc.strerror}); choose another output path"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager

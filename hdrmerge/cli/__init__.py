@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Annotated
 
 import click
@@ -107,7 +108,7 @@ def run(argv: list[str] | None = None) -> int:
         return _error(exc.format_message().rstrip(".") + where, exc.exit_code or EXIT_USAGE)
     except HdrmergeError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         return _error(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         if debug:
@@ -115,7 +116,7 @@ def run(argv: list[str] | None = None) -> int:
         return _error("interrupted", 130)
     except Exception as exc:  # last resort: still one line, traceback behind --debug
         if debug:
-            raise
+            traceback.print_exc()
         return _error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_FAILURE)
 
 

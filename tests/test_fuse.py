@@ -1,0 +1,135 @@
+"""``hdrmerge fuse`` end to end on real brackets; outputs re-read independently."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import OpenEXR
+import pytest
+import torch
+
+from hdrmerge.models import build_model, make_frames
+from hdrmerge.weights.store import read_pth
+from tests.conftest import DATA, SAFNET_S_PTH, SHARED, run_cli
+
+PINGPONG = [DATA / "ius_pingpong" / n for n in ("Img3.JPG", "Img1.JPG", "Img2.JPG")]  # shuffled on purpose
+KALANTARI = [DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif" for i in (1, 2, 3)]
+FROBISHER = [DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg" for i in range(3)]
+
+
+@pytest.fixture
+def env(isolated_env):
+    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+
+
+def _exr(path):
+    f = OpenEXR.File(str(path))
+    return f.header(), f.channels()["RGB"].pixels
+
+
+def test_pingpong_exr_values_size_and_metadata(env, tmp_path):
+    out = tmp_path / "pp.exr"
+    r = run_cli("fuse", *map(str, PINGPONG), "-o", str(out), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)  # exactly one JSON object on stdout
+    assert report["exposures"] == {"source": "exif", "ev_sorted": [-14.6667, -12.6667, -10.6667], "relative": [1.0, 4.0, 16.0]}
+    assert [i["role"] for i in report["inputs"]] == ["long", "short", "reference"]
+    assert report["model"]["name"] == "safnet-s" and report["device"] == "cpu"
+    assert set(report["timings_s"]) >= {"read", "load_model", "network", "write", "total"}
+
+    header, rgb = _exr(out)
+    assert rgb.shape == (1080, 1920, 3) and rgb.dtype == np.float16
+    assert header["compression"] == OpenEXR.ZIP_COMPRESSION
+    assert header["hdrmerge:sources"] == ["Img1.JPG", "Img2.JPG", "Img3.JPG"]
+    assert header["hdrmerge:ev"] == pytest.approx([-14.6667, -12.6667, -10.6667], abs=1e-3)
+    assert header["hdrmerge:evSource"] == "exif"
+    assert header["hdrmerge:weightsSha256"] == "9d4e18199fb7dd990ec9ca94e706b823c2eb0c451e514fc403103e86d69bd5fe"
+    assert header["hdrmerge:model"] == "SAFNet-S"
+    assert (header["cameraMake"], header["cameraModel"], header["capDate"]) == ("Canon", "Canon EOS 1000D", "2013:02:10 14:06:05")
+    assert header["expTime"] == pytest.approx(1 / 256)  # the reference's 1/250 s, as the nominal 2^-8
+    # --normalize reference (default): where the reference shot is well exposed,
+    # the HDR keeps its linear values (ldr ** 2.2).
+    ref = cv2.imread(str(DATA / "ius_pingpong" / "Img2.JPG"))[:, :, ::-1].astype(np.float32) / 255.0
+    well = (ref.min(axis=2) > 0.2) & (ref.max(axis=2) < 0.8)
+    ratio = np.median(rgb.astype(np.float32)[well].mean(axis=1) / (ref[well] ** 2.2).mean(axis=1))
+    assert ratio == pytest.approx(1.0, abs=0.05)
+    # The window behind the player is saturated in the reference but not in the HDR.
+    assert rgb.astype(np.float32).max() > 1.5
+    preview = cv2.imread(str(tmp_path / "pp.preview.jpg"))
+    assert preview.shape == (1080, 1920, 3)
+
+
+def test_kalantari_end_to_end_equals_the_network_run_directly(env, tmp_path):
+    out = tmp_path / "k.exr"
+    r = run_cli("fuse", *map(str, KALANTARI), "-o", str(out), "--ev=0,3,6", "--normalize", "short", "--exr-dtype", "float", "--no-preview", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "k.preview.jpg").exists()
+    header, rgb = _exr(out)
+    assert rgb.dtype == np.float32 and header["hdrmerge:normalize"] == "short"
+    # The same frames decoded by OpenCV, the network called directly.
+    ldrs = [torch.from_numpy(cv2.imread(str(p))[:, :, ::-1].astype(np.float32) / 255.0).permute(2, 0, 1)[None] for p in KALANTARI]
+    model = build_model(read_pth(SAFNET_S_PTH))
+    with torch.inference_mode():
+        direct = model(*make_frames(ldrs, [1.0, 8.0, 64.0]), scale=0.5)[0].permute(1, 2, 0).numpy()
+    assert np.abs(rgb - direct).max() <= 1e-6
+
+
+def test_frobisher_hdr_radiance_file(env, tmp_path):
+    out = tmp_path / "f.hdr"
+    r = run_cli("fuse", *map(str, FROBISHER), "-o", str(out), "--normalize", "short", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["exposures"]["relative"] == [1.0, 8.0, 64.0]
+    head = out.read_bytes()[:600].split(b"\n\n")[0].decode()
+    assert head.startswith("#?RADIANCE\n") and "SOFTWARE=hdrmerge " in head
+    assert "# sources: IMG_2600.jpg IMG_2601.jpg IMG_2602.jpg" in head
+    assert "# camera: Canon EOS 5D Mark II" in head
+    img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)  # OpenCV's own Radiance reader
+    assert img.shape == (426, 640, 3) and img.dtype == np.float32
+    assert 0.0 <= img.min() and img.max() <= 1.0 + 1e-6  # short domain: clamped to [0, 1]
+    # mu-law preview is the tonemap of exactly this image (to JPEG precision).
+    preview = cv2.imread(str(tmp_path / "f.preview.jpg")).astype(np.float32) / 255.0
+    expected = np.log1p(5000 * img) / math.log1p(5000)
+    assert np.abs(preview - expected).mean() < 0.01
+
+
+def test_merianos_without_exif_estimates_from_pixels(env, tmp_path):
+    files = [DATA / "merianos_fusion_noexif" / "SeaRock" / f"SeaRock{i}.jpg" for i in (1, 2, 3)]
+    r = run_cli("fuse", *map(str, files), "-o", str(tmp_path / "s.exr"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == "warning: no exposure metadata; exposures estimated from the pixels (pass --ev to set them)"
+    header, _ = _exr(tmp_path / "s.exr")
+    assert header["hdrmerge:evSource"] == "pixels"
+
+
+def test_debug_dir_writes_flows_masks_and_first_stage(env, tmp_path):
+    from hdrmerge.synthetic import write_bracket
+
+    paths = write_bracket(tmp_path / "in", size=(96, 144))
+    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "dbg").iterdir())
+    assert names == ["flow0.png", "flow2.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png"]
+    for name in names:
+        assert cv2.imread(str(tmp_path / "dbg" / name)).shape[:2] == (96, 144)
+
+
+def test_absolute_normalisation_agrees_across_settings(env, tmp_path):
+    # The same scene bracketed one stop longer (1/256, 1/64, 1/16 s against
+    # 1/128, 1/32, 1/8 s): absolute values agree, reference-normalised ones
+    # differ by the 2x between the two reference shots.
+    from hdrmerge.synthetic import write_bracket
+
+    a = write_bracket(tmp_path / "a", size=(96, 144), motion_px=0, evs=(-2.0, 0.0, 2.0))
+    b = write_bracket(tmp_path / "b", size=(96, 144), motion_px=0, evs=(-1.0, 1.0, 3.0))
+    wall = (slice(20, 70), slice(10, 60))
+    for mode, expected in (("absolute", 1.0), ("reference", 0.5)):
+        outs = []
+        for name, paths in (("a", a), ("b", b)):
+            out = tmp_path / f"{name}-{mode}.exr"
+            r = run_cli("fuse", *map(str, paths), "-o", str(out), "--normalize", mode, "--exr-dtype", "float", "--no-preview", env=env)
+            assert r.returncode == 0, r.stderr
+            outs.append(_exr(out)[1][wall])
+        assert np.median(outs[0] / np.maximum(outs[1], 1e-6)) == pytest.approx(expected, rel=0.03)

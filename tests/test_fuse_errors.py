@@ -1,0 +1,171 @@
+"""The bad-input battery: each case exits with its documented code, prints one
+line on stderr with no traceback, and leaves no output (nor temporary) file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from hdrmerge.synthetic import write_bracket
+from tests.conftest import DATA, SHARED, run_cli
+
+
+@pytest.fixture
+def env(isolated_env):
+    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+
+
+@pytest.fixture
+def bracket(tmp_path):
+    return write_bracket(tmp_path / "in", size=(64, 96))
+
+
+def _fails(r, code: int, message: str) -> None:
+    assert r.returncode == code, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0] == "error: " + message, lines[0]
+    assert r.stdout == ""
+
+
+def _no_outputs(folder) -> None:
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == [], left
+
+
+def test_exception_truncated_jpeg(env, bracket, tmp_path):
+    data = bracket[1].read_bytes()
+    bracket[1].write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, bracket), "-o", str(out / "x.exr"), env=env)
+    _fails(r, 2, f"{bracket[1]}: damaged or truncated JPEG file; re-export or copy it again")
+    _no_outputs(out)
+
+
+def test_exception_text_file_named_jpg(env, bracket, tmp_path):
+    bracket[2].write_text("this is not a photograph\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, bracket), "-o", str(out / "x.hdr"), env=env)
+    _fails(r, 2, f"{bracket[2]}: not a recognised image (JPEG, PNG, TIFF or camera RAW); check the file")
+    _no_outputs(out)
+
+
+def test_exception_mismatched_sizes(env, bracket, tmp_path):
+    small = cv2.resize(cv2.imread(str(bracket[0])), (48, 32))
+    cv2.imwrite(str(bracket[0]), small)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, bracket), "-o", str(out / "x.exr"), env=env)
+    _fails(r, 2, "shot_01.jpg is 48×32 but shot_02.jpg is 96×64; all shots of a bracket must have the same size")
+    _no_outputs(out)
+
+
+def test_exception_same_exposure_twice(env, tmp_path):
+    paths = write_bracket(tmp_path / "in", evs=(0.0, 2.0, 2.0), size=(64, 96))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "x.exr"), env=env)
+    _fails(r, 2, "shot_02.jpg and shot_03.jpg have the same exposure (-10.00 EV, from EXIF); "
+           "a bracket needs three different exposures (pass --ev if the metadata is wrong)")
+    _no_outputs(out)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_exception_two_or_four_files(env, tmp_path, count):
+    paths = write_bracket(tmp_path / "in", evs=tuple(float(2 * i) for i in range(count)), size=(64, 96))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "x.exr"), env=env)
+    _fails(r, 2, f"fuse takes exactly 3 shots, got {count}; for longer brackets use `hdrmerge batch`, which picks three")
+    _no_outputs(out)
+
+
+def test_exception_unwritable_output_directory(env, bracket):
+    # /proc refuses new files even to root, unlike a chmod-ed directory.
+    r = run_cli("fuse", *map(str, bracket), "-o", "/proc/x.exr", env=env)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: output directory /proc is not writable (")
+    assert r.stderr.strip().endswith("); choose another output path")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_exception_missing_output_directory(env, bracket, tmp_path):
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "nope" / "x.exr"), env=env)
+    _fails(r, 2, f"output directory {tmp_path / 'nope'} does not exist; create it first")
+
+
+def test_exception_existing_output_is_not_replaced(env, bracket, tmp_path):
+    out = tmp_path / "x.exr"
+    out.write_bytes(b"precious")
+    r = run_cli("fuse", *map(str, bracket), "-o", str(out), env=env)
+    _fails(r, 2, f"{out} exists already; pass --overwrite to replace it")
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr"]
+
+
+def test_exception_existing_preview_is_not_replaced(env, bracket, tmp_path):
+    (tmp_path / "x.preview.jpg").write_bytes(b"precious")
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), env=env)
+    _fails(r, 2, f"{tmp_path / 'x.preview.jpg'} exists already; pass --overwrite to replace it")
+    assert not (tmp_path / "x.exr").exists()
+
+
+def test_overwrite_replaces_both_outputs(env, bracket, tmp_path):
+    out = tmp_path / "x.exr"
+    out.write_bytes(b"old")
+    (tmp_path / "x.preview.jpg").write_bytes(b"old")
+    r = run_cli("fuse", *map(str, bracket), "-o", str(out), "--overwrite", "--quiet", env=env)
+    assert r.returncode == 0 and r.stderr == ""
+    assert out.read_bytes()[:4] == b"\x76\x2f\x31\x01"  # OpenEXR magic
+    assert cv2.imread(str(tmp_path / "x.preview.jpg")).shape == (64, 96, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr", "x.preview.jpg"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--ev", "a,b,c"), "--ev 'a,b,c': give numbers separated by commas, e.g. --ev=-2,0,2"),
+        (("--ev=0,2",), "--ev has 2 values; give 3, one per input in input order (e.g. --ev -2,0,2)"),
+        (("--flow-scale", "3"), "--flow-scale 3.0: must be between 0.0625 and 1 (0.5 is what the paper uses)"),
+        (("--model", "nope"), "unknown model 'nope'; known: safnet-s, safnet, safnet-challenge123 (see `hdrmerge weights list`)"),
+        (("--device", "cuda"), "--device cuda: no CUDA device is available to PyTorch here; use --device auto or cpu"),
+    ],
+)
+def test_exception_bad_options(env, bracket, tmp_path, args, message):
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), *args, env=env)
+    _fails(r, 2, message)
+    assert not (tmp_path / "x.exr").exists()
+
+
+def test_exception_bad_output_extension(env, bracket, tmp_path):
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.png"), env=env)
+    _fails(r, 2, f"{tmp_path / 'x.png'}: the output must end in .hdr (Radiance) or .exr (OpenEXR)")
+
+
+def test_exception_weights_of_wrong_architecture(env, bracket, tmp_path):
+    rnd = SHARED / "fixtures" / "safnet" / "safnet_random_seed2024.pth"
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), "--model", "safnet-s", "--weights", str(rnd), env=env)
+    _fails(r, 2, f"{rnd} holds a SAFNet checkpoint, but SAFNet-S was asked for; drop --model or give a matching file")
+    assert not (tmp_path / "x.exr").exists()
+
+
+def test_exception_no_weights_and_no_network(isolated_env, bracket, tmp_path):
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), env=dict(isolated_env, HF_HUB_OFFLINE="1"))
+    _fails(r, 1, "safnet-s is not cached and HF_HUB_OFFLINE is set, so it cannot be downloaded; unset HF_HUB_OFFLINE, "
+           "or fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`")
+    assert not (tmp_path / "x.exr").exists() and not (tmp_path / "x.preview.jpg").exists()
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def test_debug_shows_the_traceback(env, bracket, tmp_path):
+    bracket[2].write_text("not an image")
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), "--debug", env=env)
+    assert r.returncode == 2  # the documented code, traceback or not
+    assert "Traceback (most recent call last)" in r.stderr and "hdrmerge.errors.InputError" in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: {bracket[2]}: not a recognised image (JPEG, PNG, TIFF or camera RAW); check the file"
