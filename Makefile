@@ -9,6 +9,12 @@ VENV        ?= .venv
 TORCH_SPEC  ?= torch
 HDRMERGE_SHARED ?= $(abspath ../shared)
 export HDRMERGE_SHARED
+# Without network, the example takes the checkpoint from the shared folder if
+# it is there; otherwise hdrmerge downloads it (or uses HDRMERGE_WEIGHTS_DIR).
+ifneq ($(wildcard $(HDRMERGE_SHARED)/weights/SAFNet_S_siggraph17.pth),)
+HDRMERGE_WEIGHTS_DIR ?= $(HDRMERGE_SHARED)/weights
+export HDRMERGE_WEIGHTS_DIR
+endif
 
 BIN := $(VENV)/bin
 
