@@ -1,0 +1,59 @@
+"""Minimal Bayer DNG files made from linear RGB, for testing the RAW path.
+
+The sensor data is an RGGB mosaic of the linear image, 16 bit, white level
+65535, with a colour matrix that makes the camera space linear sRGB and a
+neutral as-shot white balance, so LibRaw's linear decode returns the image
+itself (up to demosaicing). EXIF exposure tags go into IFD 0, as DNG allows.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+# XYZ (D65) → linear sRGB: DNG's ColorMatrix1 maps XYZ to camera space.
+_XYZ_TO_SRGB = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, -0.2040, 1.0570))
+
+
+def _srational(x: float, d: int = 10000) -> tuple[int, int]:
+    return int(round(x * d)), d
+
+
+def mosaic(linear: np.ndarray) -> np.ndarray:
+    """RGGB Bayer samples of an H×W×3 linear image (H, W even)."""
+    h, w, _ = linear.shape
+    out = np.empty((h, w), np.float32)
+    out[0::2, 0::2] = linear[0::2, 0::2, 0]
+    out[0::2, 1::2] = linear[0::2, 1::2, 1]
+    out[1::2, 0::2] = linear[1::2, 0::2, 1]
+    out[1::2, 1::2] = linear[1::2, 1::2, 2]
+    return out
+
+
+def write_dng(path: Path, linear: np.ndarray, exposure_time: float, fnumber: float = 8.0, iso: int = 100) -> None:
+    """Write ``linear`` (H×W×3, 1.0 = sensor saturation) as a Bayer DNG."""
+    data = (np.clip(mosaic(linear), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    t = Fraction(exposure_time).limit_denominator(100000)
+    matrix = tuple(v for row in _XYZ_TO_SRGB for x in row for v in _srational(x))
+    tags = [
+        (33421, 3, 2, (2, 2), True),  # CFARepeatPatternDim
+        (33422, 1, 4, (0, 1, 1, 2), True),  # CFAPattern RGGB
+        (50706, 1, 4, (1, 4, 0, 0), True),  # DNGVersion
+        (50707, 1, 4, (1, 1, 0, 0), True),  # DNGBackwardVersion
+        (50708, 2, 0, "hdrmerge synthetic", True),  # UniqueCameraModel
+        (50721, 10, 9, matrix, True),  # ColorMatrix1
+        (50778, 3, 1, 21, True),  # CalibrationIlluminant1 = D65
+        (50728, 5, 3, (1, 1, 1, 1, 1, 1), True),  # AsShotNeutral
+        (50714, 4, 1, 0, True),  # BlackLevel
+        (50717, 4, 1, 65535, True),  # WhiteLevel
+        (271, 2, 0, "hdrmerge", True),  # Make
+        (272, 2, 0, "synthetic DNG", True),  # Model
+        (33434, 5, 1, (t.numerator, t.denominator), True),  # ExposureTime
+        (33437, 5, 1, (int(round(fnumber * 10)), 10), True),  # FNumber
+        (34855, 3, 1, iso, True),  # ISOSpeedRatings
+        (36867, 2, 0, "2026:01:01 12:00:00", True),  # DateTimeOriginal
+    ]
+    tifffile.imwrite(path, data, photometric=32803, extratags=tags, subfiletype=0)
