@@ -207,43 +207,49 @@ def describe_bracket(bracket: Bracket) -> dict[str, Any]:
     }
 
 
-def fuse_files(
-    paths: Sequence[Path],
-    output: Path,
-    options: FuseOptions,
-    get_engine: Callable[[], Any],
-    *,
-    on_stage: Callable[[str], None] = lambda s: None,
-) -> dict[str, Any]:
-    """Merge three shots into ``output`` (+ preview, debug images); return the report.
+@dataclass
+class Prepared:
+    """A bracket decoded and checked, with its output paths: ready for the network."""
 
-    ``get_engine`` loads the network (or returns one already loaded); it is
-    called only after every input check has passed.
+    bracket: Bracket
+    output: Path
+    targets: dict[str, Path]
+    gain: float
+    read_s: float
+
+
+def prepare(paths: Sequence[Path], output: Path, options: FuseOptions) -> Prepared:
+    """Every check on the user's input and the decoding: all that needs no network.
+
+    Safe to run in a worker thread while the network works on another bracket.
     """
-    from hdrmerge.inference import merge
-
-    timings: dict[str, float] = {}
     t = time.perf_counter()
     targets = output_paths(output, options)
-    staged = StagedOutputs(overwrite=options.overwrite)
-    if options.debug_dir is not None and not options.debug_dir.is_dir():
-        if options.debug_dir.exists():
-            raise InputError(f"--debug-dir {options.debug_dir} is not a directory")
+    probe = StagedOutputs(overwrite=options.overwrite)
+    if options.debug_dir is not None and options.debug_dir.exists() and not options.debug_dir.is_dir():
+        raise InputError(f"--debug-dir {options.debug_dir} is not a directory")
     for dest in targets.values():
-        if dest.parent == options.debug_dir and not dest.parent.exists():
-            continue  # created below, once the inputs are known to be good
-        staged.check(dest)
-
-    on_stage("reading")
+        if options.debug_dir is not None and dest.parent == options.debug_dir and not dest.parent.exists():
+            continue  # created when writing, once the inputs are known to be good
+        probe.check(dest)
     bracket = load_bracket(paths, options.ev)
-    timings["read"] = time.perf_counter() - t
     gain = normalisation_gain(bracket, options.normalize)
+    return Prepared(bracket, output, targets, gain, time.perf_counter() - t)
 
-    on_stage("loading model")
-    t = time.perf_counter()
-    engine = get_engine()
-    timings["load_model"] = time.perf_counter() - t
 
+def run_prepared(
+    prepared: Prepared,
+    options: FuseOptions,
+    engine: Any,
+    *,
+    on_stage: Callable[[str], None] = lambda s: None,
+    load_s: float = 0.0,
+) -> dict[str, Any]:
+    """Run the network on a prepared bracket and write its outputs; return the report."""
+    from hdrmerge.inference import merge
+
+    bracket, output, targets, gain = prepared.bracket, prepared.output, prepared.targets, prepared.gain
+    timings = {"read": prepared.read_s, "load_model": load_s}
     on_stage("merging")
     result = merge(
         engine,
@@ -276,7 +282,7 @@ def fuse_files(
     t = time.perf_counter()
     if options.debug_dir is not None:
         options.debug_dir.mkdir(parents=True, exist_ok=True)
-    with staged:
+    with StagedOutputs(overwrite=options.overwrite) as staged:
         fmt = output_format(output)
         hdr_out = result.hdr * np.float32(gain)
         if fmt == "exr":
@@ -303,3 +309,25 @@ def fuse_files(
     report["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
     report["outputs"] = {k: str(v) for k, v in targets.items()}
     return report
+
+
+def fuse_files(
+    paths: Sequence[Path],
+    output: Path,
+    options: FuseOptions,
+    get_engine: Callable[[], Any],
+    *,
+    on_stage: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Merge three shots into ``output`` (+ preview, debug images); return the report.
+
+    ``get_engine`` loads the network (or returns one already loaded); it is
+    called only after every input check has passed.
+    """
+    on_stage("reading")
+    prepared = prepare(paths, output, options)
+    on_stage("loading model")
+    t = time.perf_counter()
+    engine = get_engine()
+    load_s = time.perf_counter() - t
+    return run_prepared(prepared, options, engine, on_stage=on_stage, load_s=load_s)

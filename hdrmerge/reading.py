@@ -60,6 +60,8 @@ class Exif:
     datetime_original: str | None = None
     subsec: str | None = None
     orientation: int = 1
+    exposure_mode: str | None = None  # "Auto Bracket" for a camera's AEB sequence
+    body_serial: str | None = None
 
     @property
     def capture_time(self) -> datetime | None:
@@ -187,6 +189,8 @@ def read_exif(path: Path) -> Exif:
         datetime_original=_text(_pick(tags, "DateTimeOriginal", "DateTime")),
         subsec=_text(_pick(tags, "SubSecTimeOriginal", "SubSecTime")),
         orientation=int(orientation) if orientation and 1 <= orientation <= 8 else 1,
+        exposure_mode=_text(_pick(tags, "ExposureMode")),
+        body_serial=_text(_pick(tags, "BodySerialNumber", "SerialNumber")),
     )
 
 

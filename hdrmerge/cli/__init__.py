@@ -17,6 +17,7 @@ import typer
 
 from hdrmerge import __version__
 
+from hdrmerge.cli import batch as batch_cmd
 from hdrmerge.cli import fuse as fuse_cmd
 from hdrmerge.cli import weights as weights_cmd
 from hdrmerge.cli.common import DebugOpt
@@ -32,6 +33,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("fuse", no_args_is_help=True)(fuse_cmd.fuse)
+app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.add_typer(weights_cmd.app, name="weights")
 
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from hdrmerge.errors import InputError
 
 #: Status, progress and warnings go to stderr; stdout is for results (--json).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -71,6 +74,120 @@ DeviceOpt = Annotated[
     Device,
     typer.Option("--device", help="auto prefers CUDA, then MPS, then the CPU.", case_sensitive=False),
 ]
+
+
+class Normalize(str, Enum):
+    short = "short"
+    reference = "reference"
+    absolute = "absolute"
+
+
+class ExrDtype(str, Enum):
+    half = "half"
+    float = "float"
+
+
+class ExrCompression(str, Enum):
+    zip = "zip"
+    piz = "piz"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+def parse_ev(text: str | None) -> list[float] | None:
+    """``"-2,0,2"`` → ``[-2.0, 0.0, 2.0]``; InputError naming the bad part."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--ev {text!r}: give numbers separated by commas, e.g. --ev=-2,0,2") from None
+
+
+def parse_flow_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"--flow-scale {text!r}: give a number such as 0.5") from None
+    if not 0.0625 <= value <= 1.0:
+        raise InputError(f"--flow-scale {value}: must be between 0.0625 and 1 (0.5 is what the paper uses)")
+    return value
+
+
+FlowScaleOpt = Annotated[
+    str,
+    typer.Option("--flow-scale", help="Scale at which flows and masks are estimated (the paper uses 0.5)."),
+]
+NormalizeOpt = Annotated[
+    Normalize,
+    typer.Option(
+        "--normalize",
+        help="Output scale: short (1.0 = short shot's saturation), reference (reference shot's "
+        "linear values kept), absolute (approx. cd/m² from EXIF). See docs/radiometry.md.",
+        case_sensitive=False,
+    ),
+]
+ExrDtypeOpt = Annotated[ExrDtype, typer.Option("--exr-dtype", help="Sample type of .exr output.", case_sensitive=False)]
+ExrCompressionOpt = Annotated[
+    ExrCompression, typer.Option("--exr-compression", help="Lossless compression of .exr output.", case_sensitive=False)
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option("--precision", help="auto: fp16 on CUDA, fp32 elsewhere.", case_sensitive=False),
+]
+
+
+def fuse_options(
+    flow_scale: str,
+    normalize: Normalize,
+    exr_dtype: ExrDtype,
+    exr_compression: ExrCompression,
+    no_preview: bool,
+    overwrite: bool,
+    **extra: Any,
+) -> Any:
+    """The pipeline's FuseOptions from the options fuse and batch share."""
+    from hdrmerge.pipeline import FuseOptions
+
+    return FuseOptions(
+        flow_scale=parse_flow_scale(flow_scale),
+        normalize=normalize.value,
+        exr_dtype=exr_dtype.value,
+        exr_compression=exr_compression.value,
+        no_preview=no_preview,
+        overwrite=overwrite,
+        **extra,
+    )
+
+
+def engine_loader(
+    model: str | None,
+    weights: Path | None,
+    hub_repo: str | None,
+    device: Device,
+    precision: Precision,
+    *,
+    chatty: bool,
+) -> Callable[[], Any]:
+    """A function that loads the network once, on first call, and says which it is."""
+    loaded: list[Any] = []
+
+    def get_engine() -> Any:
+        if not loaded:
+            from hdrmerge.inference import Engine
+            from hdrmerge.weights import load_weights
+
+            w = load_weights(model, weights, hub_repo=hub_repo, progress=chatty and err_console.is_terminal)
+            loaded.append(Engine.load(w, device.value, precision.value))
+            status(f"model: {loaded[0].describe()}", quiet=not chatty)
+        return loaded[0]
+
+    return get_engine
 
 
 def print_json(obj: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,84 +12,30 @@ from hdrmerge.cli.common import (
     DebugOpt,
     Device,
     DeviceOpt,
+    ExrCompression,
+    ExrCompressionOpt,
+    ExrDtype,
+    ExrDtypeOpt,
+    FlowScaleOpt,
     HubRepoOpt,
     JsonOpt,
     ModelOpt,
+    Normalize,
+    NormalizeOpt,
     OverwriteOpt,
+    Precision,
+    PrecisionOpt,
     QuietOpt,
     WeightsOpt,
+    engine_loader,
     err_console,
+    fuse_options,
+    parse_ev,
     print_json,
     status,
     warn,
 )
 from hdrmerge.errors import InputError
-
-
-class Normalize(str, Enum):
-    short = "short"
-    reference = "reference"
-    absolute = "absolute"
-
-
-class ExrDtype(str, Enum):
-    half = "half"
-    float = "float"
-
-
-class ExrCompression(str, Enum):
-    zip = "zip"
-    piz = "piz"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-
-
-def parse_ev(text: str | None) -> list[float] | None:
-    """``"-2,0,2"`` → ``[-2.0, 0.0, 2.0]``; InputError naming the bad part."""
-    if text is None:
-        return None
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
-    try:
-        return [float(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--ev {text!r}: give numbers separated by commas, e.g. --ev=-2,0,2") from None
-
-
-def parse_flow_scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"--flow-scale {text!r}: give a number such as 0.5") from None
-    if not 0.0625 <= value <= 1.0:
-        raise InputError(f"--flow-scale {value}: must be between 0.0625 and 1 (0.5 is what the paper uses)")
-    return value
-
-
-FlowScaleOpt = Annotated[
-    str,
-    typer.Option("--flow-scale", help="Scale at which flows and masks are estimated (the paper uses 0.5)."),
-]
-NormalizeOpt = Annotated[
-    Normalize,
-    typer.Option(
-        "--normalize",
-        help="Output scale: short (1.0 = short shot's saturation), reference (reference shot's "
-        "linear values kept), absolute (approx. cd/m² from EXIF). See docs/radiometry.md.",
-        case_sensitive=False,
-    ),
-]
-ExrDtypeOpt = Annotated[ExrDtype, typer.Option("--exr-dtype", help="Sample type of .exr output.", case_sensitive=False)]
-ExrCompressionOpt = Annotated[
-    ExrCompression, typer.Option("--exr-compression", help="Lossless compression of .exr output.", case_sensitive=False)
-]
-PrecisionOpt = Annotated[
-    Precision,
-    typer.Option("--precision", help="auto: fp16 on CUDA, fp32 elsewhere.", case_sensitive=False),
-]
 
 
 def fuse(
@@ -133,32 +78,17 @@ def fuse(
 
     Exit codes: 0 success, 2 bad usage or input, 1 any other failure.
     """
-    from hdrmerge.pipeline import FuseOptions, fuse_files
+    from hdrmerge.pipeline import fuse_files
 
     if preview is not None and no_preview:
         raise InputError("--preview and --no-preview contradict each other; give one")
-    options = FuseOptions(
-        ev=parse_ev(ev),
-        flow_scale=parse_flow_scale(flow_scale),
-        normalize=normalize.value,
-        exr_dtype=exr_dtype.value,
-        exr_compression=exr_compression.value,
-        preview=preview,
-        no_preview=no_preview,
-        debug_dir=debug_dir,
-        overwrite=overwrite,
+    options = fuse_options(
+        flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite,
+        ev=parse_ev(ev), preview=preview, debug_dir=debug_dir,
     )
     chatty = not (quiet or json_)
     started = time.perf_counter()
-
-    def get_engine():
-        from hdrmerge.inference import Engine
-        from hdrmerge.weights import load_weights
-
-        loaded = load_weights(model, weights, hub_repo=hub_repo, progress=chatty and err_console.is_terminal)
-        engine = Engine.load(loaded, device.value, precision.value)
-        status(f"model: {engine.describe()}", quiet=not chatty)
-        return engine
+    get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty)
 
     if chatty and err_console.is_terminal:
         with err_console.status("starting") as spinner:

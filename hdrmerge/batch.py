@@ -1,0 +1,349 @@
+"""Batch planning: find the brackets in a folder the way a photographer would.
+
+Only metadata is read here (EXIF through exifread, LibRaw for RAW formats it
+cannot parse); no pixels are decoded and no network is loaded, so a plan for
+a card of a thousand frames takes seconds and ``--dry-run`` is cheap.
+
+Grouping (:func:`group_shots`): shots are ordered by capture time
+(DateTimeOriginal with SubSecTimeOriginal; the file name breaks ties), and a
+new bracket starts when
+
+* the gap to the previous shot exceeds ``gap`` seconds plus that shot's own
+  exposure time (so long night exposures do not split a bracket);
+* the camera body, lens or focal length changes;
+* ISO or aperture changes, unless both shots are tagged as part of the
+  camera's auto-exposure bracket (cameras with auto ISO vary ISO inside one
+  bracket to reach its exposures);
+* an exposure repeats one already in the current group.
+
+``group_size`` replaces all this with fixed groups in that order; without
+EXIF capture times it is required, and the order is the file names'.
+
+From a bracket of more than three shots (:func:`choose_three`) the reference
+is the middle exposure, and the short and long shots are the farthest from it
+within :data:`MAX_STEP` stops on each side, the spacing SAFNet was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from hdrmerge.errors import InputError
+from hdrmerge.exposure import exif_exposure
+from hdrmerge.reading import Exif, read_exif
+
+#: File endings considered as shots (case-insensitive). Content decides the
+#: format once a file is read; this list only keeps other files out of a scan.
+SHOT_SUFFIXES = frozenset(
+    ".jpg .jpeg .jpe .png .tif .tiff .dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf "
+    ".rw2 .pef .srw .kdc .dcr .mrw .3fr .erf .mef .mos .x3f .iiq .rwl .gpr".split()
+)
+#: Seconds between shots that still belong to one bracket (plus exposure time).
+DEFAULT_GAP_S = 3.0
+#: Largest distance (stops) from the reference SAFNet was trained on.
+MAX_STEP = 3.0
+#: Two exposures closer than this (stops) are the same exposure.
+_SAME_EV = 0.1
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One file's metadata for planning. ``ev``: log2(t·ISO/N²) or bias, if known."""
+
+    path: Path
+    exif: Exif
+    time: datetime | None
+    ev: float | None
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def _raw_fallback(path: Path, exif: Exif) -> Exif:
+    """Fill exposure fields from LibRaw for RAW files exifread cannot parse (CR3…)."""
+    if exif.has_exposure and exif.datetime_original:
+        return exif
+    import rawpy
+
+    from hdrmerge.reading import _captured_c_stderr, _merge_exif
+
+    try:
+        with _captured_c_stderr(), rawpy.imread(str(path)) as raw:
+            other = raw.other
+            stamp = other.timestamp if isinstance(other.timestamp, datetime) else None
+            extra = Exif(
+                exposure_time=float(other.shutter_speed) or None,
+                fnumber=float(other.aperture) or None,
+                iso=float(other.iso_speed) or None,
+                focal_length=float(other.focal_length) or None,
+                datetime_original=stamp.strftime("%Y:%m:%d %H:%M:%S") if stamp else None,
+            )
+    except Exception:  # not a RAW, or unreadable: planning goes on, merging will report it
+        return exif
+    return _merge_exif(exif, extra)
+
+
+def read_shot(path: Path) -> Shot:
+    """Planning metadata of one file (never decodes pixels)."""
+    exif = read_exif(path)
+    if path.suffix.lower() not in {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff"}:
+        exif = _raw_fallback(path, exif)
+    e = exif_exposure(exif)
+    ev = e.ev if e is not None else exif.exposure_bias
+    return Shot(path, exif, exif.capture_time, ev)
+
+
+def scan(folder: Path, *, recursive: bool = False, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Candidate shot files in ``folder``, sorted by path.
+
+    Hidden files, previews written by hdrmerge (``*.preview.jpg``) and anything
+    under an ``exclude`` directory (the output folder) are left out.
+    """
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; give the folder that holds the shots")
+    skip = [p.resolve() for p in exclude]
+    pattern = "**/*" if recursive else "*"
+    found = []
+    for p in folder.glob(pattern):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix.lower() not in SHOT_SUFFIXES or p.name.lower().endswith(".preview.jpg"):
+            continue
+        rp = p.resolve()
+        if any(rp.is_relative_to(s) for s in skip):
+            continue
+        found.append(p)
+    return sorted(found)
+
+
+def _same(a: float | None, b: float | None, tol: float) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= tol
+
+
+def split_reason(prev: Shot, cur: Shot, group: Sequence[Shot], gap_s: float) -> str | None:
+    """Why ``cur`` cannot join the group ending with ``prev`` (None if it can)."""
+    a, b = prev.exif, cur.exif
+    if prev.time is not None and cur.time is not None:
+        allowed = gap_s + (a.exposure_time or 0.0)
+        gap = (cur.time - prev.time).total_seconds()
+        if gap > allowed:
+            return f"{gap:.1f} s after the previous shot"
+    if (a.make, a.model, a.body_serial) != (b.make, b.model, b.body_serial):
+        return "another camera"
+    if a.lens != b.lens:
+        return "another lens"
+    if not _same(a.focal_length, b.focal_length, 0.05):
+        return "another focal length"
+    aeb = (a.exposure_mode or "").lower() == "auto bracket" and (b.exposure_mode or "").lower() == "auto bracket"
+    if not aeb:
+        if not _same(a.iso, b.iso, 0.5):
+            return "ISO changed"
+        if not _same(a.fnumber, b.fnumber, 0.05):
+            return "aperture changed"
+    if cur.ev is not None and any(s.ev is not None and abs(s.ev - cur.ev) < _SAME_EV for s in group):
+        return "exposure repeats"
+    return None
+
+
+@dataclass
+class Group:
+    """Shots that belong together, in capture order."""
+
+    shots: list[Shot]
+    note: str = ""
+
+
+def group_shots(shots: Sequence[Shot], *, gap_s: float = DEFAULT_GAP_S, group_size: int | None = None) -> list[Group]:
+    """Split shots into brackets (see the module docstring)."""
+    if group_size is not None and group_size < 1:
+        raise InputError(f"--group-size {group_size}: must be at least 1")
+    timed = [s for s in shots if s.time is not None]
+    untimed = [s for s in shots if s.time is None]
+    if untimed and group_size is None:
+        names = ", ".join(s.label for s in untimed[:3]) + (" …" if len(untimed) > 3 else "")
+        raise InputError(
+            f"{len(untimed)} file(s) carry no EXIF capture time ({names}); pass --group-size N "
+            "to group them in file-name order"
+        )
+    ordered = sorted(timed, key=lambda s: (s.time, s.path.name)) + sorted(untimed, key=lambda s: s.path.name)
+    if group_size is not None:
+        return [
+            Group(list(ordered[i : i + group_size]), f"fixed groups of {group_size}")
+            for i in range(0, len(ordered), group_size)
+        ]
+    groups: list[Group] = []
+    for shot in ordered:
+        if groups and split_reason(groups[-1].shots[-1], shot, groups[-1].shots, gap_s) is None:
+            groups[-1].shots.append(shot)
+        else:
+            groups.append(Group([shot]))
+    return groups
+
+
+@dataclass
+class Choice:
+    """Three shots out of a bracket (short, reference, long) and why."""
+
+    short: Shot
+    reference: Shot
+    long: Shot
+    why: str = ""
+
+    @property
+    def shots(self) -> list[Shot]:
+        return [self.short, self.reference, self.long]
+
+
+def choose_three(shots: Sequence[Shot]) -> Choice:
+    """Pick short, reference and long shots from a bracket of three or more."""
+    if len(shots) < 3:
+        raise ValueError("need at least three shots")
+    if any(s.ev is None for s in shots):
+        if len(shots) == 3:
+            return Choice(*shots, why="all three (exposures read when merging)")
+        raise InputError("exposures unknown for some shots; cannot choose three of a longer bracket")
+    by_ev = sorted(shots, key=lambda s: s.ev)  # type: ignore[arg-type,return-value]
+    if len(by_ev) == 3:
+        return Choice(*by_ev, why="all three")
+    ref = by_ev[(len(by_ev) - 1) // 2] if len(by_ev) % 2 else by_ev[len(by_ev) // 2 - 1]
+    below = [s for s in by_ev if s.ev < ref.ev - _SAME_EV]  # type: ignore[operator]
+    above = [s for s in by_ev if s.ev > ref.ev + _SAME_EV]  # type: ignore[operator]
+
+    def pick(side: list[Shot], sign: int) -> tuple[Shot, str]:
+        inside = [s for s in side if abs(s.ev - ref.ev) <= MAX_STEP + 1e-6]  # type: ignore[operator]
+        if inside:
+            best = max(inside, key=lambda s: abs(s.ev - ref.ev))  # type: ignore[operator]
+            return best, f"{best.ev - ref.ev:+.2f} EV, the farthest within {MAX_STEP:g} stops"  # type: ignore[operator]
+        best = min(side, key=lambda s: abs(s.ev - ref.ev))  # type: ignore[operator]
+        return best, f"{best.ev - ref.ev:+.2f} EV, the nearest (none within {MAX_STEP:g} stops)"  # type: ignore[operator]
+
+    short, why_s = pick(below, -1)
+    long, why_l = pick(above, +1)
+    why = (
+        f"{len(shots)}-shot bracket: reference {ref.label} (middle exposure); "
+        f"short {short.label} ({why_s}); long {long.label} ({why_l})"
+    )
+    return Choice(short, ref, long, why)
+
+
+@dataclass
+class PlannedBracket:
+    """One row of the plan."""
+
+    index: int
+    shots: list[Shot]
+    status: str  # "merge", "done", "single", "incomplete", "unusable"
+    reason: str = ""
+    choice: Choice | None = None
+    output: Path | None = None
+    preview: Path | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "files": [str(s.path) for s in self.shots],
+            "status": self.status,
+            "reason": self.reason,
+            "chosen": [str(s.path) for s in self.choice.shots] if self.choice else None,
+            "output": str(self.output) if self.output else None,
+        }
+
+
+_NAME_FIELDS = ("stem", "index", "date", "time", "camera")
+
+
+def render_name(template: str, bracket: PlannedBracket) -> str:
+    """Output file name (without extension) from ``template``.
+
+    Fields: ``{stem}`` (first shot's stem), ``{index}`` (1-based bracket
+    number, zero-padded to 4), ``{date}`` (YYYYMMDD) and ``{time}`` (HHMMSS)
+    of the first shot, ``{camera}`` (model, spaces as dashes).
+    """
+    first = bracket.shots[0]
+    t = first.time
+    values = {
+        "stem": first.path.stem,
+        "index": f"{bracket.index:04d}",
+        "date": t.strftime("%Y%m%d") if t else "nodate",
+        "time": t.strftime("%H%M%S") if t else "notime",
+        "camera": (first.exif.model or "camera").replace(" ", "-"),
+    }
+    try:
+        name = template.format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(
+            f"--name {template!r}: unknown field {exc}; use {', '.join('{' + f + '}' for f in _NAME_FIELDS)}"
+        ) from None
+    if not name or "/" in name or name in {".", ".."}:
+        raise InputError(f"--name {template!r} gives the file name {name!r}; it must name a file, not a path")
+    return name
+
+
+@dataclass
+class Plan:
+    brackets: list[PlannedBracket] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for b in self.brackets:
+            out[b.status] = out.get(b.status, 0) + 1
+        return out
+
+
+def plan(
+    files: Sequence[Path],
+    outdir: Path,
+    *,
+    fmt: str = "exr",
+    name: str = "{stem}_hdr",
+    gap_s: float = DEFAULT_GAP_S,
+    group_size: int | None = None,
+    overwrite: bool = False,
+    preview: bool = True,
+) -> Plan:
+    """Group ``files`` and decide what to do with each group."""
+    shots = [read_shot(p) for p in files]
+    result = Plan()
+    seen: dict[Path, int] = {}
+    for i, g in enumerate(group_shots(shots, gap_s=gap_s, group_size=group_size), start=1):
+        pb = PlannedBracket(i, g.shots, "merge")
+        if len(g.shots) == 1:
+            pb.status, pb.reason = "single", "a single shot"
+        elif len(g.shots) == 2:
+            pb.status, pb.reason = "incomplete", "only 2 shots; a bracket needs 3"
+        else:
+            try:
+                pb.choice = choose_three(g.shots)
+                pb.reason = pb.choice.why
+            except InputError as exc:
+                pb.status, pb.reason = "unusable", str(exc)
+        if pb.status == "merge":
+            stem = render_name(name, pb)
+            pb.output = outdir / f"{stem}.{fmt}"
+            pb.preview = outdir / f"{stem}.preview.jpg" if preview else None
+            if pb.output in seen:
+                raise InputError(
+                    f"--name {name!r} gives brackets {seen[pb.output]} and {i} the same output "
+                    f"{pb.output.name}; include {{stem}} or {{index}}"
+                )
+            seen[pb.output] = i
+            if pb.output.exists() and not overwrite:
+                pb.status, pb.reason = "done", f"{pb.output.name} exists (--overwrite to redo)"
+        result.brackets.append(pb)
+    return result
+
+
+def describe_ev(shots: Sequence[Shot]) -> str:
+    """Relative EVs of a group for the plan table, e.g. ``0, -0.67, +0.67``."""
+    evs = [s.ev for s in shots]
+    if any(e is None for e in evs):
+        return "?"
+    base = evs[0]
+    return ", ".join("0" if math.isclose(e - base, 0.0, abs_tol=1e-9) else f"{e - base:+.2f}" for e in evs)  # type: ignore[operator]

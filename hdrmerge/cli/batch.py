@@ -1,0 +1,283 @@
+"""``hdrmerge batch``: find every bracket in a folder, merge each, resume, report."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hdrmerge.cli.common import (
+    DebugOpt,
+    Device,
+    DeviceOpt,
+    ExrCompression,
+    ExrCompressionOpt,
+    ExrDtype,
+    ExrDtypeOpt,
+    FlowScaleOpt,
+    HubRepoOpt,
+    JsonOpt,
+    ModelOpt,
+    Normalize,
+    NormalizeOpt,
+    OverwriteOpt,
+    Precision,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    engine_loader,
+    err_console,
+    fuse_options,
+    out_console,
+    print_json,
+    status,
+    warn,
+)
+from hdrmerge.errors import EXIT_FAILURE, HdrmergeError, InputError
+
+EXIT_INTERRUPTED = 130
+
+
+class Format(str, Enum):
+    exr = "exr"
+    hdr = "hdr"
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current bracket, then stop. Second: abort now."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.event = threading.Event()
+        self.quiet = quiet
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        warn("stopping after the current bracket (Ctrl-C again to abort at once)", quiet=self.quiet)
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _plan_table(rows: list[Any], title: str) -> Table:
+    from hdrmerge.batch import describe_ev
+
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "shots", "EV", "status", "output / reason"):
+        table.add_column(col, overflow="fold")
+    for b in rows:
+        names = ", ".join(s.label for s in b.shots)
+        detail = b.output.name if b.output and b.status in ("merge", "merged") else b.reason
+        if b.status in ("merge", "merged") and b.choice and len(b.shots) > 3:
+            detail += f"\n{b.reason}"
+        table.add_row(str(b.index), names, describe_ev(b.shots), b.status, detail)
+    return table
+
+
+def batch(
+    folder: Annotated[Path, typer.Argument(help="Folder with the shots.", show_default=False)],
+    outdir: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where merged files go (default: FOLDER/hdr).", show_default=False),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.", case_sensitive=False)] = Format.exr,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also look in subfolders.")] = False,
+    group_size: Annotated[
+        int | None,
+        typer.Option("--group-size", help="Fixed groups of N shots in capture (or file-name) order.", show_default=False),
+    ] = None,
+    gap: Annotated[
+        float, typer.Option("--gap", help="Seconds between shots of one bracket, plus the previous shot's exposure time.")
+    ] = 3.0,
+    name: Annotated[
+        str,
+        typer.Option("--name", help="Output name template: {stem} {index} {date} {time} {camera}; the extension is added."),
+    ] = "{stem}_hdr",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; merge nothing, load no network.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    hub_repo: HubRepoOpt = None,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    flow_scale: FlowScaleOpt = "0.5",
+    normalize: NormalizeOpt = Normalize.reference,
+    exr_dtype: ExrDtypeOpt = ExrDtype.half,
+    exr_compression: ExrCompressionOpt = ExrCompression.zip,
+    no_preview: Annotated[bool, typer.Option("--no-preview", help="Write no previews.")] = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Find the brackets in a folder and merge each one.
+
+    Exit codes: 0 when every bracket was merged or already done; 1 when any
+    bracket failed; 2 bad usage; 130 stopped by Ctrl-C.
+    """
+    from hdrmerge.batch import plan as make_plan
+    from hdrmerge.batch import scan
+    from hdrmerge.pipeline import prepare, run_prepared
+
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs}: must be at least 1")
+    if gap < 0:
+        raise InputError(f"--gap {gap}: must not be negative")
+    options = fuse_options(flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite)
+    outdir = outdir or folder / "hdr"
+    files = scan(folder, recursive=recursive, exclude=[outdir])
+    if not files:
+        raise InputError(f"no photos in {folder} (JPEG, PNG, TIFF or camera RAW){'' if recursive else '; add --recursive for subfolders'}")
+    the_plan = make_plan(
+        files, outdir, fmt=fmt.value, name=name, gap_s=gap, group_size=group_size,
+        overwrite=overwrite, preview=not no_preview,
+    )
+    chatty = not (quiet or json_)
+
+    if dry_run:
+        if json_:
+            for b in the_plan.brackets:
+                print_json(b.to_json())
+            print_json({"summary": the_plan.counts(), "dry_run": True})
+        else:
+            out_console.print(_plan_table(the_plan.brackets, f"Plan for {folder} ({len(files)} files)"))
+        return
+
+    todo = [b for b in the_plan.brackets if b.status == "merge"]
+    if todo and not outdir.exists():
+        try:
+            outdir.mkdir(parents=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder {outdir} ({exc.strerror}); choose another with -o") from None
+    get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty)
+    results: dict[int, dict[str, Any]] = {}
+    started = time.perf_counter()
+
+    def emit(b: Any, state: str, reason: str = "", report: dict[str, Any] | None = None) -> None:
+        row = b.to_json() | {"status": state, "reason": reason}
+        if report is not None:
+            row["timings_s"] = report["timings_s"]
+            row["warnings"] = report["warnings"]
+        results[b.index] = row
+        if json_:
+            print_json(row)
+        elif state == "failed":
+            warn(f"bracket {b.index} ({b.shots[0].label}…) failed: {reason}", quiet=quiet)
+        elif state == "merged":
+            for w in report["warnings"] if report else []:
+                warn(f"bracket {b.index}: {w}", quiet=quiet)
+            status(f"[{b.index}/{len(the_plan.brackets)}] {b.output.name} ({report['timings_s']['network']:.1f} s)", quiet=quiet or json_)
+
+    for b in the_plan.brackets:
+        if b.status != "merge":
+            emit(b, b.status if b.status != "done" else "done", b.reason)
+
+    interrupted = False
+    with _StopFlag(quiet=quiet) as stop, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[Any, Future]] = deque()
+        queue = deque(todo)
+
+        def submit_next() -> None:
+            if queue:
+                b = queue.popleft()
+                paths = [s.path for s in b.choice.shots]
+                pending.append((b, pool.submit(prepare, paths, b.output, _with_preview(options, b))))
+
+        for _ in range(jobs):
+            submit_next()
+        while pending:
+            b, fut = pending.popleft()
+            if stop.event.is_set():
+                interrupted = True
+                fut.cancel()
+                continue
+            try:
+                prepared = fut.result()
+            except HdrmergeError as exc:
+                submit_next()
+                emit(b, "failed", str(exc))
+                continue
+            # Decoding of the next bracket(s) overlaps the network's work on this one.
+            submit_next()
+            engine = get_engine()  # loads once; a missing checkpoint stops the whole batch
+            try:
+                report = run_prepared(prepared, _with_preview(options, b), engine)
+            except HdrmergeError as exc:
+                emit(b, "failed", str(exc))
+                continue
+            finally:
+                del prepared
+            emit(b, "merged", b.reason if len(b.shots) > 3 else "", report)
+        # Stopped early if Ctrl-C left brackets unprocessed (cancelled or never queued).
+        interrupted = interrupted or (stop.event.is_set() and bool(queue))
+
+    counts: dict[str, int] = {}
+    for row in results.values():
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    not_run = len(the_plan.brackets) - len(results)
+    if not_run:
+        counts["not started"] = not_run
+    failed = counts.get("failed", 0)
+    code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILURE if failed else 0)
+    summary = {
+        "merged": counts.get("merged", 0),
+        "done": counts.get("done", 0),
+        "single": counts.get("single", 0),
+        "incomplete": counts.get("incomplete", 0) + counts.get("unusable", 0),
+        "failed": failed,
+        "not_started": not_run,
+        "seconds": round(time.perf_counter() - started, 2),
+        "exit_code": code,
+    }
+    if json_:
+        print_json({"summary": summary})
+    else:
+        _print_summary(the_plan.brackets, results, summary, interrupted, quiet)
+    if code:
+        raise typer.Exit(code)
+
+
+def _with_preview(options: Any, b: Any) -> Any:
+    """The shared options with this bracket's preview path."""
+    from dataclasses import replace
+
+    return replace(options, preview=b.preview, no_preview=b.preview is None)
+
+
+def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summary: dict[str, Any], interrupted: bool, quiet: bool) -> None:
+    table = Table(title="Summary", title_justify="left")
+    for col in ("#", "first shot", "result", "detail"):
+        table.add_column(col, overflow="fold")
+    for b in brackets:
+        row = results.get(b.index)
+        state = row["status"] if row else "not started"
+        detail = (row or {}).get("reason") or ""
+        if state == "merged" and b.output:
+            detail = b.output.name + (f"\n{detail}" if detail else "")
+        table.add_row(str(b.index), b.shots[0].label, state, detail)
+    out_console.print(table)
+    line = (
+        f"merged {summary['merged']}, already done {summary['done']}, singles {summary['single']}, "
+        f"incomplete {summary['incomplete']}, failed {summary['failed']}"
+        + (f", not started {summary['not_started']}" if summary["not_started"] else "")
+        + f" in {summary['seconds']:.1f} s"
+    )
+    out_console.print(line, markup=False)
+    if interrupted:
+        err_console.print("stopped by Ctrl-C; run the same command again to continue", markup=False)
