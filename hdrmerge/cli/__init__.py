@@ -18,7 +18,9 @@ import typer
 from hdrmerge import __version__
 
 from hdrmerge.cli import batch as batch_cmd
+from hdrmerge.cli import eval as eval_cmd
 from hdrmerge.cli import fuse as fuse_cmd
+from hdrmerge.cli import synth as synth_cmd
 from hdrmerge.cli import weights as weights_cmd
 from hdrmerge.cli.common import DebugOpt
 from hdrmerge.errors import EXIT_FAILURE, EXIT_USAGE, HdrmergeError
@@ -34,6 +36,8 @@ app = typer.Typer(
 )
 app.command("fuse", no_args_is_help=True)(fuse_cmd.fuse)
 app.command("batch", no_args_is_help=True)(batch_cmd.batch)
+app.command("eval", no_args_is_help=True)(eval_cmd.eval_)
+app.command("synth", no_args_is_help=True)(synth_cmd.synth)
 app.add_typer(weights_cmd.app, name="weights")
 
 

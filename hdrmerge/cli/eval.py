@@ -1,0 +1,104 @@
+"""``hdrmerge eval``: PSNR-μ/PSNR-l/SSIM-μ/SSIM-l on a test set, with baselines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hdrmerge.cli.common import (
+    DebugOpt,
+    Device,
+    DeviceOpt,
+    FlowScaleOpt,
+    HubRepoOpt,
+    JsonOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    engine_loader,
+    err_console,
+    out_console,
+    parse_flow_scale,
+    print_json,
+    status,
+)
+
+
+def eval_(
+    dataset: Annotated[Path, typer.Argument(help="Test set folder (Kalantari 2017, Tel 2023, Challenge123, or hdrmerge synth output).", show_default=False)],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for eval.csv and eval.json (created if needed).", show_default=False),
+    ] = None,
+    save_dir: Annotated[
+        Path | None,
+        typer.Option("--save-dir", help="Keep each scene's predicted HDR and the previews of all methods here.", show_default=False),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N scenes.", show_default=False)] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    hub_repo: HubRepoOpt = None,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    flow_scale: FlowScaleOpt = "0.5",
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score the network (and two baselines) against ground truth, as the papers do."""
+    from hdrmerge.atomic import StagedOutputs
+    from hdrmerge.datasets import discover
+    from hdrmerge.evaluate import METHODS, evaluate, fmt_db
+
+    scale = parse_flow_scale(flow_scale)
+    layout, scenes = discover(dataset)
+    scenes = scenes[:limit] if limit else scenes
+    chatty = not (quiet or json_)
+    staged = StagedOutputs(overwrite=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        staged.check(out / "eval.json")
+    engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty)()
+    status(f"{len(scenes)} scenes, {layout} layout", quiet=not chatty)
+
+    done = 0
+
+    def progress(r) -> None:
+        nonlocal done
+        done += 1
+        m = r.metrics["hdrmerge"]
+        status(f"[{done}/{len(scenes)}] {r.scene}: PSNR-μ {fmt_db(m['psnr_mu'])} dB, PSNR-l {fmt_db(m['psnr_l'])} dB", quiet=not chatty)
+
+    report = evaluate(scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress)
+    data = report.to_json()
+    if out is not None:
+        with staged:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(report.csv_rows())
+            staged.stage(out / "eval.csv").write_text(buf.getvalue())
+            staged.stage(out / "eval.json").write_text(json.dumps(data, indent=1) + "\n")
+            staged.commit()
+    if json_:
+        print_json(data)
+        return
+    table = Table(title=f"{dataset} ({layout}, {len(scenes)} scenes, {report.model['arch']})", title_justify="left")
+    table.add_column("scene")
+    table.add_column("method")
+    for col in ("PSNR-μ", "PSNR-l", "SSIM-μ", "SSIM-l"):
+        table.add_column(col, justify="right")
+    rows = [(s.scene, s.metrics) for s in report.scenes] + [("mean", report.means())]
+    for name, metrics in rows:
+        for i, method in enumerate(METHODS):
+            v = metrics[method]
+            table.add_row(name if i == 0 else "", method, fmt_db(v["psnr_mu"]), fmt_db(v["psnr_l"]), f"{v['ssim_mu']:.4f}", f"{v['ssim_l']:.4f}", end_section=i == len(METHODS) - 1)
+    out_console.print(table)
+    if out is not None:
+        err_console.print(f"wrote {out / 'eval.csv'} and {out / 'eval.json'}", markup=False) if chatty else None

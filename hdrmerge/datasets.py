@@ -1,0 +1,95 @@
+"""Test sets with ground truth: layouts detected automatically.
+
+* ``kalantari`` — one folder per scene holding three LDR images (sorted by
+  name: short, reference, long), one text file of exposure values in stops
+  (``exposure.txt``), and the ground-truth HDR (``HDRImg.hdr``). Scene
+  folders may be nested (Kalantari 2017's ``Test/PAPER`` and ``Test/EXTRA``).
+  Tel et al. 2023 (SCTNet) publish their test set in this layout, and
+  ``hdrmerge synth`` writes it.
+* ``challenge123`` — Kong et al. 2024: ``xxx_1/ldr_img_1.tif``,
+  ``xxx_2/ldr_img_2.tif``, ``xxx_3/ldr_img_3.tif``, with ``exposure.txt`` and
+  ``hdr_img.hdr`` in ``xxx_2``.
+
+The ground truth is in the short-exposure linear domain of spec section 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdrmerge.errors import InputError
+
+_LDR = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+_GT = {".hdr", ".exr"}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One test scene: three LDR paths (short → long), their EVs, the ground truth."""
+
+    name: str
+    ldrs: tuple[Path, Path, Path]
+    ev: tuple[float, float, float]
+    gt: Path
+
+
+def read_ev_file(path: Path) -> tuple[float, float, float]:
+    """Three exposure values (stops) from a whitespace-separated text file."""
+    try:
+        values = [float(v) for v in path.read_text().split()]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a list of exposure values ({exc})") from None
+    if len(values) != 3:
+        raise InputError(f"{path}: {len(values)} exposure values; a scene needs 3")
+    return values[0], values[1], values[2]
+
+
+def _kalantari_scene(folder: Path, root: Path) -> Scene | None:
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    ldrs = sorted(p for p in files if p.suffix.lower() in _LDR and not p.name.lower().endswith(".preview.jpg"))
+    gts = [p for p in files if p.suffix.lower() in _GT]
+    txts = [p for p in files if p.suffix.lower() == ".txt"]
+    if len(ldrs) != 3 or len(gts) != 1 or not txts:
+        return None
+    ev_file = next((p for p in txts if p.name.lower() == "exposure.txt"), txts[0] if len(txts) == 1 else None)
+    if ev_file is None:
+        return None
+    name = folder.relative_to(root).as_posix() if folder != root else folder.name
+    return Scene(name, (ldrs[0], ldrs[1], ldrs[2]), read_ev_file(ev_file), gts[0])
+
+
+def _challenge123(root: Path) -> list[Scene]:
+    ids = sorted({m.group(1) for p in root.iterdir() if (m := re.fullmatch(r"(\d+)_[123]", p.name)) and p.is_dir()})
+    scenes = []
+    for i in ids:
+        mid = root / f"{i}_2"
+        ldrs = tuple(root / f"{i}_{k}" / f"ldr_img_{k}.tif" for k in (1, 2, 3))
+        gt, ev = mid / "hdr_img.hdr", mid / "exposure.txt"
+        missing = [p for p in (*ldrs, gt, ev) if not p.is_file()]
+        if missing:
+            raise InputError(f"Challenge123 scene {i} lacks {missing[0].relative_to(root)}; check the download")
+        scenes.append(Scene(i, ldrs, read_ev_file(ev), gt))  # type: ignore[arg-type]
+    return scenes
+
+
+def discover(root: Path) -> tuple[str, list[Scene]]:
+    """The layout of ``root`` and its scenes, sorted by name."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder; give the test set's folder")
+    if any(re.fullmatch(r"\d+_[123]", p.name) for p in root.iterdir() if p.is_dir()):
+        scenes = _challenge123(root)
+        if scenes:
+            return "challenge123", scenes
+    scenes = []
+    for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
+        scene = _kalantari_scene(folder, root)
+        if scene is not None:
+            scenes.append(scene)
+    if scenes:
+        return "kalantari", scenes
+    raise InputError(
+        f"{root}: no test scenes found; expected folders with three LDR images, exposure.txt and "
+        "HDRImg.hdr (Kalantari 2017, Tel 2023, hdrmerge synth) or xxx_1/xxx_2/xxx_3 (Challenge123)"
+    )

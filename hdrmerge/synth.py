@@ -1,0 +1,208 @@
+"""Bracket test sets with known ground truth, made from real HDR photographs.
+
+For each HDR photograph (.hdr or .exr) :func:`make_scene` renders what a
+hand-held camera would have recorded in three exposures, with the things a
+merge must cope with:
+
+* the exposure spacing (``ev``, stops relative to the reference shot);
+* sensor noise: Gaussian with variance ``noise² + (4·noise)²·x`` at linear
+  value ``x`` (read noise plus shot noise), added before clipping;
+* a hand-held global shift: each non-reference shot is translated by up to
+  ``shift`` pixels (sub-pixel, bilinear, edges replicated);
+* moving foreground objects: ``objects`` textured discs, cut from the
+  photograph itself, that move by up to ``motion`` pixels between shots.
+
+Each shot is clipped to [0, 1], gamma-2.2 encoded and stored as 16-bit TIFF
+or 8-bit JPEG, with EXIF exposure tags (shutter time, f/8, ISO 100). The
+ground truth is the reference shot's scene (objects where the reference shows
+them, no shift) in the short-exposure linear domain, clipped to [0, 1] like
+the network's output, written as Radiance ``HDRImg.hdr``. The layout is
+Kalantari 2017's, so ``hdrmerge eval`` reads it directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hdrmerge.errors import InputError
+from hdrmerge.reading import GAMMA
+from hdrmerge.synthetic import ShotInfo, nominal_time, write_jpeg
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """Parameters of a synthetic test set (see the module docstring)."""
+
+    ev: tuple[float, float, float] = (-2.0, 0.0, 2.0)
+    noise: float = 0.002
+    shift: float = 4.0
+    objects: int = 2
+    motion: float = 30.0
+    max_side: int = 1000
+    fmt: str = "tif"  # "tif" (16 bit) or "jpg" (8 bit)
+    seed: int = 0
+
+
+def read_hdr_image(path: Path) -> np.ndarray:
+    """H×W×3 float32 linear RGB from .exr (OpenEXR) or .hdr (Radiance)."""
+    suffix = path.suffix.lower()
+    if suffix == ".exr":
+        import OpenEXR
+
+        try:
+            channels = OpenEXR.File(str(path)).channels()
+        except Exception as exc:
+            raise InputError(f"{path}: not a readable OpenEXR file ({exc})") from None
+        for key in ("RGB", "RGBA"):
+            if key in channels:
+                return np.ascontiguousarray(channels[key].pixels[..., :3].astype(np.float32))
+        if all(k in channels for k in "RGB"):
+            return np.stack([channels[k].pixels.astype(np.float32) for k in "RGB"], axis=-1)
+        raise InputError(f"{path}: no R, G, B channels (has {', '.join(channels)})")
+    if suffix == ".hdr":
+        import cv2
+
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise InputError(f"{path}: not a readable Radiance file")
+        return np.ascontiguousarray(img[..., ::-1].astype(np.float32))
+    raise InputError(f"{path}: give .exr or .hdr photographs")
+
+
+def _fit(img: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    # Even sizes keep later 2x2 operations (Bayer mosaics, resizes) simple.
+    nh, nw = max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2)
+    if (nh, nw) == (h, w):
+        return img
+    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+
+
+def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    import cv2
+
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass(frozen=True)
+class _Disc:
+    cx: float
+    cy: float
+    r: float
+    sx: float  # texture source centre
+    sy: float
+    vx: float  # displacement per shot step
+    vy: float
+
+
+def _paste(img: np.ndarray, discs: list[_Disc], step: int, radiance_gain: float) -> np.ndarray:
+    """``img`` with each disc at its position for shot ``step`` (−1, 0, +1)."""
+    h, w = img.shape[:2]
+    out = img.copy()
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for d in discs:
+        cx, cy = d.cx + d.vx * step, d.cy + d.vy * step
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= d.r * d.r
+        sy = np.clip((yy[mask] - cy + d.sy).astype(int), 0, h - 1)
+        sx = np.clip((xx[mask] - cx + d.sx).astype(int), 0, w - 1)
+        out[mask] = img[sy, sx] * radiance_gain
+    return out
+
+
+def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """Three LDR shots (float [0, 1], gamma 2.2) and the ground truth (short domain)."""
+    img = _fit(np.maximum(hdr, 0.0), options.max_side)
+    h, w = img.shape[:2]
+    # Expose the reference so that the median luminance sits at mid-grey.
+    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    median = float(np.median(lum[lum > 0])) if np.any(lum > 0) else 1.0
+    base = 0.18 / max(median, 1e-8)
+    discs = []
+    for _ in range(options.objects):
+        r = rng.uniform(0.05, 0.1) * min(h, w)
+        angle = rng.uniform(0, 2 * math.pi)
+        speed = rng.uniform(0.5, 1.0) * options.motion
+        discs.append(
+            _Disc(
+                cx=rng.uniform(r, w - r), cy=rng.uniform(r, h - r), r=r,
+                sx=rng.uniform(r, w - r), sy=rng.uniform(r, h - r),
+                vx=speed * math.cos(angle), vy=speed * math.sin(angle),
+            )
+        )
+    ref_ev = options.ev[1]
+    shots = []
+    for step, ev in zip((-1, 0, 1), options.ev):
+        scene = _paste(img, discs, step, 1.0)
+        if step != 0 and options.shift > 0:
+            scene = _shifted(scene, *rng.uniform(-options.shift, options.shift, 2))
+        lin = scene * np.float32(base * 2.0 ** (ev - ref_ev))
+        if options.noise > 0:
+            sigma = np.sqrt(options.noise**2 + (4 * options.noise) ** 2 * np.maximum(lin, 0))
+            lin = lin + rng.standard_normal(lin.shape).astype(np.float32) * sigma
+        shots.append(np.clip(lin, 0.0, 1.0) ** (1.0 / GAMMA))
+    short_gain = base * 2.0 ** (min(options.ev) - ref_ev)
+    gt = np.clip(_paste(img, discs, 0, 1.0) * np.float32(short_gain), 0.0, 1.0)
+    return shots, gt.astype(np.float32)
+
+
+def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo) -> None:
+    import tifffile
+
+    data = (np.clip(ldr, 0, 1) * 65535.0 + 0.5).astype(np.uint16)
+    t = info.exposure_time
+    tags = [
+        (271, 2, 0, info.make, True),
+        (272, 2, 0, info.model, True),
+        (33434, 5, 1, (t.numerator, t.denominator), True),  # ExposureTime
+        (33437, 5, 1, (int(round(info.fnumber * 10)), 10), True),  # FNumber
+        (34855, 3, 1, int(info.iso), True),  # ISOSpeedRatings
+        (36867, 2, 0, info.when.strftime("%Y:%m:%d %H:%M:%S"), True),  # DateTimeOriginal
+    ]
+    tifffile.imwrite(path, data, photometric="rgb", extratags=tags)
+
+
+def write_scene(folder: Path, shots: list[np.ndarray], gt: np.ndarray, options: SynthOptions) -> None:
+    """Kalantari layout: input_1..3 (short → long), exposure.txt, HDRImg.hdr."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ref_ev = options.ev[1]
+    for i, (ldr, ev) in enumerate(zip(shots, options.ev), start=1):
+        info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth")
+        if options.fmt == "jpg":
+            write_jpeg(folder / f"input_{i}.jpg", (ldr * 255.0 + 0.5).astype(np.uint8), info)
+        else:
+            _write_tiff(folder / f"input_{i}.tif", ldr, info)
+    (folder / "exposure.txt").write_text("\n".join(f"{e:g}" for e in options.ev) + "\n")
+    cv2.imwrite(str(folder / "HDRImg.hdr"), np.ascontiguousarray(gt[..., ::-1]))
+
+
+def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path]:
+    """A test set from every .hdr/.exr in ``hdr_dir``; returns the scene folders."""
+    if not hdr_dir.is_dir():
+        raise InputError(f"{hdr_dir}: not a folder of HDR photographs")
+    sources = sorted(p for p in hdr_dir.iterdir() if p.suffix.lower() in (".hdr", ".exr"))
+    if not sources:
+        raise InputError(f"{hdr_dir}: no .hdr or .exr files")
+    if not (options.ev[0] < options.ev[1] < options.ev[2]):
+        raise InputError(f"--ev {','.join(f'{e:g}' for e in options.ev)}: give three increasing values, e.g. -2,0,2")
+    if options.fmt not in ("tif", "jpg"):
+        raise InputError(f"--format {options.fmt}: use tif (16 bit) or jpg (8 bit)")
+    out = []
+    for k, src in enumerate(sources):
+        rng = np.random.default_rng([options.seed, k])
+        shots, gt = make_scene(read_hdr_image(src), options, rng)
+        folder = out_dir / src.stem
+        write_scene(folder, shots, gt, options)
+        out.append(folder)
+    return out
+
+

@@ -1,0 +1,173 @@
+"""``hdrmerge synth`` and ``hdrmerge eval``: metrics, layouts, ground truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from hdrmerge.datasets import discover
+from hdrmerge.errors import InputError
+from hdrmerge.exposure import derive_exposures
+from hdrmerge.metrics import all_metrics, psnr, ssim
+from hdrmerge.reading import read_frame
+from hdrmerge.synth import SynthOptions, synthesise
+from tests.conftest import DATA, SHARED, run_cli
+
+PHOTOS = DATA / "openexr_photos"
+
+
+@pytest.fixture
+def env(isolated_env):
+    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+
+
+@pytest.fixture(scope="module")
+def two_photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("Desk.exr", "MtTamWest.exr"):
+        shutil.copy(PHOTOS / name, folder)
+    return folder
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def test_psnr_of_a_known_error():
+    gt = np.full((8, 8, 3), 0.5, np.float32)
+    assert psnr(gt + 0.01, gt) == pytest.approx(40.0, abs=1e-4)
+    assert math.isinf(psnr(gt, gt))
+
+
+def _ssim_direct(x: np.ndarray, y: np.ndarray) -> float:
+    """SSIM by explicit windows (Gaussian 11×11, σ 1.5, reflected borders)."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    xp, yp = np.pad(x, 5, mode="symmetric"), np.pad(y, 5, mode="symmetric")
+    vals = []
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            a, b = xp[i : i + 11, j : j + 11], yp[i : i + 11, j : j + 11]
+            ma, mb = (w * a).sum(), (w * b).sum()
+            va, vb = (w * a * a).sum() - ma**2, (w * b * b).sum() - mb**2
+            cov = (w * a * b).sum() - ma * mb
+            vals.append(((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_matches_a_direct_windowed_computation():
+    rng = np.random.default_rng(1)
+    x = rng.random((24, 20, 1))
+    y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1)
+    assert ssim(x, y) == pytest.approx(_ssim_direct(x[..., 0], y[..., 0]), abs=1e-6)
+    assert ssim(x, x) == pytest.approx(1.0)
+
+
+# --- synth ---------------------------------------------------------------------------------
+
+
+def test_synth_writes_kalantari_layout_with_exif_and_exact_ground_truth(tmp_path, two_photos):
+    opts = SynthOptions(noise=0.0, shift=0.0, objects=0, max_side=256)
+    folders = synthesise(two_photos, tmp_path / "set", opts)
+    assert [f.name for f in folders] == ["Desk", "MtTamWest"]
+    assert sorted(p.name for p in folders[0].iterdir()) == ["HDRImg.hdr", "exposure.txt", "input_1.tif", "input_2.tif", "input_3.tif"]
+    frames = [read_frame(folders[0] / f"input_{i}.tif") for i in (1, 2, 3)]
+    assert all(f.kind == "tiff" and f.pixels.dtype == np.uint16 for f in frames)
+    ex = derive_exposures(frames)  # from the EXIF tags synth wrote
+    assert ex.source == "exif" and ex.relative() == [1.0, 4.0, 16.0]
+    # Without noise, shift or objects, the reference shot is the ground truth
+    # seen 2 stops brighter, clipped and gamma-encoded.
+    gt = cv2.imread(str(folders[0] / "HDRImg.hdr"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    ref = frames[1].ldr() ** 2.2
+    ok = gt * 4 < 0.95
+    # RGBE shares one exponent per pixel: each channel is stored in steps of
+    # (largest channel)/128 at worst; 16-bit gamma quantisation adds far less.
+    step = np.broadcast_to(gt.max(axis=2, keepdims=True) / 128.0, gt.shape)
+    assert np.all(np.abs(ref[ok] - gt[ok] * 4) <= 4 * step[ok] + 1e-3)
+
+
+def test_synth_is_reproducible_and_motion_moves_things(tmp_path, two_photos):
+    a = synthesise(two_photos, tmp_path / "a", SynthOptions(max_side=128, seed=3))
+    b = synthesise(two_photos, tmp_path / "b", SynthOptions(max_side=128, seed=3))
+    for fa, fb in zip(a, b):
+        for name in ("input_1.tif", "input_2.tif", "input_3.tif", "HDRImg.hdr"):
+            assert (fa / name).read_bytes() == (fb / name).read_bytes()
+    c = synthesise(two_photos, tmp_path / "c", SynthOptions(max_side=128, seed=4))
+    assert (c[0] / "input_1.tif").read_bytes() != (a[0] / "input_1.tif").read_bytes()
+
+
+def test_synth_jpeg_format(tmp_path, two_photos):
+    folders = synthesise(two_photos, tmp_path / "j", SynthOptions(max_side=128, fmt="jpg", ev=(0.0, 3.0, 6.0)))
+    frames = [read_frame(folders[0] / f"input_{i}.jpg") for i in (1, 2, 3)]
+    assert frames[0].kind == "jpeg"
+    assert derive_exposures(frames).relative() == [1.0, 8.0, 64.0]
+    assert (folders[0] / "exposure.txt").read_text() == "0\n3\n6\n"
+
+
+def test_exception_synth_bad_inputs(env, tmp_path, two_photos):
+    r = run_cli("synth", str(tmp_path), str(tmp_path / "o"), env=env)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path}: no .hdr or .exr files"
+    r = run_cli("synth", str(two_photos), str(tmp_path / "o"), "--ev=2,0,-2", env=env)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --ev 2,0,-2: give three increasing values, e.g. -2,0,2"
+
+
+# --- eval ----------------------------------------------------------------------------------
+
+
+def test_eval_end_to_end_csv_json_and_baselines(env, tmp_path, two_photos):
+    synthesise(two_photos, tmp_path / "set", SynthOptions(max_side=320, motion=24.0))
+    r = run_cli("eval", str(tmp_path / "set"), "--out", str(tmp_path / "res"), "--save-dir", str(tmp_path / "save"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["layout"] == "kalantari" and [s["scene"] for s in data["scenes"]] == ["Desk", "MtTamWest"]
+    assert json.loads((tmp_path / "res" / "eval.json").read_text()) == data
+    rows = list(csv.reader((tmp_path / "res" / "eval.csv").open()))
+    assert rows[0] == ["scene", "method", "psnr_mu", "psnr_l", "ssim_mu", "ssim_l"]
+    assert [r[:2] for r in rows[-3:]] == [["mean", "hdrmerge"], ["mean", "reference"], ["mean", "merge"]]
+    mean = data["mean"]
+    # The network removes the ghosts of the moving objects: it beats both baselines.
+    assert mean["hdrmerge"]["psnr_mu"] > mean["merge"]["psnr_mu"] + 3
+    assert mean["hdrmerge"]["psnr_mu"] > mean["reference"]["psnr_mu"] + 3
+    # Scores recomputed from the saved prediction agree with the report.
+    pred = cv2.imread(str(tmp_path / "save" / "Desk" / "hdrmerge.hdr"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    gt = cv2.imread(str(tmp_path / "set" / "Desk" / "HDRImg.hdr"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert all_metrics(pred, gt)["psnr_mu"] == pytest.approx(data["scenes"][0]["hdrmerge"]["psnr_mu"], abs=0.3)  # RGBE rounding
+    assert sorted(p.name for p in (tmp_path / "save" / "Desk").iterdir()) == [
+        "hdrmerge.hdr", "hdrmerge.preview.jpg", "merge.preview.jpg", "reference.preview.jpg",
+    ]
+
+
+def test_challenge123_layout_is_detected(tmp_path, two_photos):
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=96))
+    root = tmp_path / "c123"
+    for n, scene in enumerate(src, start=1):
+        for k in (1, 2, 3):
+            d = root / f"{n:03d}_{k}"
+            d.mkdir(parents=True)
+            shutil.copy(scene / f"input_{k}.tif", d / f"ldr_img_{k}.tif")
+        shutil.copy(scene / "exposure.txt", root / f"{n:03d}_2" / "exposure.txt")
+        shutil.copy(scene / "HDRImg.hdr", root / f"{n:03d}_2" / "hdr_img.hdr")
+    layout, scenes = discover(root)
+    assert layout == "challenge123" and [s.name for s in scenes] == ["001", "002"]
+    assert scenes[0].ev == (-2.0, 0.0, 2.0) and scenes[0].gt.name == "hdr_img.hdr"
+
+
+def test_nested_kalantari_scenes_are_found(tmp_path, two_photos):
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=96))
+    shutil.copytree(src[0], tmp_path / "Test" / "PAPER" / "001")
+    shutil.copytree(src[1], tmp_path / "Test" / "EXTRA" / "002")
+    layout, scenes = discover(tmp_path / "Test")
+    assert layout == "kalantari" and [s.name for s in scenes] == ["EXTRA/002", "PAPER/001"]
+
+
+def test_exception_no_scenes(env, tmp_path):
+    with pytest.raises(InputError, match=r"no test scenes found"):
+        discover(tmp_path)
+    r = run_cli("eval", str(tmp_path), env=env)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path}: no test scenes found;")
