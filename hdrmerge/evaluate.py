@@ -86,8 +86,10 @@ def evaluate(
     engine: Any,
     layout: str,
     *,
-    flow_scale: float = 0.5,
+    flow_scale: float | None = 0.5,
     save_dir: Path | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
     on_scene: Callable[[SceneResult], None] = lambda r: None,
 ) -> EvalReport:
     """Run every scene through the pipeline and score it and the baselines."""
@@ -99,7 +101,8 @@ def evaluate(
     report = EvalReport(
         layout,
         {"name": engine.weights.name, "arch": engine.model.arch, "sha256": engine.weights.sha256,
-         "device": engine.device.type, "precision": engine.precision, "flow_scale": flow_scale},
+         "device": engine.device.type, "precision": engine.precision,
+         "flow_scale": "auto" if flow_scale is None else flow_scale},
     )
     for scene in scenes:
         t = time.perf_counter()
@@ -109,7 +112,10 @@ def evaluate(
         frames = [frames[i] for i in order]
         relative = [exposures.relative()[i] for i in order]
         gt = read_hdr_image(scene.gt)
-        result = merge(engine, frames, relative, flow_scale=flow_scale)
+        from hdrmerge.tiling import resolve_flow_scale
+
+        scale = resolve_flow_scale(flow_scale, frames[0].size)
+        result = merge(engine, frames, relative, flow_scale=scale, tile=tile, max_memory=max_memory)
         if result.hdr.shape != gt.shape:
             from hdrmerge.errors import InputError
 

@@ -7,6 +7,7 @@ linear domain and, on request, the intermediates (flows, masks, first-stage HDR)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ class Result:
 
     ``hdr``: refined HDR, short-exposure domain, in [0, 1]. The rest only with
     ``intermediates=True``: ``hdr_m`` first-stage HDR, ``flow0``/``flow2``
-    (H×W×2, pixels), ``mask0``/``mask2`` (H×W×1). ``seconds``: time in the network.
+    (H×W×2, pixels), ``mask0``/``mask2`` (H×W×1). ``seconds``: time in the
+    network; ``tile``/``tiles``: the tile size used and the number of tiles.
     """
 
     hdr: np.ndarray
@@ -93,21 +95,8 @@ class Result:
     flow2: np.ndarray | None = None
     mask0: np.ndarray | None = None
     mask2: np.ndarray | None = None
-
-
-def _to_tensor(frame: Frame, device: torch.device) -> torch.Tensor:
-    """1×3×H×W float32 LDR in [0, 1], converted on the device (uploads 8/16-bit data)."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(frame.pixels))
-    if t.dtype == torch.uint16:
-        t = t.to(torch.int32)  # uint16 has few kernels; int32 holds it exactly
-    t = t.to(device).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
-    return t / frame.scale
-
-
-def _hwc(t: torch.Tensor) -> np.ndarray:
-    return t[0].permute(1, 2, 0).float().cpu().numpy()
+    tile: int = 0
+    tiles: int = 1
 
 
 def merge(
@@ -117,39 +106,42 @@ def merge(
     *,
     flow_scale: float = 0.5,
     intermediates: bool = False,
+    tile: int | None = None,
+    max_memory: int | None = None,
 ) -> Result:
-    """Run the network on three frames sorted short → long.
+    """Run the network on three frames sorted short → long, in tiles.
 
     ``exposures``: relative exposures ``2 ** (ev − min ev)`` in the same order.
+    ``tile``: tile size in pixels (default: the largest that fits
+    ``max_memory``, or half the memory available on the device). The result
+    equals a whole-image run (see :mod:`hdrmerge.tiling`).
     """
     import torch
 
-    from hdrmerge.models import make_frames
+    from hdrmerge.tiling import available_memory, choose_tile, run_tiled
 
     if len(frames) != 3:
         raise ValueError(f"merge needs 3 frames, got {len(frames)}")
     dev = engine.device
+    h, w = frames[0].size
+    if tile is None:
+        budget = max_memory if max_memory is not None else available_memory(dev.type) // 2
+        tile = choose_tile(engine.model.arch, budget, engine.model.reach, (h, w))
+    if engine.precision == "fp16":
+        # Convolutions in half precision; the warps, fusion and sums stay in
+        # float32 because the flows and the state carried between decoder
+        # levels are float32 tensors (type promotion keeps them there).
+        autocast = lambda: torch.autocast(device_type=dev.type, dtype=torch.float16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        ldrs = [_to_tensor(f, dev) for f in frames]
-        x = make_frames(ldrs, exposures)
-        del ldrs
-        if engine.precision == "fp16":
-            # Convolutions in half precision; the warps, fusion and sums stay in
-            # float32 because the flows and the state carried between decoder
-            # levels are float32 tensors (type promotion keeps them there).
-            with torch.autocast(device_type=dev.type, dtype=torch.float16):
-                out = engine.model.run(*x, scale=flow_scale)
-        else:
-            out = engine.model.run(*x, scale=flow_scale)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - t0
-        result = Result(_hwc(out.hdr.clamp(0, 1)), seconds)
-        if intermediates:
-            result.hdr_m = _hwc(out.hdr_m)
-            result.flow0 = _hwc(out.motion.flow0)
-            result.flow2 = _hwc(out.motion.flow2)
-            result.mask0 = _hwc(out.motion.mask0)
-            result.mask2 = _hwc(out.motion.mask2)
-    return result
+    out = run_tiled(
+        engine.model, frames, exposures, flow_scale=flow_scale, tile=tile, device=dev,
+        autocast=autocast, intermediates=intermediates,
+    )
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return Result(
+        out.hdr, time.perf_counter() - t0, out.hdr_m, out.flow0, out.flow2, out.mask0, out.mask2,
+        tile=out.tile, tiles=out.tiles,
+    )

@@ -20,6 +20,7 @@ from hdrmerge.atomic import StagedOutputs
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
 from hdrmerge.reading import Frame, read_frame
+from hdrmerge.tiling import resolve_flow_scale
 from hdrmerge.writing import (
     absolute_gain,
     flow_to_rgb,
@@ -39,7 +40,9 @@ class FuseOptions:
     """How to merge and what to write (see ``hdrmerge fuse --help``)."""
 
     ev: list[float] | None = None
-    flow_scale: float = 0.5
+    flow_scale: float | None = 0.5  # None: auto, from the frame size
+    tile: int | None = None  # None: from the memory budget
+    max_memory: int | None = None  # bytes; None: half of what is free
     normalize: str = "reference"
     exr_dtype: str = "half"
     exr_compression: str = "zip"
@@ -251,12 +254,15 @@ def run_prepared(
     bracket, output, targets, gain = prepared.bracket, prepared.output, prepared.targets, prepared.gain
     timings = {"read": prepared.read_s, "load_model": load_s}
     on_stage("merging")
+    flow_scale = resolve_flow_scale(options.flow_scale, bracket.frames[0].size)
     result = merge(
         engine,
         bracket.sorted_frames,
         bracket.relative_sorted(),
-        flow_scale=options.flow_scale,
+        flow_scale=flow_scale,
         intermediates=options.debug_dir is not None,
+        tile=options.tile,
+        max_memory=options.max_memory,
     )
     timings["network"] = result.seconds
 
@@ -271,7 +277,9 @@ def run_prepared(
             },
             "device": engine.device.type,
             "precision": engine.precision,
-            "flow_scale": options.flow_scale,
+            "flow_scale": flow_scale,
+            "tile": result.tile,
+            "tiles": result.tiles,
             "normalize": options.normalize,
             "normalize_gain": gain,
             "warnings": list(bracket.exposures.warnings),

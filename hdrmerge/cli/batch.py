@@ -23,6 +23,8 @@ from hdrmerge.cli.common import (
     ExrDtype,
     ExrDtypeOpt,
     FlowScaleOpt,
+    MaxMemoryOpt,
+    TileOpt,
     HubRepoOpt,
     JsonOpt,
     ModelOpt,
@@ -117,6 +119,8 @@ def batch(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     flow_scale: FlowScaleOpt = "0.5",
+    tile: TileOpt = None,
+    max_memory: MaxMemoryOpt = None,
     normalize: NormalizeOpt = Normalize.reference,
     exr_dtype: ExrDtypeOpt = ExrDtype.half,
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
@@ -139,7 +143,7 @@ def batch(
         raise InputError(f"--jobs {jobs}: must be at least 1")
     if gap < 0:
         raise InputError(f"--gap {gap}: must not be negative")
-    options = fuse_options(flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite)
+    options = fuse_options(flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory)
     outdir = outdir or folder / "hdr"
     files = scan(folder, recursive=recursive, exclude=[outdir])
     if not files:

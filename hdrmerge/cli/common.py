@@ -109,19 +109,40 @@ def parse_ev(text: str | None) -> list[float] | None:
         raise InputError(f"--ev {text!r}: give numbers separated by commas, e.g. --ev=-2,0,2") from None
 
 
-def parse_flow_scale(text: str) -> float:
+def parse_flow_scale(text: str) -> float | None:
+    """A scale in [0.0625, 1], or None for ``auto`` (chosen from the frame size)."""
+    if text.strip().lower() == "auto":
+        return None
     try:
         value = float(text)
     except ValueError:
-        raise InputError(f"--flow-scale {text!r}: give a number such as 0.5") from None
+        raise InputError(f"--flow-scale {text!r}: give a number such as 0.5, or auto") from None
     if not 0.0625 <= value <= 1.0:
         raise InputError(f"--flow-scale {value}: must be between 0.0625 and 1 (0.5 is what the paper uses)")
     return value
 
 
+def parse_tile(value: int | None) -> int | None:
+    if value is not None and value < 64:
+        raise InputError(f"--tile {value}: must be at least 64 pixels")
+    return value
+
+
 FlowScaleOpt = Annotated[
     str,
-    typer.Option("--flow-scale", help="Scale at which flows and masks are estimated (the paper uses 0.5)."),
+    typer.Option(
+        "--flow-scale",
+        help="Scale at which flows and masks are estimated: a number (the paper uses 0.5) or auto "
+        "(longer side near 750 px, as in training; see docs/performance.md).",
+    ),
+]
+TileOpt = Annotated[
+    int | None,
+    typer.Option("--tile", help="Tile size in pixels for the full-resolution stage (default: from available memory).", show_default=False),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option("--max-memory", help="Memory the tiles may use, e.g. 4GB (default: half of what is free).", show_default=False),
 ]
 NormalizeOpt = Annotated[
     Normalize,
@@ -149,13 +170,18 @@ def fuse_options(
     exr_compression: ExrCompression,
     no_preview: bool,
     overwrite: bool,
+    tile: int | None = None,
+    max_memory: str | None = None,
     **extra: Any,
 ) -> Any:
     """The pipeline's FuseOptions from the options fuse and batch share."""
     from hdrmerge.pipeline import FuseOptions
+    from hdrmerge.tiling import parse_memory
 
     return FuseOptions(
         flow_scale=parse_flow_scale(flow_scale),
+        tile=parse_tile(tile),
+        max_memory=parse_memory(max_memory) if max_memory else None,
         normalize=normalize.value,
         exr_dtype=exr_dtype.value,
         exr_compression=exr_compression.value,

@@ -16,6 +16,8 @@ from hdrmerge.cli.common import (
     Device,
     DeviceOpt,
     FlowScaleOpt,
+    MaxMemoryOpt,
+    TileOpt,
     HubRepoOpt,
     JsonOpt,
     ModelOpt,
@@ -49,6 +51,8 @@ def eval_(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     flow_scale: FlowScaleOpt = "0.5",
+    tile: TileOpt = None,
+    max_memory: MaxMemoryOpt = None,
     quiet: QuietOpt = False,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
@@ -58,7 +62,11 @@ def eval_(
     from hdrmerge.datasets import discover
     from hdrmerge.evaluate import METHODS, evaluate, fmt_db
 
+    from hdrmerge.cli.common import parse_tile
+    from hdrmerge.tiling import parse_memory
+
     scale = parse_flow_scale(flow_scale)
+    tiling = {"tile": parse_tile(tile), "max_memory": parse_memory(max_memory) if max_memory else None}
     layout, scenes = discover(dataset)
     scenes = scenes[:limit] if limit else scenes
     chatty = not (quiet or json_)
@@ -77,7 +85,7 @@ def eval_(
         m = r.metrics["hdrmerge"]
         status(f"[{done}/{len(scenes)}] {r.scene}: PSNR-μ {fmt_db(m['psnr_mu'])} dB, PSNR-l {fmt_db(m['psnr_l'])} dB", quiet=not chatty)
 
-    report = evaluate(scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress)
+    report = evaluate(scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, **tiling)
     data = report.to_json()
     if out is not None:
         with staged:

@@ -17,6 +17,8 @@ from hdrmerge.cli.common import (
     ExrDtype,
     ExrDtypeOpt,
     FlowScaleOpt,
+    MaxMemoryOpt,
+    TileOpt,
     HubRepoOpt,
     JsonOpt,
     ModelOpt,
@@ -57,6 +59,8 @@ def fuse(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     flow_scale: FlowScaleOpt = "0.5",
+    tile: TileOpt = None,
+    max_memory: MaxMemoryOpt = None,
     normalize: NormalizeOpt = Normalize.reference,
     exr_dtype: ExrDtypeOpt = ExrDtype.half,
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
@@ -83,7 +87,7 @@ def fuse(
     if preview is not None and no_preview:
         raise InputError("--preview and --no-preview contradict each other; give one")
     options = fuse_options(
-        flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite,
+        flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
         ev=parse_ev(ev), preview=preview, debug_dir=debug_dir,
     )
     chatty = not (quiet or json_)

@@ -40,9 +40,52 @@ def up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize to ``size = (h, w)`` (align_corners=False)."""
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def _source_index(in_size: int, out_size: int, start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps of output positions ``start..stop`` (align_corners=False).
+
+    Returns the lower and upper input indices and the upper tap's weight, for
+    pixel-centre sampling: ``src = (dst + 0.5)·in/out − 0.5``, clamped at 0.
+    """
+    dst = torch.arange(start, stop, device=device, dtype=torch.float32)
+    src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0.0)
+    i0 = src.floor().clamp_(max=in_size - 1)
+    w1 = src - i0
+    i0 = i0.long()
+    i1 = (i0 + 1).clamp_(max=in_size - 1)
+    return i0, i1, w1
+
+
+def resize(
+    x: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    rows: tuple[int, int] | None = None,
+    cols: tuple[int, int] | None = None,
+    full: tuple[int, int] | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) to ``size = (h, w)``, or a window of it.
+
+    ``x`` may be a crop of a larger input of size ``full`` whose top-left is at
+    ``origin``; ``rows``/``cols`` pick the output window to compute (default:
+    all of it). The crop must hold every input row and column the window
+    reads. Each output value is computed by the same arithmetic whatever the
+    crop or window, so a resize done in pieces equals the whole one exactly.
+    """
+    in_h, in_w = full or (x.shape[-2], x.shape[-1])
+    r0, r1 = rows or (0, size[0])
+    c0, c1 = cols or (0, size[1])
+    y0, y1, wy = _source_index(in_h, size[0], r0, r1, x.device)
+    x0, x1, wx = _source_index(in_w, size[1], c0, c1, x.device)
+    oy, ox = origin
+    wy = wy.to(x.dtype).view(1, 1, -1, 1)
+    wx = wx.to(x.dtype).view(1, 1, 1, -1)
+    top = x.index_select(-2, y0 - oy)
+    bottom = x.index_select(-2, y1 - oy)
+    rows_mixed = top + (bottom - top) * wy
+    left = rows_mixed.index_select(-1, x0 - ox)
+    right = rows_mixed.index_select(-1, x1 - ox)
+    return left + (right - left) * wx
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -51,33 +94,49 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _base_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """Normalised sampling grid (1×H×W×2, x then y) of the pixel centres.
-
-    Column j maps to ``-1 + 2j/(W-1)``: the "corner pixels are centres"
-    convention of ``grid_sample(align_corners=True)``.
-    """
-    ys = torch.linspace(-1.0, 1.0, h, device=like.device, dtype=like.dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=like.device, dtype=like.dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((gx, gy), dim=-1).unsqueeze(0)
-
-
-def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward-warp ``x`` (B×C×H×W) by ``flow`` (B×2×H×W, pixels; x then y).
+def warp(
+    x: torch.Tensor,
+    flow: torch.Tensor,
+    *,
+    target_origin: tuple[int, int] = (0, 0),
+    source_origin: tuple[int, int] = (0, 0),
+    full: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Backward-warp ``x`` by ``flow`` (B×2×h×w, pixels; x then y): spec section 2.
 
     Samples ``x`` bilinearly at ``p + flow(p)``; samples outside the image take
-    the nearest border pixel (spec section 2).
+    the nearest border pixel. Works in absolute pixel coordinates of an image
+    of size ``full`` (default: the flow's size): the flow covers the window
+    whose top-left is ``target_origin``, and ``x`` is a crop whose top-left is
+    ``source_origin`` and which holds every pixel the samples touch. Each
+    output value is computed by the same arithmetic whatever the windows, so
+    warping tile by tile equals warping the whole image exactly.
     """
-    _, _, h, w = flow.shape
-    # Pixel displacements to normalised units: d / ((W-1)/2). A 1-pixel-wide or
-    # -high image has no extent to normalise against; its displacement is moot
-    # (border padding returns the single row/column anyway).
-    sx = 2.0 / (w - 1) if w > 1 else 0.0
-    sy = 2.0 / (h - 1) if h > 1 else 0.0
-    offset = torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1)
-    grid = _base_grid(h, w, flow) + offset
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    b, c = x.shape[0], x.shape[1]
+    h, w = flow.shape[-2], flow.shape[-1]
+    full_h, full_w = full or (h, w)
+    ty, tx = target_origin
+    sy, sx = source_origin
+    ys = torch.arange(ty, ty + h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
+    xs = torch.arange(tx, tx + w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
+    px = (xs + flow[:, 0]).clamp_(0.0, full_w - 1.0)
+    py = (ys + flow[:, 1]).clamp_(0.0, full_h - 1.0)
+    x0f, y0f = px.floor(), py.floor()
+    wx, wy = (px - x0f).unsqueeze(1).to(x.dtype), (py - y0f).unsqueeze(1).to(x.dtype)
+    x0, y0 = x0f.long(), y0f.long()
+    x1, y1 = (x0 + 1).clamp_(max=full_w - 1), (y0 + 1).clamp_(max=full_h - 1)
+    src_w = x.shape[-1]
+    flat = x.reshape(b, c, -1)
+
+    def tap(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        idx = ((yy - sy) * src_w + (xx - sx)).view(b, 1, h * w).expand(b, c, h * w)
+        return flat.gather(2, idx).view(b, c, h, w)
+
+    a, b_ = tap(y0, x0), tap(y0, x1)
+    top = a + (b_ - a) * wx
+    a, b_ = tap(y1, x0), tap(y1, x1)
+    bottom = a + (b_ - a) * wx
+    return top + (bottom - top) * wy
 
 
 class Encoder(nn.Module):

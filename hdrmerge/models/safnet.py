@@ -92,6 +92,8 @@ class RefineS(nn.Module):
 
     #: How far (pixels) the refinement's convolutions reach (spec section 8).
     reach: ClassVar[int] = 12
+    #: Context the warped sources need before warping (none: frames are warped as they are).
+    source_reach: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -103,19 +105,27 @@ class RefineS(nn.Module):
         self.conv6 = conv_prelu(32, 32)
         self.conv7 = nn.Conv2d(32, 3, 3, padding=1)
 
+    def source(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """What gets warped of frame ``k`` (0 or 2) for the refinement: the frame itself."""
+        return x
+
+    def sources(self, x0: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x0, x2
+
     def forward(
         self,
-        x0: torch.Tensor,
+        s0w: torch.Tensor,
         x1: torch.Tensor,
-        x2: torch.Tensor,
+        s2w: torch.Tensor,
         motion: Motion,
         hdr_m: torch.Tensor,
     ) -> torch.Tensor:
+        """Residual from the warped frames 0, 2 (``s0w``, ``s2w``), frame 1, motion and Hm."""
         x = torch.cat(
             (
-                warp(x0, motion.flow0),
+                s0w,
                 x1,
-                warp(x2, motion.flow2),
+                s2w,
                 motion.flow0 / 20.0,
                 motion.flow2 / 20.0,
                 motion.mask0,
@@ -146,6 +156,8 @@ class RefineFull(nn.Module):
     """SAFNet refinement: per-frame features, five dilated residual blocks."""
 
     reach: ClassVar[int] = 23
+    #: conv0/conv2 (two 3×3 convs) run before warping: 2 px of context.
+    source_reach: ClassVar[int] = 2
 
     def __init__(self) -> None:
         super().__init__()
@@ -159,23 +171,29 @@ class RefineFull(nn.Module):
         self.resblock5 = ResBlock(80, 1)
         self.conv3 = nn.Conv2d(80, 3, 3, padding=1)
 
+    def source(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """What gets warped of frame ``k`` (0 or 2): its conv0 / conv2 features."""
+        return self.conv0(x) if k == 0 else self.conv2(x)
+
+    def sources(self, x0: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.conv0(x0), self.conv2(x2)
+
     def forward(
         self,
-        x0: torch.Tensor,
+        s0w: torch.Tensor,
         x1: torch.Tensor,
-        x2: torch.Tensor,
+        s2w: torch.Tensor,
         motion: Motion,
         hdr_m: torch.Tensor,
     ) -> torch.Tensor:
-        c0 = warp(self.conv0(x0), motion.flow0)
+        """Residual from the warped features of frames 0, 2, frame 1, motion and Hm."""
         c1 = self.conv1(
             torch.cat(
                 (x1, motion.flow0 / 20.0, motion.flow2 / 20.0, motion.mask0, motion.mask2, hdr_m),
                 dim=1,
             )
         )
-        c2 = warp(self.conv2(x2), motion.flow2)
-        x = torch.cat((c0, c1, c2), dim=1)
+        x = torch.cat((s0w, c1, s2w), dim=1)
         for block in (self.resblock1, self.resblock2, self.resblock3, self.resblock4, self.resblock5):
             x = block(x)
         return self.conv3(x)
@@ -198,40 +216,68 @@ class _SAFNetBase(nn.Module):
         """Pixels of real context the refinement needs around a tile."""
         return self.refinenet.reach
 
-    def estimate_motion(
-        self, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, scale: float = 0.5
-    ) -> Motion:
-        """Flows and masks at full size from the frames at scale ``s`` (spec section 5)."""
-        if not scale > 0:
-            raise ValueError(f"flow scale must be > 0, got {scale}")
-        b, _, h, w = x1.shape
-        fh, fw = flow_size(h, w, scale)
-        resized = (fh, fw) != (h, w)
-        frames = [resize(x, (fh, fw)) if resized else x for x in (x0, x1, x2)]
+    def motion_lowres(self, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Flows and mask logits at the flow network's own resolution.
+
+        Inputs: the three frames already at the flow size (multiples of 16).
+        Returns B×6×h×w: flow0 (x, y), flow2 (x, y) in pixels of that size,
+        mask0 and mask2 logits (before the sigmoid).
+        """
+        b, _, fh, fw = x1.shape
         # One encoder pass over the three frames stacked along the batch.
-        feats = self.encoder(torch.cat(frames, dim=0))
+        feats = self.encoder(torch.cat((x0, x1, x2), dim=0))
         zeros2 = feats[3].new_zeros((b, 2, fh // 16, fw // 16))
         zeros1 = feats[3].new_zeros((b, 1, fh // 16, fw // 16))
         f0, f2, m0, m2 = zeros2, zeros2, zeros1, zeros1
         for level in (3, 2, 1, 0):
             g0, g1, g2 = feats[level].chunk(3, dim=0)
             f0, f2, m0, m2 = self.decoder(g0, g1, g2, f0, f2, m0, m2)
-        if resized:
-            gain = torch.tensor([w / fw, h / fh], dtype=f0.dtype, device=f0.device).view(1, 2, 1, 1)
-            f0 = resize(f0, (h, w)) * gain
-            f2 = resize(f2, (h, w)) * gain
-            m0 = resize(m0, (h, w))
-            m2 = resize(m2, (h, w))
-        return Motion(f0, f2, torch.sigmoid(m0), torch.sigmoid(m2))
+        return torch.cat((f0.float(), f2.float(), m0.float(), m2.float()), dim=1)
+
+    @staticmethod
+    def motion_window(
+        low: torch.Tensor,
+        size: tuple[int, int],
+        rows: tuple[int, int] | None = None,
+        cols: tuple[int, int] | None = None,
+    ) -> Motion:
+        """Full-size motion (spec section 5 steps 4-5) for a window of an H×W image."""
+        h, w = size
+        fh, fw = low.shape[-2], low.shape[-1]
+        r0, r1 = rows or (0, h)
+        c0, c1 = cols or (0, w)
+        if (fh, fw) == (h, w):
+            win = low[..., r0:r1, c0:c1]
+        else:
+            win = resize(low, (h, w), rows=(r0, r1), cols=(c0, c1))
+            gain = torch.tensor([w / fw, h / fh, w / fw, h / fh, 1.0, 1.0], dtype=win.dtype, device=win.device)
+            win = win * gain.view(1, 6, 1, 1)
+        return Motion(win[:, 0:2], win[:, 2:4], torch.sigmoid(win[:, 4:5]), torch.sigmoid(win[:, 5:6]))
+
+    def estimate_motion(
+        self, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, scale: float = 0.5
+    ) -> Motion:
+        """Flows and masks at full size from the frames at scale ``s`` (spec section 5)."""
+        if not scale > 0:
+            raise ValueError(f"flow scale must be > 0, got {scale}")
+        h, w = x1.shape[-2], x1.shape[-1]
+        fh, fw = flow_size(h, w, scale)
+        if (fh, fw) != (h, w):
+            x0, x1, x2 = (resize(x, (fh, fw)) for x in (x0, x1, x2))
+        return self.motion_window(self.motion_lowres(x0, x1, x2), (h, w))
 
     def fuse(
         self, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, motion: Motion
     ) -> SAFNetOutput:
         """First-stage and refined HDR from the frames and their motion."""
-        hdr_m = explicit_fusion(
-            warp(x0, motion.flow0), x1, warp(x2, motion.flow2), motion.mask0, motion.mask2
-        )
-        residual = self.refinenet(x0, x1, x2, motion, hdr_m)
+        x0w, x2w = warp(x0, motion.flow0), warp(x2, motion.flow2)
+        hdr_m = explicit_fusion(x0w, x1, x2w, motion.mask0, motion.mask2)
+        if self.refinenet.source_reach == 0:
+            s0w, s2w = x0w, x2w  # SAFNet-S refines the warped frames themselves
+        else:
+            s0, s2 = self.refinenet.sources(x0, x2)
+            s0w, s2w = warp(s0, motion.flow0), warp(s2, motion.flow2)
+        residual = self.refinenet(s0w, x1, s2w, motion, hdr_m)
         return SAFNetOutput(torch.clamp(hdr_m + residual, 0.0, 1.0), hdr_m, motion)
 
     def run(
