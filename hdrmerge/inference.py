@@ -113,19 +113,19 @@ def merge(
 
     ``exposures``: relative exposures ``2 ** (ev − min ev)`` in the same order.
     ``tile``: tile size in pixels (default: the largest that fits
-    ``max_memory``, or half the memory available on the device). The result
-    equals a whole-image run (see :mod:`hdrmerge.tiling`).
+    ``max_memory`` bytes, else :func:`hdrmerge.tiling.default_budget`). The
+    result equals a whole-image run (see :mod:`hdrmerge.tiling`).
     """
     import torch
 
-    from hdrmerge.tiling import available_memory, choose_tile, run_tiled
+    from hdrmerge.tiling import choose_tile, default_budget, run_tiled
 
     if len(frames) != 3:
         raise ValueError(f"merge needs 3 frames, got {len(frames)}")
     dev = engine.device
     h, w = frames[0].size
     if tile is None:
-        budget = max_memory if max_memory is not None else available_memory(dev.type) // 2
+        budget = max_memory if max_memory is not None else default_budget(dev.type)
         tile = choose_tile(engine.model.arch, budget, engine.model.reach, (h, w))
     if engine.precision == "fp16":
         # Convolutions in half precision; the warps, fusion and sums stay in

@@ -62,6 +62,21 @@ def test_tiled_equals_whole_when_no_resize_is_needed(kalantari):
     assert np.abs(tiled.hdr - whole).max() <= 1e-4
 
 
+def test_tiled_decoder_step_equals_whole(kalantari):
+    # At scale 1 the finest decoder step sees 304×208 features; 96-px windows split it 4×3.
+    frames = [_crop(f, 400, 600, 300, 400) for f in kalantari]
+    model = build_model(read_pth(SAFNET_S_PTH))
+    exp = [1.0, 8.0, 64.0]
+    whole, _ = _whole(model, frames, exp, 1.0)
+    tiled = run_tiled(model, frames, exp, flow_scale=1.0, tile=256, device=CPU, decoder_tile=96, intermediates=True)
+    with torch.inference_mode():
+        ldrs = [torch.from_numpy(f.pixels.astype(np.float32) / 255.0).permute(2, 0, 1)[None] for f in frames]
+        motion = model.estimate_motion(*make_frames(ldrs, exp), scale=1.0)
+    assert np.abs(tiled.flow0 - motion.flow0[0].permute(1, 2, 0).numpy()).max() <= 5e-3
+    assert np.abs(tiled.mask2 - motion.mask2[0].permute(1, 2, 0).numpy()).max() <= 1e-4
+    assert np.abs(tiled.hdr - whole).max() <= 1e-4
+
+
 @pytest.mark.parametrize("h,w,tile", [(1000, 1500, 384), (7, 9, 64), (512, 512, 256), (4000, 6000, 1000)])
 def test_tiles_cover_the_image_exactly_once(h, w, tile):
     cover = np.zeros((h, w), np.int32)

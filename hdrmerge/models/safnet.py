@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -216,12 +217,19 @@ class _SAFNetBase(nn.Module):
         """Pixels of real context the refinement needs around a tile."""
         return self.refinenet.reach
 
-    def motion_lowres(self, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def motion_lowres(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        last_step: Callable[..., tuple[torch.Tensor, ...]] | None = None,
+    ) -> torch.Tensor:
         """Flows and mask logits at the flow network's own resolution.
 
         Inputs: the three frames already at the flow size (multiples of 16).
         Returns B×6×h×w: flow0 (x, y), flow2 (x, y) in pixels of that size,
-        mask0 and mask2 logits (before the sigmoid).
+        mask0 and mask2 logits (before the sigmoid). ``last_step`` replaces the
+        decoder for the finest level (hdrmerge.tiling runs it in tiles).
         """
         b, _, fh, fw = x1.shape
         # One encoder pass over the three frames stacked along the batch.
@@ -231,7 +239,8 @@ class _SAFNetBase(nn.Module):
         f0, f2, m0, m2 = zeros2, zeros2, zeros1, zeros1
         for level in (3, 2, 1, 0):
             g0, g1, g2 = feats[level].chunk(3, dim=0)
-            f0, f2, m0, m2 = self.decoder(g0, g1, g2, f0, f2, m0, m2)
+            step = last_step if level == 0 and last_step is not None else self.decoder
+            f0, f2, m0, m2 = step(g0, g1, g2, f0, f2, m0, m2)
         return torch.cat((f0.float(), f2.float(), m0.float(), m2.float()), dim=1)
 
     @staticmethod
