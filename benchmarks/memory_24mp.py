@@ -32,11 +32,11 @@ from hdrmerge.synthetic import ShotInfo, nominal_time, write_jpeg
 SIZE = (4000, 6000)
 
 
-def make_bracket(folder: Path, photo: Path) -> list[Path]:
+def make_bracket(folder: Path, photo: Path, size: tuple[int, int] = SIZE) -> list[Path]:
     hdr = read_hdr_image(photo)
-    big = cv2.resize(hdr, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_CUBIC)
-    k = SIZE[1] / 1000  # motion and shift as for a 1000-px set, scaled
-    opts = SynthOptions(max_side=max(SIZE), motion=30 * k, shift=4 * k, noise=0.002)
+    big = cv2.resize(hdr, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+    k = size[1] / 1000  # motion and shift as for a 1000-px set, scaled
+    opts = SynthOptions(max_side=max(size), motion=30 * k, shift=4 * k, noise=0.002)
     shots, _gt = make_scene(big, opts, np.random.default_rng(0))
     paths = []
     for i, (ldr, ev) in enumerate(zip(shots, opts.ev), start=1):

@@ -67,11 +67,15 @@ class Engine:
 
     @classmethod
     def load(cls, weights: LoadedWeights, device: str = "auto", precision: str = "auto") -> Engine:
+        import torch
+
         from hdrmerge.models import build_model
 
         dev = select_device(device)
         prec = resolve_precision(precision, dev)
         model = build_model(weights.state, weights.arch, source=str(weights.path)).to(dev)
+        # channels_last convolutions: 0.75x the time of NCHW on the CPU (docs/performance.md).
+        model = model.to(memory_format=torch.channels_last)
         return cls(model, weights, dev, prec)
 
     def describe(self) -> str:

@@ -292,14 +292,8 @@ def run_prepared(
         options.debug_dir.mkdir(parents=True, exist_ok=True)
     with StagedOutputs(overwrite=options.overwrite) as staged:
         fmt = output_format(output)
-        hdr_out = result.hdr * np.float32(gain)
-        if fmt == "exr":
-            write_exr(
-                staged.stage(output), hdr_out, _exr_attributes(bracket, report),
-                dtype=options.exr_dtype, compression=options.exr_compression,
-            )
-        else:
-            write_hdr(staged.stage(output), hdr_out, _hdr_header(bracket, report))
+        # The preview and debug images use the short-exposure domain: write
+        # them first, then scale the (large) HDR in place instead of copying it.
         if "preview" in targets:
             write_preview(staged.stage(targets["preview"]), result.hdr)
         if options.debug_dir is not None:
@@ -312,6 +306,15 @@ def run_prepared(
             write_png(staged.stage(targets["debug_hdr_m"]), mu_law(result.hdr_m))  # type: ignore[arg-type]
             write_png(staged.stage(targets["debug_hdr"]), mu_law(result.hdr))
             report["flow_max_px"] = round(scale, 3)
+        hdr_out = result.hdr
+        hdr_out *= np.float32(gain)
+        if fmt == "exr":
+            write_exr(
+                staged.stage(output), hdr_out, _exr_attributes(bracket, report),
+                dtype=options.exr_dtype, compression=options.exr_compression,
+            )
+        else:
+            write_hdr(staged.stage(output), hdr_out, _hdr_header(bracket, report))
         staged.commit()
     timings["write"] = time.perf_counter() - t
     report["timings_s"] = {k: round(v, 4) for k, v in timings.items()}

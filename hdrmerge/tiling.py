@@ -85,12 +85,13 @@ def available_memory(device_type: str) -> int:
 
 
 #: On the CPU, tiles larger than this working set only cost memory: the
-#: 24 MP benchmark ran faster with 1 GiB tiles than with 11 GiB ones.
-CPU_BUDGET_CAP = 2**30
+#: 24 MP benchmark ran as fast with 512 MiB tiles as with 1 GiB ones, and
+#: faster than with 11 GiB ones (docs/performance.md).
+CPU_BUDGET_CAP = 2**29
 
 
 def default_budget(device_type: str) -> int:
-    """Working memory for tiles: half of what is free (GPU), capped at 1 GiB on the CPU."""
+    """Working memory for tiles: half of what is free (GPU), capped at 512 MiB on the CPU."""
     free = available_memory(device_type) // 2
     return free if device_type == "cuda" else min(free, CPU_BUDGET_CAP)
 
@@ -142,28 +143,24 @@ def frame_window(frame, exposure: float, win: Window, device) -> "torch.Tensor":
     return torch.cat((ldr.pow(GAMMA) / exposure, ldr), dim=1)
 
 
-def flow_inputs(frames: Sequence, exposures: Sequence[float], size: tuple[int, int], device, band: int = 64):
-    """The three frames at the flow network's size, resized band by band."""
+def flow_input(frame, exposure: float, size: tuple[int, int], device, band: int = 64):
+    """One frame at the flow network's size, resized band by band from its 8/16-bit pixels."""
     import torch
 
     from hdrmerge.models.layers import _source_index, resize
 
-    h, w = frames[0].size
+    h, w = frame.size
     fh, fw = size
     if (fh, fw) == (h, w):
-        full = Window(0, h, 0, w)
-        return [frame_window(f, e, full, device) for f, e in zip(frames, exposures)]
-    out = []
-    for f, e in zip(frames, exposures):
-        bands = []
-        for r0 in range(0, fh, band):
-            r1 = min(fh, r0 + band)
-            i0, i1, _ = _source_index(h, fh, r0, r1, torch.device("cpu"))
-            lo, hi = int(i0.min()), int(i1.max()) + 1
-            src = frame_window(f, e, Window(lo, hi, 0, w), device)
-            bands.append(resize(src, (fh, fw), rows=(r0, r1), full=(h, w), origin=(lo, 0)))
-        out.append(torch.cat(bands, dim=2))
-    return out
+        return frame_window(frame, exposure, Window(0, h, 0, w), device)
+    bands = []
+    for r0 in range(0, fh, band):
+        r1 = min(fh, r0 + band)
+        i0, i1, _ = _source_index(h, fh, r0, r1, torch.device("cpu"))
+        lo, hi = int(i0.min()), int(i1.max()) + 1
+        src = frame_window(frame, exposure, Window(lo, hi, 0, w), device)
+        bands.append(resize(src, (fh, fw), rows=(r0, r1), full=(h, w), origin=(lo, 0)))
+    return torch.cat(bands, dim=2)
 
 
 def _sample_box(flow: "torch.Tensor", win: Window, h: int, w: int) -> Window:  # noqa: F821
@@ -272,10 +269,10 @@ def run_tiled(
     h, w = frames[0].size
     fh, fw = flow_size(h, w, flow_scale)
     with torch.inference_mode(), autocast():
-        low = model.motion_lowres(
-            *flow_inputs(frames, exposures, (fh, fw), device),
-            last_step=decoder_step_tiled(model.decoder, decoder_tile or max(tile, 256)),
-        )
+        # Frame by frame: only one frame's flow-size input and activations at a time.
+        feats = [model.encoder(flow_input(f, e, (fh, fw), device)) for f, e in zip(frames, exposures)]
+        low = model.decode(feats, last_step=decoder_step_tiled(model.decoder, decoder_tile or max(tile, 256)))
+        del feats
     reach = model.refinenet.reach
     src_reach = model.refinenet.source_reach
     full = (h, w)

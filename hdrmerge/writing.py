@@ -100,7 +100,10 @@ def write_exr(
         raise InputError(f"--exr-dtype {dtype}: use half or float")
     if compression not in EXR_COMPRESSIONS:
         raise InputError(f"--exr-compression {compression}: use {' or '.join(EXR_COMPRESSIONS)}")
-    data = np.maximum(rgb, 0.0).astype(np.float16 if dtype == "half" else np.float32)
+    # The network's output is non-negative already; clip in the target type
+    # so a 24 MP image is copied once, not twice.
+    data = rgb.astype(np.float16 if dtype == "half" else np.float32, copy=dtype == "half")
+    np.maximum(data, 0, out=data)
     if dtype == "half" and np.isinf(data).any():
         raise OutputError("values exceed the half-float range; use --exr-dtype float")
     header: dict[str, Any] = {

@@ -74,7 +74,11 @@ def test_kalantari_end_to_end_equals_the_network_run_directly(env, tmp_path):
     model = build_model(read_pth(SAFNET_S_PTH))
     with torch.inference_mode():
         direct = model(*make_frames(ldrs, [1.0, 8.0, 64.0]), scale=0.5)[0].permute(1, 2, 0).numpy()
-    assert np.abs(rgb - direct).max() <= 1e-6
+    # hdrmerge runs the convolutions channels_last (another float32 summation
+    # order than the direct NCHW call): identical but for rounding.
+    diff = np.abs(rgb - direct)
+    assert diff.max() <= 1e-4
+    assert np.percentile(diff, 99.9) <= 1e-6
 
 
 def test_frobisher_hdr_radiance_file(env, tmp_path):

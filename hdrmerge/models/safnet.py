@@ -231,14 +231,26 @@ class _SAFNetBase(nn.Module):
         mask0 and mask2 logits (before the sigmoid). ``last_step`` replaces the
         decoder for the finest level (hdrmerge.tiling runs it in tiles).
         """
-        b, _, fh, fw = x1.shape
-        # One encoder pass over the three frames stacked along the batch.
-        feats = self.encoder(torch.cat((x0, x1, x2), dim=0))
-        zeros2 = feats[3].new_zeros((b, 2, fh // 16, fw // 16))
-        zeros1 = feats[3].new_zeros((b, 1, fh // 16, fw // 16))
+        return self.decode([self.encoder(x) for x in (x0, x1, x2)], last_step)
+
+    def decode(
+        self,
+        feats: list[list[torch.Tensor]],
+        last_step: Callable[..., tuple[torch.Tensor, ...]] | None = None,
+    ) -> torch.Tensor:
+        """The coarse-to-fine decoder over the three frames' encoder features.
+
+        ``feats[k]`` is frame k's feature pyramid (:class:`Encoder` output).
+        Encoding frame by frame (rather than as one batch) keeps only one
+        frame's full-size activations alive at a time.
+        """
+        coarsest = feats[1][3]
+        b, _, h16, w16 = coarsest.shape
+        zeros2 = coarsest.new_zeros((b, 2, h16, w16))
+        zeros1 = coarsest.new_zeros((b, 1, h16, w16))
         f0, f2, m0, m2 = zeros2, zeros2, zeros1, zeros1
         for level in (3, 2, 1, 0):
-            g0, g1, g2 = feats[level].chunk(3, dim=0)
+            g0, g1, g2 = feats[0][level], feats[1][level], feats[2][level]
             step = last_step if level == 0 and last_step is not None else self.decoder
             f0, f2, m0, m2 = step(g0, g1, g2, f0, f2, m0, m2)
         return torch.cat((f0.float(), f2.float(), m0.float(), m2.float()), dim=1)
