@@ -122,14 +122,14 @@ def merge(
     """
     import torch
 
-    from hdrmerge.tiling import choose_tile, default_budget, run_tiled
+    from hdrmerge.tiling import choose_decoder_tile, choose_tile, default_budget, run_tiled
 
     if len(frames) != 3:
         raise ValueError(f"merge needs 3 frames, got {len(frames)}")
     dev = engine.device
     h, w = frames[0].size
+    budget = max_memory if max_memory is not None else default_budget(dev.type)
     if tile is None:
-        budget = max_memory if max_memory is not None else default_budget(dev.type)
         tile = choose_tile(engine.model.arch, budget, engine.model.reach, (h, w))
     if engine.precision == "fp16":
         # Convolutions in half precision; the warps, fusion and sums stay in
@@ -141,7 +141,7 @@ def merge(
     t0 = time.perf_counter()
     out = run_tiled(
         engine.model, frames, exposures, flow_scale=flow_scale, tile=tile, device=dev,
-        autocast=autocast, intermediates=intermediates,
+        autocast=autocast, intermediates=intermediates, decoder_tile=choose_decoder_tile(budget),
     )
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)

@@ -22,16 +22,21 @@ import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hdrmerge.errors import InputError
 
+if TYPE_CHECKING:
+    import torch
+
 #: Bytes of working memory per output pixel of a tile, measured for float32
 #: (``benchmarks/tiling.py``), with headroom; fp16 autocast needs less.
 BYTES_PER_PIXEL = {"SAFNet-S": 900, "SAFNet": 2400}
-#: Bytes per pixel of the flow network at its own resolution (3 frames).
-FLOW_BYTES_PER_PIXEL = 2200
+#: Bytes per pixel (at its input resolution) of one window of the finest
+#: decoder step: 126 input and 3×120 live activation channels, float32.
+DECODER_BYTES_PER_PIXEL = 2000
 MIN_TILE = 64
 MAX_TILE = 4096
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
@@ -103,6 +108,12 @@ def choose_tile(arch: str, budget: int, reach: int, size: tuple[int, int]) -> in
     return min(side, max(size) + (max(size) % 2))
 
 
+def choose_decoder_tile(budget: int) -> int:
+    """Window of the finest decoder step whose activations fit ``budget`` bytes."""
+    side = int(math.sqrt(max(budget, 1) / DECODER_BYTES_PER_PIXEL)) - 2 * DECODER_REACH
+    return max(MIN_TILE, min(MAX_TILE, side)) // 2 * 2
+
+
 @dataclass(frozen=True)
 class Window:
     """Rows ``y0:y1`` and columns ``x0:x1`` of an image."""
@@ -130,7 +141,7 @@ def plan_tiles(h: int, w: int, tile: int) -> list[Window]:
 # --- building inputs from 8/16-bit frames -------------------------------------------------
 
 
-def frame_window(frame, exposure: float, win: Window, device) -> "torch.Tensor":  # noqa: F821
+def frame_window(frame, exposure: float, win: Window, device) -> torch.Tensor:
     """The 6-channel network input (spec section 1) of one window of a frame."""
     import torch
 
@@ -163,7 +174,7 @@ def flow_input(frame, exposure: float, size: tuple[int, int], device, band: int 
     return torch.cat(bands, dim=2)
 
 
-def _sample_box(flow: "torch.Tensor", win: Window, h: int, w: int) -> Window:  # noqa: F821
+def _sample_box(flow: torch.Tensor, win: Window, h: int, w: int) -> Window:
     """Smallest window of the frame holding every bilinear tap of ``win + flow``."""
     import torch
 
@@ -257,7 +268,8 @@ def run_tiled(
 
     ``frames`` are :class:`hdrmerge.reading.Frame` objects; ``exposures`` their
     relative exposures. The flow network's finest decoder step runs in
-    windows of ``decoder_tile`` (default: the tile, at least 256). On a CUDA
+    windows of ``decoder_tile`` (default: the tile, at least 256; ``merge``
+    derives it from the memory budget). On a CUDA
     out-of-memory error the tile is halved and the merge retried; any other
     error is raised.
     """

@@ -117,11 +117,23 @@ def write_exr(
         raise OutputError(f"cannot write OpenEXR file {tmp.name}: {exc}") from exc
 
 
+def tonemap_u8(hdr_short: np.ndarray, band: int = 256) -> np.ndarray:
+    """μ-law tonemap as 8-bit values, computed in bands of rows.
+
+    The float temporaries of a whole 24 MP image would be about a gigabyte;
+    band by band they stay a few megabytes.
+    """
+    out = np.empty(hdr_short.shape, np.uint8)
+    for r in range(0, hdr_short.shape[0], band):
+        out[r : r + band] = to_u8(mu_law(hdr_short[r : r + band]))
+    return out
+
+
 def write_preview(tmp: Path, hdr_short: np.ndarray, quality: int = 95) -> None:
     """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR."""
     import cv2
 
-    _imwrite(tmp, to_u8(mu_law(hdr_short)), [cv2.IMWRITE_JPEG_QUALITY, quality], ext=".jpg")
+    _imwrite(tmp, tonemap_u8(hdr_short), [cv2.IMWRITE_JPEG_QUALITY, quality], ext=".jpg")
 
 
 def flow_to_rgb(flow: np.ndarray, max_px: float | None = None) -> np.ndarray:

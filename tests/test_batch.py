@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hdrmerge.batch import Shot, choose_three, group_shots, plan, render_name, scan
+from hdrmerge.batch import Shot, choose_three, group_shots, render_name, scan
 from hdrmerge.errors import InputError
 from hdrmerge.reading import Exif
 from hdrmerge.synthetic import write_bracket

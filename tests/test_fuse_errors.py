@@ -3,15 +3,11 @@ line on stderr with no traceback, and leaves no output (nor temporary) file."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import cv2
-import numpy as np
 import pytest
 
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import DATA, SHARED, run_cli
+from tests.conftest import SHARED, run_cli
 
 
 @pytest.fixture

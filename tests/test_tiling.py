@@ -94,6 +94,15 @@ def test_choose_tile_grows_with_budget_and_is_even():
     assert choose_tile("SAFNet-S", 64 * 2**30, 12, (200, 300)) == 300  # never larger than the image
 
 
+def test_decoder_window_follows_the_budget():
+    from hdrmerge.tiling import DECODER_BYTES_PER_PIXEL, DECODER_REACH, choose_decoder_tile
+
+    for budget in (2**28, 2**29, 2**30):
+        side = choose_decoder_tile(budget)
+        assert side % 2 == 0 and (side + 2 * DECODER_REACH) ** 2 * DECODER_BYTES_PER_PIXEL <= budget
+    assert choose_decoder_tile(2**28) < choose_decoder_tile(2**30)
+
+
 def test_parse_memory():
     assert parse_memory("4GB") == 4 * 2**30
     assert parse_memory("512M") == 512 * 2**20
