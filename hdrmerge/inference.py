@@ -132,9 +132,10 @@ def merge(
     if tile is None:
         tile = choose_tile(engine.model.arch, budget, engine.model.reach, (h, w))
     if engine.precision == "fp16":
-        # Convolutions in half precision; the warps, fusion and sums stay in
-        # float32 because the flows and the state carried between decoder
-        # levels are float32 tensors (type promotion keeps them there).
+        # Convolutions (and the interpolation of their half-precision feature
+        # maps) in half precision; sample positions, flows, the decoder's
+        # carried state, frame warps and fusion stay float32, since the state
+        # starts as float32 and type promotion keeps it there.
         autocast = lambda: torch.autocast(device_type=dev.type, dtype=torch.float16)  # noqa: E731
     else:
         autocast = contextlib.nullcontext
