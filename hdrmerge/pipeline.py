@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +176,6 @@ def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
         "camera": " ".join(x for x in (bracket.reference.exif.make, bracket.reference.exif.model) if x) or "unknown",
         "captured": bracket.reference.exif.datetime_original or "unknown",
     }
-
-
-@dataclass
-class FuseReport:
-    """What one merge did, for --json and the status lines."""
-
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 def describe_bracket(bracket: Bracket) -> dict[str, Any]:

@@ -190,7 +190,7 @@ def batch(
 
     for b in the_plan.brackets:
         if b.status != "merge":
-            emit(b, b.status if b.status != "done" else "done", b.reason)
+            emit(b, b.status, b.reason)
 
     interrupted = False
     with _StopFlag(quiet=quiet) as stop, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="decode") as pool:

@@ -26,7 +26,6 @@ from hdrmerge.cli.common import (
     QuietOpt,
     WeightsOpt,
     engine_loader,
-    err_console,
     out_console,
     parse_flow_scale,
     print_json,
@@ -109,4 +108,4 @@ def eval_(
             table.add_row(name if i == 0 else "", method, fmt_db(v["psnr_mu"]), fmt_db(v["psnr_l"]), f"{v['ssim_mu']:.4f}", f"{v['ssim_l']:.4f}", end_section=i == len(METHODS) - 1)
     out_console.print(table)
     if out is not None:
-        err_console.print(f"wrote {out / 'eval.csv'} and {out / 'eval.json'}", markup=False) if chatty else None
+        status(f"wrote {out / 'eval.csv'} and {out / 'eval.json'}", quiet=not chatty)

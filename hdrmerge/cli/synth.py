@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hdrmerge.cli.common import JsonOpt, QuietOpt, out_console, parse_ev, print_json, status
+from hdrmerge.cli.common import JsonOpt, QuietOpt, parse_ev, print_json, status
 from hdrmerge.errors import InputError
 
 
@@ -45,5 +45,3 @@ def synth(
         print_json({"scenes": [str(f) for f in folders], "options": options.__dict__})
     else:
         status(f"{len(folders)} scenes written to {out_dir}", quiet=quiet)
-        if not quiet and not out_console.is_terminal:
-            pass
