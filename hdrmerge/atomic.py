@@ -42,32 +42,12 @@ def atomic_path(dest: Path, *, overwrite: bool = False) -> Iterator[Path]:
 
     The temporary name keeps ``dest``'s suffix, so writers that choose the
     format from the extension (OpenCV) still work. On any exception the
-    temporary file is removed and ``dest`` is left as it was.
+    temporary file is removed and ``dest`` is left as it was. (A single-file
+    :class:`StagedOutputs`.)
     """
-    dest = Path(dest)
-    check_writable(dest, overwrite=overwrite)
-    try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
-        )
-    except OSError as exc:
-        raise OutputError(f"cannot create a file in {dest.parent}: {exc.strerror}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if not tmp.exists() or tmp.stat().st_size == 0:
-            raise OutputError(f"writing {dest} produced no data")
-        # mkstemp creates files 0600; give the output the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if not overwrite and dest.exists():
-            raise InputError(f"{dest} appeared while writing; pass --overwrite to replace it")
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with StagedOutputs(overwrite=overwrite) as staged:
+        yield staged.stage(Path(dest))
+        staged.commit()
 
 
 class StagedOutputs:

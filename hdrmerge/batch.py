@@ -34,7 +34,7 @@ from pathlib import Path
 
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import exif_exposure
-from hdrmerge.reading import Exif, read_exif
+from hdrmerge.reading import Exif, read_exif, read_raw_metadata
 
 #: File endings considered as shots (case-insensitive). Content decides the
 #: format once a file is read; this list only keeps other files out of a scan.
@@ -64,35 +64,12 @@ class Shot:
         return self.path.name
 
 
-def _raw_fallback(path: Path, exif: Exif) -> Exif:
-    """Fill exposure fields from LibRaw for RAW files exifread cannot parse (CR3…)."""
-    if exif.has_exposure and exif.datetime_original:
-        return exif
-    import rawpy
-
-    from hdrmerge.reading import _captured_c_stderr, _merge_exif
-
-    try:
-        with _captured_c_stderr(), rawpy.imread(str(path)) as raw:
-            other = raw.other
-            stamp = other.timestamp if isinstance(other.timestamp, datetime) else None
-            extra = Exif(
-                exposure_time=float(other.shutter_speed) or None,
-                fnumber=float(other.aperture) or None,
-                iso=float(other.iso_speed) or None,
-                focal_length=float(other.focal_length) or None,
-                datetime_original=stamp.strftime("%Y:%m:%d %H:%M:%S") if stamp else None,
-            )
-    except Exception:  # not a RAW, or unreadable: planning goes on, merging will report it
-        return exif
-    return _merge_exif(exif, extra)
-
-
 def read_shot(path: Path) -> Shot:
     """Planning metadata of one file (never decodes pixels)."""
     exif = read_exif(path)
-    if path.suffix.lower() not in {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff"}:
-        exif = _raw_fallback(path, exif)
+    raster = path.suffix.lower() in {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff"}
+    if not raster and not (exif.has_exposure and exif.datetime_original):
+        exif = read_raw_metadata(path, exif)
     e = exif_exposure(exif)
     ev = e.ev if e is not None else exif.exposure_bias
     return Shot(path, exif, exif.capture_time, ev)

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from hdrmerge.errors import InputError
+from hdrmerge.tiling import Result
 
 if TYPE_CHECKING:
     import torch
@@ -82,27 +81,6 @@ class Engine:
         return f"{self.model.arch} ({self.weights.name or self.weights.path.name}) on {self.device.type}, {self.precision}"
 
 
-@dataclass
-class Result:
-    """One merged bracket, as H×W×C float32 arrays.
-
-    ``hdr``: refined HDR, short-exposure domain, in [0, 1]. The rest only with
-    ``intermediates=True``: ``hdr_m`` first-stage HDR, ``flow0``/``flow2``
-    (H×W×2, pixels), ``mask0``/``mask2`` (H×W×1). ``seconds``: time in the
-    network; ``tile``/``tiles``: the tile size used and the number of tiles.
-    """
-
-    hdr: np.ndarray
-    seconds: float
-    hdr_m: np.ndarray | None = None
-    flow0: np.ndarray | None = None
-    flow2: np.ndarray | None = None
-    mask0: np.ndarray | None = None
-    mask2: np.ndarray | None = None
-    tile: int = 0
-    tiles: int = 1
-
-
 def merge(
     engine: Engine,
     frames: Sequence[Frame],
@@ -146,7 +124,5 @@ def merge(
     )
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    return Result(
-        out.hdr, time.perf_counter() - t0, out.hdr_m, out.flow0, out.flow2, out.mask0, out.mask2,
-        tile=out.tile, tiles=out.tiles,
-    )
+    out.seconds = time.perf_counter() - t0
+    return out

@@ -304,17 +304,37 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
     # Linear [0, 1] → the network's gamma-2.2 domain, kept as 16-bit.
     lut = (np.linspace(0.0, 1.0, 65536) ** (1.0 / GAMMA) * 65535.0 + 0.5).astype(np.uint16)
     pixels = lut[linear]
-    meta = None
-    if other is not None:
-        stamp = getattr(other, "timestamp", None)
-        meta = Exif(
-            exposure_time=_positive(float(other.shutter_speed)) if other.shutter_speed else None,
-            fnumber=_positive(float(other.aperture)) if other.aperture else None,
-            iso=_positive(float(other.iso_speed)) if other.iso_speed else None,
-            focal_length=_positive(float(other.focal_length)) if other.focal_length else None,
-            datetime_original=stamp.strftime("%Y:%m:%d %H:%M:%S") if isinstance(stamp, datetime) else None,
-        )
-    return np.ascontiguousarray(pixels), meta
+    return np.ascontiguousarray(pixels), exif_from_libraw(other)
+
+
+def exif_from_libraw(other: Any) -> Exif | None:
+    """Exposure metadata from LibRaw's ``imgother`` (rawpy's ``raw.other``)."""
+    if other is None:
+        return None
+    stamp = getattr(other, "timestamp", None)
+    number = lambda v: _positive(float(v)) if v else None  # noqa: E731
+    return Exif(
+        exposure_time=number(other.shutter_speed),
+        fnumber=number(other.aperture),
+        iso=number(other.iso_speed),
+        focal_length=number(other.focal_length),
+        datetime_original=stamp.strftime("%Y:%m:%d %H:%M:%S") if isinstance(stamp, datetime) else None,
+    )
+
+
+def read_raw_metadata(path: Path, exif: Exif) -> Exif:
+    """``exif`` completed from LibRaw's metadata, without decoding any pixels.
+
+    For RAW formats exifread cannot parse (CR3, …); a file LibRaw does not
+    open is returned unchanged (reading it for merging will report why).
+    """
+    import rawpy
+
+    try:
+        with _captured_c_stderr(), rawpy.imread(str(path)) as raw:
+            return _merge_exif(exif, exif_from_libraw(raw.other))
+    except (rawpy.LibRawError, OSError, ValueError):
+        return exif
 
 
 _STDERR_LOCK = threading.Lock()

@@ -219,7 +219,7 @@ def decoder_step_tiled(decoder, tile: int) -> Callable[..., tuple]:
                                    target_origin=(ext.y0, ext.x0), source_origin=(box.y0, box.x0), full=(h, w)))
             x = torch.cat((warped[0], g1[..., rows, cols], warped[1], f0e, f2e, m0[..., rows, cols], m2[..., rows, cols]), dim=1)
             del warped
-            r = decoder.conv6(decoder.conv5(_shuffled(decoder, x)))
+            r = decoder.residual(x)
             oy, ox = 2 * (core.y0 - ext.y0), 2 * (core.x0 - ext.x0)
             ch, cw = 2 * core.shape[0], 2 * core.shape[1]
             out[..., 2 * core.y0 : 2 * core.y1, 2 * core.x0 : 2 * core.x1] += r[..., oy : oy + ch, ox : ox + cw].to(out.dtype)
@@ -228,19 +228,16 @@ def decoder_step_tiled(decoder, tile: int) -> Callable[..., tuple]:
     return step
 
 
-def _shuffled(decoder, x):
-    """conv1 … conv4 of the decoder, with the channel shuffles (spec section 4)."""
-    from hdrmerge.models.layers import channel_shuffle
-
-    x = decoder.conv1(x)
-    x = channel_shuffle(decoder.conv2(x), 3)
-    x = channel_shuffle(decoder.conv3(x), 3)
-    return channel_shuffle(decoder.conv4(x), 3)
-
-
 @dataclass
-class TiledResult:
-    """H×W×C float32 arrays; intermediates only when asked for."""
+class Result:
+    """One merged bracket, as H×W×C float32 arrays.
+
+    ``hdr``: refined HDR, short-exposure domain, in [0, 1]. The rest only with
+    ``intermediates=True``: ``hdr_m`` first-stage HDR, ``flow0``/``flow2``
+    (H×W×2, pixels), ``mask0``/``mask2`` (H×W×1). ``tile``/``tiles``: the
+    tile size used and the number of tiles; ``seconds``: time in the network
+    (set by :func:`hdrmerge.inference.merge`).
+    """
 
     hdr: np.ndarray
     tile: int
@@ -250,6 +247,7 @@ class TiledResult:
     flow2: np.ndarray | None = None
     mask0: np.ndarray | None = None
     mask2: np.ndarray | None = None
+    seconds: float = 0.0
 
 
 def run_tiled(
@@ -263,7 +261,7 @@ def run_tiled(
     autocast: Callable[[], object] = nullcontext,
     intermediates: bool = False,
     decoder_tile: int | None = None,
-) -> TiledResult:
+) -> Result:
     """SAFNet on three frames (short → long) in tiles of ``tile`` pixels.
 
     ``frames`` are :class:`hdrmerge.reading.Frame` objects; ``exposures`` their
@@ -302,15 +300,14 @@ def run_tiled(
                     warped = []
                     sources = []
                     for k, flow in ((0, motion.flow0), (2, motion.flow2)):
-                        box = _sample_box(flow, ext, h, w)
+                        # Every tap of the warp, plus the context SAFNet's
+                        # per-frame features need before they are warped.
+                        box = _sample_box(flow, ext, h, w).grow(src_reach, h, w)
                         xk = frame_window(frames[k], exposures[k], box, device)
-                        warped.append(warp(xk, flow, target_origin=origin, source_origin=(box.y0, box.x0), full=full))
+                        at = {"target_origin": origin, "source_origin": (box.y0, box.x0), "full": full}
+                        warped.append(warp(xk, flow, **at))
                         if src_reach:
-                            # Features computed with real context, then warped.
-                            big = box.grow(src_reach, h, w)
-                            xb = frame_window(frames[k], exposures[k], big, device)
-                            feats = model.refinenet.source(xb, k)
-                            sources.append(warp(feats, flow, target_origin=origin, source_origin=(big.y0, big.x0), full=full))
+                            sources.append(warp(model.refinenet.source(xk, k), flow, **at))
                     x0w, x2w = warped
                     hm = explicit_fusion(x0w, x1, x2w, motion.mask0, motion.mask2)
                     s0w, s2w = (x0w, x2w) if not src_reach else sources
@@ -326,7 +323,7 @@ def run_tiled(
                 raise
             tile = max(MIN_TILE, tile // 2 // 2 * 2)
             torch.cuda.empty_cache()
-    result = TiledResult(hdr, tile, len(windows), hdr_m)
+    result = Result(hdr, tile, len(windows), hdr_m)
     if intermediates:
         with torch.inference_mode():
             m = model.motion_window(low, full)

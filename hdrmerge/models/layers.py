@@ -178,6 +178,14 @@ class Decoder(nn.Module):
         self.conv5 = conv_prelu(120, 120)
         self.conv6 = nn.ConvTranspose2d(120, 6, 4, stride=2, padding=1, bias=True)
 
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 … conv6 on the 126-channel input: B×6×2h×2w (steps 2-5)."""
+        x = self.conv1(x)
+        x = channel_shuffle(self.conv2(x), 3)
+        x = channel_shuffle(self.conv3(x), 3)
+        x = channel_shuffle(self.conv4(x), 3)
+        return self.conv6(self.conv5(x))
+
     def forward(
         self,
         g0: torch.Tensor,
@@ -188,13 +196,7 @@ class Decoder(nn.Module):
         m0: torch.Tensor,
         m2: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = torch.cat((warp(g0, f0), g1, warp(g2, f2), f0, f2, m0, m2), dim=1)
-        x = self.conv1(x)
-        x = channel_shuffle(self.conv2(x), 3)
-        x = channel_shuffle(self.conv3(x), 3)
-        x = channel_shuffle(self.conv4(x), 3)
-        x = self.conv5(x)
-        r = self.conv6(x)
+        r = self.residual(torch.cat((warp(g0, f0), g1, warp(g2, f2), f0, f2, m0, m2), dim=1))
         return (
             2.0 * up2(f0) + r[:, 0:2],
             2.0 * up2(f2) + r[:, 2:4],
