@@ -6,6 +6,15 @@
   folders may be nested (Kalantari 2017's ``Test/PAPER`` and ``Test/EXTRA``).
   Tel et al. 2023 (SCTNet) publish their test set in this layout, and
   ``hdrmerge synth`` writes it.
+* ``hu2020`` — Hu et al. 2020 (NTIRE, "Sensor-realistic synthetic data
+  engine"), three-exposure set: one folder per scene (``Test/086`` …
+  ``Test/100`` in the split the papers use) holding the dynamic shots
+  ``input_1_aligned.tif`` (low) … ``input_3_aligned.tif`` (high), their
+  exposure values in stops (``input_exp.txt``, e.g. ``0 2 4``) and the ground
+  truth ``ref_hdr_aligned_linear.hdr``. The static shots ``ref_N_aligned.tif``
+  and ``ldr_visualize.png`` that the full download also holds are ignored.
+  Kalantari 2017's *training* folders (``ref_hdr_aligned.hdr``) have the same
+  form and are read the same way.
 * ``challenge123`` — Kong et al. 2024: ``xxx_1/ldr_img_1.tif``,
   ``xxx_2/ldr_img_2.tif``, ``xxx_3/ldr_img_3.tif``, with ``exposure.txt`` and
   ``hdr_img.hdr`` in ``xxx_2``.
@@ -60,6 +69,23 @@ def _kalantari_scene(folder: Path, root: Path) -> Scene | None:
     return Scene(name, (ldrs[0], ldrs[1], ldrs[2]), read_ev_file(ev_file), gts[0])
 
 
+def _hu_scene(folder: Path, root: Path) -> Scene | None:
+    names = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    ldrs = [names.get(f"input_{k}_aligned.tif") or names.get(f"input_{k}_aligned.tiff") for k in (1, 2, 3)]
+    if not any(ldrs):
+        return None
+    gt = names.get("ref_hdr_aligned_linear.hdr") or names.get("ref_hdr_aligned.hdr")
+    ev = names.get("input_exp.txt")
+    wanted = ("input_1_aligned.tif", "input_2_aligned.tif", "input_3_aligned.tif")
+    missing = [w for w, p in zip(wanted, ldrs) if p is None]
+    missing += [] if ev else ["input_exp.txt"]
+    missing += [] if gt else ["ref_hdr_aligned_linear.hdr"]
+    name = folder.relative_to(root).as_posix() if folder != root else folder.name
+    if missing:
+        raise InputError(f"Hu 2020 scene {name} lacks {missing[0]}; check the download")
+    return Scene(name, (ldrs[0], ldrs[1], ldrs[2]), read_ev_file(ev), gt)  # type: ignore[arg-type]
+
+
 def _challenge123(root: Path) -> list[Scene]:
     ids = sorted({m.group(1) for p in root.iterdir() if (m := re.fullmatch(r"(\d+)_[123]", p.name)) and p.is_dir()})
     scenes = []
@@ -82,14 +108,20 @@ def discover(root: Path) -> tuple[str, list[Scene]]:
         scenes = _challenge123(root)
         if scenes:
             return "challenge123", scenes
-    scenes = []
+    scenes, layouts = [], set()
     for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
-        scene = _kalantari_scene(folder, root)
-        if scene is not None:
-            scenes.append(scene)
+        # A Hu 2020 folder also holds the static shots, which would make it
+        # look like a Kalantari folder with six images: test for it first.
+        for layout, find in (("hu2020", _hu_scene), ("kalantari", _kalantari_scene)):
+            scene = find(folder, root)
+            if scene is not None:
+                scenes.append(scene)
+                layouts.add(layout)
+                break
     if scenes:
-        return "kalantari", scenes
+        return "+".join(sorted(layouts)), scenes
     raise InputError(
         f"{root}: no test scenes found; expected folders with three LDR images, exposure.txt and "
-        "HDRImg.hdr (Kalantari 2017, Tel 2023, hdrmerge synth) or xxx_1/xxx_2/xxx_3 (Challenge123)"
+        "HDRImg.hdr (Kalantari 2017, Tel 2023, hdrmerge synth), input_N_aligned.tif, input_exp.txt "
+        "and ref_hdr_aligned_linear.hdr (Hu 2020), or xxx_1/xxx_2/xxx_3 (Challenge123)"
     )

@@ -158,6 +158,49 @@ def test_challenge123_layout_is_detected(tmp_path, two_photos):
     assert scenes[0].ev == (-2.0, 0.0, 2.0) and scenes[0].gt.name == "hdr_img.hdr"
 
 
+def _as_hu2020(src: list, root) -> None:
+    """Repackage synth scenes as Hu 2020 ships them, static shots and all."""
+    for n, scene in enumerate(src, start=86):
+        d = root / "Test" / f"{n:03d}"
+        d.mkdir(parents=True)
+        for k in (1, 2, 3):
+            shutil.copy(scene / f"input_{k}.tif", d / f"input_{k}_aligned.tif")
+            shutil.copy(scene / f"input_{k}.tif", d / f"ref_{k}_aligned.tif")  # the static set
+        ev = [float(v) for v in (scene / "exposure.txt").read_text().split()]
+        (d / "input_exp.txt").write_text("".join(f"{v - ev[0]:.6f}\n" for v in ev) + "\n")
+        shutil.copy(scene / "exposure.txt", d / "ref_exp.txt")
+        shutil.copy(scene / "HDRImg.hdr", d / "ref_hdr_aligned_linear.hdr")
+        cv2.imwrite(str(d / "ldr_visualize.png"), np.zeros((4, 4, 3), np.uint8))
+
+
+def test_hu2020_layout_is_detected(tmp_path, two_photos):
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=96))
+    _as_hu2020(src, tmp_path / "hu")
+    layout, scenes = discover(tmp_path / "hu")
+    assert layout == "hu2020" and [s.name for s in scenes] == ["Test/086", "Test/087"]
+    assert scenes[0].ev == (0.0, 2.0, 4.0)
+    assert [p.name for p in scenes[0].ldrs] == ["input_1_aligned.tif", "input_2_aligned.tif", "input_3_aligned.tif"]
+    assert scenes[0].gt.name == "ref_hdr_aligned_linear.hdr"
+
+
+def test_exception_hu2020_scene_missing_a_file(env, tmp_path, two_photos):
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=96))
+    _as_hu2020(src, tmp_path / "hu")
+    (tmp_path / "hu" / "Test" / "087" / "input_exp.txt").unlink()
+    r = run_cli("eval", str(tmp_path / "hu"), env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: Hu 2020 scene Test/087 lacks input_exp.txt; check the download"
+
+
+def test_eval_scores_hu2020_exactly_as_the_same_scenes_in_kalantari_layout(env, tmp_path, two_photos):
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=160, motion=12.0))
+    _as_hu2020(src, tmp_path / "hu")
+    runs = [json.loads(run_cli("eval", str(root), "--json", "--limit", "1", env=env).stdout)
+            for root in (tmp_path / "k", tmp_path / "hu")]
+    assert [r["layout"] for r in runs] == ["kalantari", "hu2020"]
+    assert runs[0]["mean"] == runs[1]["mean"]
+
+
 def test_nested_kalantari_scenes_are_found(tmp_path, two_photos):
     src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=96))
     shutil.copytree(src[0], tmp_path / "Test" / "PAPER" / "001")

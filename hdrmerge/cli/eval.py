@@ -34,7 +34,7 @@ from hdrmerge.cli.common import (
 
 
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="Test set folder (Kalantari 2017, Tel 2023, Challenge123, or hdrmerge synth output).", show_default=False)],
+    dataset: Annotated[Path, typer.Argument(help="Test set folder (Kalantari 2017, Tel 2023, Hu 2020, Challenge123, or hdrmerge synth output).", show_default=False)],
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Folder for eval.csv and eval.json (created if needed).", show_default=False),
