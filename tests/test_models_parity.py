@@ -39,10 +39,11 @@ def test_fixture_set_covers_both_architectures_and_scales():
     assert any(g.data["ldr0"].shape[0] % 16 for g in goldens)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("npz", golden_files(), ids=lambda p: p.stem)
-def test_golden_parity(npz):
+def test_golden_parity(npz, layout):
     g = load_golden(npz)
-    model = build_model(read_pth(g.weights))
+    model = build_model(read_pth(g.weights)).to(memory_format=layout)
     assert model.arch == g.arch
     d = g.data
     frames = make_frames([_chw(d["ldr0"]), _chw(d["ldr1"]), _chw(d["ldr2"])], d["exposures"].tolist())

@@ -88,9 +88,22 @@ def resize(
     return left + (right - left) * wx
 
 
+def _channels_innermost(x: torch.Tensor) -> bool:
+    """True when a B×C×H×W tensor keeps its channels adjacent in memory (channels_last)."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """View C channels as ``groups × C/groups``, transpose, flatten back."""
+    """View C channels as ``groups × C/groups``, transpose, flatten back.
+
+    A channels_last input is shuffled within each pixel's channel vector and
+    stays channels_last: one copy with local access, where the NCHW recipe
+    would copy across the whole image twice (out of and back to channels_last).
+    """
     b, c, h, w = x.shape
+    if _channels_innermost(x):
+        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups)
+        return nhwc.transpose(3, 4).reshape(b, h, w, c).permute(0, 3, 1, 2)
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -126,11 +139,21 @@ def warp(
     x0, y0 = x0f.long(), y0f.long()
     x1, y1 = (x0 + 1).clamp_(max=full_w - 1), (y0 + 1).clamp_(max=full_h - 1)
     src_w = x.shape[-1]
-    flat = x.reshape(b, c, -1)
+    if _channels_innermost(x):
+        # channels_last: each tap fetches a pixel's whole channel vector (one
+        # row of a (H·W)×C table), and the result stays channels_last.
+        rows = x.permute(0, 2, 3, 1).reshape(b, -1, c)
 
-    def tap(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        idx = ((yy - sy) * src_w + (xx - sx)).view(b, 1, h * w).expand(b, c, h * w)
-        return flat.gather(2, idx).view(b, c, h, w)
+        def tap(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+            idx = ((yy - sy) * src_w + (xx - sx)).view(b, h * w)
+            picked = torch.stack([rows[i].index_select(0, idx[i]) for i in range(b)])
+            return picked.view(b, h, w, c).permute(0, 3, 1, 2)
+    else:
+        flat = x.reshape(b, c, -1)
+
+        def tap(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+            idx = ((yy - sy) * src_w + (xx - sx)).view(b, 1, h * w).expand(b, c, h * w)
+            return flat.gather(2, idx).view(b, c, h, w)
 
     a, b_ = tap(y0, x0), tap(y0, x1)
     top = a + (b_ - a) * wx
