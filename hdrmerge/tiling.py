@@ -142,7 +142,11 @@ def plan_tiles(h: int, w: int, tile: int) -> list[Window]:
 
 
 def frame_window(frame, exposure: float, win: Window, device) -> torch.Tensor:
-    """The 6-channel network input (spec section 1) of one window of a frame."""
+    """The 6-channel network input (spec section 1) of one window of a frame.
+
+    1×6×h×w float32, channels_last in memory (built as h×w×6), so that warps
+    fetch whole pixels and the convolutions need no layout conversion.
+    """
     import torch
 
     from hdrmerge.reading import GAMMA
@@ -150,8 +154,8 @@ def frame_window(frame, exposure: float, win: Window, device) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(frame.pixels[win.y0 : win.y1, win.x0 : win.x1]))
     if t.dtype == torch.uint16:
         t = t.to(torch.int32)
-    ldr = t.to(device).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / frame.scale
-    return torch.cat((ldr.pow(GAMMA) / exposure, ldr), dim=1)
+    ldr = t.to(device).to(torch.float32) / frame.scale
+    return torch.cat((ldr.pow(GAMMA) / exposure, ldr), dim=-1).permute(2, 0, 1).unsqueeze(0)
 
 
 def flow_input(frame, exposure: float, size: tuple[int, int], device, band: int = 64):
