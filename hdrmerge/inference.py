@@ -8,9 +8,6 @@ linear domain and, on request, the intermediates (flows, masks, first-stage HDR)
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,36 +24,6 @@ if TYPE_CHECKING:
     from hdrmerge.weights import LoadedWeights
 
 PRECISIONS = ("auto", "fp32", "fp16")
-
-#: Freed blocks up to this size stay in the process for reuse (see retain_freed_memory).
-RETAIN_BYTES = 2**30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-
-
-def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
-    """Let glibc's malloc reuse freed tensor memory instead of handing it back.
-
-    By default glibc serves blocks over 32 MiB with fresh mappings and unmaps
-    them when freed, and gives free memory at the top of the heap back to the
-    kernel. Convolution activations are tens of MiB, made and freed many times
-    per tile, so every one of them was paid for again in page faults (the
-    kernel zeroes each 4 KiB page): about 520 000 faults, a fifth of the CPU
-    time of a 1500×1000 merge (docs/performance.md). Raising both thresholds
-    to ``limit`` keeps that memory in the process; the peak resident size is
-    unchanged, since it is set by the largest working set, not by reuse.
-
-    A no-op returning False where the C library is not glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, limit) == 1 and mallopt(_M_TRIM_THRESHOLD, limit) == 1)
-
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` prefers CUDA, then MPS, then the CPU; a named device must exist."""
@@ -107,8 +74,6 @@ class Engine:
         model = build_model(weights.state, weights.arch, source=str(weights.path)).to(dev)
         # channels_last convolutions: 0.75x the time of NCHW on the CPU (docs/performance.md).
         model = model.to(memory_format=torch.channels_last)
-        if dev.type == "cpu":
-            retain_freed_memory()
         return cls(model, weights, dev, prec)
 
     def describe(self) -> str:

@@ -71,3 +71,40 @@ def test_fp16_autocast_path_stays_above_50_db():
     mu = lambda x: np.log1p(5000 * x) / math.log1p(5000)  # noqa: E731
     psnr = 10 * math.log10(1.0 / float(np.mean((mu(half) - mu(full)) ** 2)))
     assert psnr >= 50.0
+
+
+
+_FAULTS = """
+import resource, hdrmerge, torch
+torch.empty(2**24).fill_(1.0)  # the first 64 MiB block
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    torch.empty(2**24).fill_(1.0)  # made and freed, as activations are
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _thp_available() -> bool:
+    try:
+        return "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _thp_available(), reason="needs Linux transparent huge pages")
+def test_importing_hdrmerge_backs_large_tensors_with_huge_pages():
+    """Five fresh 64 MiB blocks: 5 × 16384 page faults with 4 KiB pages (as a
+    user who sets THP_MEM_ALLOC_ENABLE=0 keeps), a few hundred with huge pages."""
+    import os
+    import subprocess
+    import sys
+
+    def faults(env_value: str | None) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        if env_value is not None:
+            env["THP_MEM_ALLOC_ENABLE"] = env_value
+        out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, check=True)
+        return int(out.stdout)
+
+    assert faults("0") >= 5 * 16384
+    assert faults(None) < 5 * 16384 // 8
