@@ -95,7 +95,7 @@ def evaluate(
     """Run every scene through the pipeline and score it and the baselines."""
     from hdrmerge.exposure import derive_exposures
     from hdrmerge.inference import merge
-    from hdrmerge.reading import read_frame
+    from hdrmerge.reading import read_frames
     from hdrmerge.synth import read_hdr_image
 
     report = EvalReport(
@@ -106,7 +106,7 @@ def evaluate(
     )
     for scene in scenes:
         t = time.perf_counter()
-        frames = [read_frame(p) for p in scene.ldrs]
+        frames = read_frames(scene.ldrs)
         exposures = derive_exposures(frames, list(scene.ev))
         order = exposures.order
         frames = [frames[i] for i in order]

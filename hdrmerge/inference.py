@@ -8,6 +8,7 @@ linear domain and, on request, the intermediates (flows, masks, first-stage HDR)
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,22 @@ if TYPE_CHECKING:
     from hdrmerge.weights import LoadedWeights
 
 PRECISIONS = ("auto", "fp32", "fp16")
+
+def preload() -> threading.Thread:
+    """A thread (not started) that imports torch and the network code.
+
+    Started while the shots decode, it takes the import (~1.5 s) off the
+    critical path; a later ``import torch`` waits for it to finish. Not a
+    daemon: interpreter shutdown must not interrupt a half-done import of a
+    C extension. Import errors are left for the real import to report.
+    """
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            import hdrmerge.models  # noqa: F401  (imports torch)
+
+    return threading.Thread(target=work, name="hdrmerge-preload")
+
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` prefers CUDA, then MPS, then the CPU; a named device must exist."""

@@ -19,7 +19,7 @@ from hdrmerge import __version__
 from hdrmerge.atomic import StagedOutputs
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
-from hdrmerge.reading import Frame, read_frame
+from hdrmerge.reading import Frame, check_shot, read_frames
 from hdrmerge.tiling import resolve_flow_scale
 from hdrmerge.writing import (
     absolute_gain,
@@ -80,8 +80,18 @@ class Bracket:
         return [rel[i] for i in self.order]
 
 
-def load_bracket(paths: Sequence[Path], ev: Sequence[float] | None = None) -> Bracket:
-    """Read three shots and derive their exposures; InputError on any problem."""
+def load_bracket(
+    paths: Sequence[Path],
+    ev: Sequence[float] | None = None,
+    *,
+    on_checked: Callable[[], None] = lambda: None,
+) -> Bracket:
+    """Read three shots and derive their exposures; InputError on any problem.
+
+    ``on_checked`` is called once the arguments and files have passed the
+    cheap checks, just before the (slow) decoding starts; ``fuse`` uses it
+    to start importing torch meanwhile.
+    """
     if len(paths) != 3:
         raise InputError(
             f"fuse takes exactly 3 shots, got {len(paths)}; "
@@ -91,7 +101,10 @@ def load_bracket(paths: Sequence[Path], ev: Sequence[float] | None = None) -> Br
         raise InputError(f"--ev has {len(ev)} values; give 3, one per input in input order (e.g. --ev -2,0,2)")
     if len({Path(p).resolve() for p in paths}) != 3:
         raise InputError("the same file is given twice; a bracket needs three different shots")
-    frames = [read_frame(p) for p in paths]
+    for p in paths:
+        check_shot(p)
+    on_checked()
+    frames = read_frames(paths)
     first = frames[0]
     for f in frames[1:]:
         if f.size != first.size:
@@ -214,10 +227,17 @@ class Prepared:
     read_s: float
 
 
-def prepare(paths: Sequence[Path], output: Path, options: FuseOptions) -> Prepared:
+def prepare(
+    paths: Sequence[Path],
+    output: Path,
+    options: FuseOptions,
+    *,
+    on_checked: Callable[[], None] = lambda: None,
+) -> Prepared:
     """Every check on the user's input and the decoding: all that needs no network.
 
     Safe to run in a worker thread while the network works on another bracket.
+    ``on_checked``: see :func:`load_bracket`.
     """
     t = time.perf_counter()
     targets = output_paths(output, options)
@@ -228,7 +248,7 @@ def prepare(paths: Sequence[Path], output: Path, options: FuseOptions) -> Prepar
         if options.debug_dir is not None and dest.parent == options.debug_dir and not dest.parent.exists():
             continue  # created when writing, once the inputs are known to be good
         probe.check(dest)
-    bracket = load_bracket(paths, options.ev)
+    bracket = load_bracket(paths, options.ev, on_checked=on_checked)
     gain = normalisation_gain(bracket, options.normalize)
     return Prepared(bracket, output, targets, gain, time.perf_counter() - t)
 
@@ -328,8 +348,14 @@ def fuse_files(
     ``get_engine`` loads the network (or returns one already loaded); it is
     called only after every input check has passed.
     """
+    from hdrmerge.inference import preload
+
     on_stage("reading")
-    prepared = prepare(paths, output, options)
+    # Decoding overlaps the import of torch and the network code (~1.5 s),
+    # started only once the inputs have passed the cheap checks, so that a
+    # missing file or an existing output is still reported at once.
+    importing = preload()
+    prepared = prepare(paths, output, options, on_checked=importing.start)
     on_stage("loading model")
     t = time.perf_counter()
     engine = get_engine()

@@ -22,7 +22,8 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -278,7 +279,7 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
     """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata."""
     import rawpy
 
-    with _captured_c_stderr() as printed:
+    with _captured_c_stderr(path) as printed:
         try:
             raw = rawpy.imread(str(path))  # identifies the file; decodes nothing yet
         except rawpy.LibRawError as exc:
@@ -331,34 +332,68 @@ def read_raw_metadata(path: Path, exif: Exif) -> Exif:
     import rawpy
 
     try:
-        with _captured_c_stderr(), rawpy.imread(str(path)) as raw:
+        with _captured_c_stderr(path), rawpy.imread(str(path)) as raw:
             return _merge_exif(exif, exif_from_libraw(raw.other))
     except (rawpy.LibRawError, OSError, ValueError):
         return exif
 
 
-_STDERR_LOCK = threading.Lock()
+class _StderrCapture:
+    """One redirection of file descriptor 2, shared by concurrent LibRaw calls.
 
-
-@contextlib.contextmanager
-def _captured_c_stderr() -> Iterator[list[str]]:
-    """Collect what C libraries (LibRaw) print on file descriptor 2.
-
-    LibRaw reports data errors by printing them; captured, they become part
-    of hdrmerge's own one-line message instead of stray lines on the terminal.
+    LibRaw reports data errors by printing ``<path>: <message>`` on stderr.
+    File descriptors are process-wide, so decodes running in parallel threads
+    share a single redirection into a temporary file: each takes the lines
+    that start with its own path, and whatever else was printed meanwhile
+    (another thread's progress display, a warning) is passed on to the real
+    stderr when the last of them finishes, instead of being lost or mistaken
+    for a LibRaw complaint.
     """
-    lines: list[str] = []
-    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._prefixes: list[str] = []
+        self._sink: Any = None
+        self._saved = -1
+
+    def _lines(self) -> list[bytes]:
+        fd = self._sink.fileno()
+        # pread leaves the shared file offset, where writers append, alone.
+        return os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True)
+
+    @contextlib.contextmanager
+    def __call__(self, path: Path | str) -> Iterator[list[str]]:
+        prefix = f"{path}: "
+        with self._lock:
+            if self._users == 0:
+                sys.stderr.flush()
+                self._sink = tempfile.TemporaryFile()
+                self._saved = os.dup(2)
+                os.dup2(self._sink.fileno(), 2)
+                self._prefixes = []
+            self._users += 1
+            self._prefixes.append(prefix)
+        printed: list[str] = []
         try:
-            yield lines
+            yield printed
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(l.strip() for l in sink.read().decode("utf-8", "replace").splitlines() if l.strip())
+            with self._lock:
+                sys.stderr.flush()
+                mine = [b.decode("utf-8", "replace") for b in self._lines() if b.decode("utf-8", "replace").startswith(prefix)]
+                printed.extend(m.strip() for m in mine if m.strip())
+                self._users -= 1
+                if self._users == 0:
+                    os.dup2(self._saved, 2)
+                    others = [b for b in self._lines() if not b.decode("utf-8", "replace").startswith(tuple(self._prefixes))]
+                    if others:
+                        os.write(self._saved, b"".join(others))
+                    os.close(self._saved)
+                    self._sink.close()
+
+
+#: ``with _captured_c_stderr(path) as printed:`` collects LibRaw's lines about ``path``.
+_captured_c_stderr = _StderrCapture()
 
 
 class _NotRaw(Exception):
@@ -380,19 +415,47 @@ def _merge_exif(primary: Exif, fallback: Exif | None) -> Exif:
     return Exif(**values)
 
 
+def check_shot(path: Path | str) -> None:
+    """The cheap checks of :func:`read_frame` (exists, is a file, not empty), without reading."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give image files (or use `hdrmerge batch`)")
+    if st.st_size == 0:
+        raise InputError(f"{path}: empty file")
+
+
+def read_frames(paths: Sequence[Path | str]) -> list[Frame]:
+    """Decode several shots at once, one thread each (the decoders release the GIL).
+
+    Errors are raised in input order: the first unusable shot is the one reported.
+    """
+    workers = min(len(paths), os.cpu_count() or 1)
+    if workers <= 1:
+        return [read_frame(p) for p in paths]
+    with ThreadPoolExecutor(workers, thread_name_prefix="hdrmerge-read") as pool:
+        futures = [pool.submit(read_frame, p) for p in paths]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def read_frame(path: Path | str) -> Frame:
     """Decode one shot; InputError with a one-line reason if it cannot be used."""
     path = Path(path)
+    check_shot(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory; give image files (or use `hdrmerge batch`)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if not data:
-        raise InputError(f"{path}: empty file")
     kind = sniff(data[:16])
     exif = read_exif(path)
 

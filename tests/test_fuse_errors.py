@@ -165,3 +165,34 @@ def test_debug_shows_the_traceback(env, bracket, tmp_path):
     assert r.returncode == 2  # the documented code, traceback or not
     assert "Traceback (most recent call last)" in r.stderr and "hdrmerge.errors.InputError" in r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: {bracket[2]}: not a recognised image (JPEG, PNG, TIFF or camera RAW); check the file"
+
+
+def test_torch_is_imported_alongside_decoding_only_after_the_cheap_checks(tmp_path, bracket, monkeypatch):
+    """A missing shot is reported before anything slow starts; with good
+    shots the import of torch starts before decoding, to overlap with it."""
+    import hdrmerge.inference
+    import hdrmerge.pipeline as pipeline
+    from hdrmerge.errors import InputError
+
+    events: list[str] = []
+
+    class Recorder:
+        def start(self) -> None:
+            events.append("import torch")
+
+    class Stop(Exception):
+        pass
+
+    def no_engine():
+        raise Stop
+
+    real_read = pipeline.read_frames
+    monkeypatch.setattr(hdrmerge.inference, "preload", Recorder)
+    monkeypatch.setattr(pipeline, "read_frames", lambda paths: events.append("decode") or real_read(paths))
+    options = pipeline.FuseOptions()
+    with pytest.raises(InputError, match=r"missing\.jpg: no such file$"):
+        pipeline.fuse_files([*bracket[:2], tmp_path / "missing.jpg"], tmp_path / "o.hdr", options, no_engine)
+    assert events == []
+    with pytest.raises(Stop):
+        pipeline.fuse_files(bracket, tmp_path / "o.hdr", options, no_engine)
+    assert events == ["import torch", "decode"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from fractions import Fraction
 
@@ -11,7 +12,7 @@ import pytest
 import rawpy
 
 from hdrmerge.errors import InputError
-from hdrmerge.reading import read_exif, read_frame
+from hdrmerge.reading import _captured_c_stderr, read_exif, read_frame, read_frames
 from hdrmerge.synthetic import ShotInfo, write_jpeg
 from tests.conftest import DATA
 
@@ -149,4 +150,53 @@ def test_exception_truncated_png_prints_nothing_from_libpng(tmp_path, capfd):
     (tmp_path / "cut.png").write_bytes(buf.tobytes()[:-30])
     with pytest.raises(InputError, match=r"cut\.png: damaged or truncated PNG file"):
         read_frame(tmp_path / "cut.png")
+    assert capfd.readouterr().err == ""
+
+
+# --- several shots at once ----------------------------------------------------------------
+
+
+def test_read_frames_keeps_input_order_and_pixels():
+    paths = [DATA / "ius_pingpong" / f"Img{i}.JPG" for i in (3, 1, 2)]
+    frames = read_frames(paths)
+    assert [f.path for f in frames] == paths
+    for f, p in zip(frames, paths):
+        assert np.array_equal(f.pixels, read_frame(p).pixels)
+
+
+def test_exception_read_frames_reports_the_first_bad_shot_in_input_order(tmp_path):
+    data = (DATA / "ius_pingpong" / "Img1.JPG").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.jpg").write_text("not an image\n")
+    good = DATA / "ius_pingpong" / "Img2.JPG"
+    with pytest.raises(InputError, match=r"cut\.jpg: damaged or truncated JPEG"):
+        read_frames([good, tmp_path / "cut.jpg", tmp_path / "notes.jpg"])
+    with pytest.raises(InputError, match=r"notes\.jpg: not a recognised image"):
+        read_frames([tmp_path / "notes.jpg", tmp_path / "cut.jpg", good])
+
+
+def test_libraw_lines_go_to_their_decode_and_other_output_is_passed_on(capfd):
+    """Overlapping captures (parallel RAW decodes) share one redirection of
+    fd 2: each gets the lines about its own file; anything else printed
+    meanwhile (another thread's progress display) reaches the real stderr."""
+    with _captured_c_stderr("a.nef") as a:
+        os.write(2, b"a.nef: data corrupted at 1234\n")
+        with _captured_c_stderr("b.cr2") as b:
+            os.write(2, b"progress 50%\n")
+            os.write(2, b"b.cr2: Unexpected end of file\n")
+        assert b == ["b.cr2: Unexpected end of file"]
+        os.write(2, b"progress 100%\n")
+    assert a == ["a.nef: data corrupted at 1234"]
+    assert capfd.readouterr().err == "progress 50%\nprogress 100%\n"
+
+
+def test_raw_decodes_in_parallel_with_good_and_damaged_files(tmp_path, capfd):
+    data = (DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC").read_bytes()
+    for name in ("a.kdc", "b.kdc"):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "cut.kdc").write_bytes(data[: len(data) // 2])
+    frames = read_frames([tmp_path / "a.kdc", tmp_path / "b.kdc"])
+    assert np.array_equal(frames[0].pixels, frames[1].pixels) and frames[0].kind == "raw"
+    with pytest.raises(InputError, match=r"cut\.kdc: damaged camera RAW file"):
+        read_frames([tmp_path / "a.kdc", tmp_path / "cut.kdc", tmp_path / "b.kdc"])
     assert capfd.readouterr().err == ""
