@@ -142,11 +142,13 @@ def warp(
     if _channels_innermost(x):
         # channels_last: each tap fetches a pixel's whole channel vector (one
         # row of a (H·W)×C table), and the result stays channels_last.
-        rows = x.permute(0, 2, 3, 1).reshape(b, -1, c)
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+        per_image = x.shape[-2] * src_w
+        first_row = (torch.arange(b, device=x.device) * per_image).view(b, 1, 1)
 
         def tap(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-            idx = ((yy - sy) * src_w + (xx - sx)).view(b, h * w)
-            picked = torch.stack([rows[i].index_select(0, idx[i]) for i in range(b)])
+            idx = (yy - sy) * src_w + (xx - sx) + first_row
+            picked = rows.index_select(0, idx.view(-1))
             return picked.view(b, h, w, c).permute(0, 3, 1, 2)
     else:
         flat = x.reshape(b, c, -1)
