@@ -359,8 +359,11 @@ class _StderrCapture:
 
     def _lines(self) -> list[bytes]:
         fd = self._sink.fileno()
-        # pread leaves the shared file offset, where writers append, alone.
-        return os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True)
+        if hasattr(os, "pread"):
+            # pread leaves the shared file offset, where writers append, alone.
+            return os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True)
+        self._sink.seek(0)  # (Windows) read, then leave the offset at the end
+        return self._sink.read().splitlines(keepends=True)
 
     @contextlib.contextmanager
     def __call__(self, path: Path | str) -> Iterator[list[str]]:

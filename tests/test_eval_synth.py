@@ -209,6 +209,16 @@ def test_nested_kalantari_scenes_are_found(tmp_path, two_photos):
     assert layout == "kalantari" and [s.name for s in scenes] == ["EXTRA/002", "PAPER/001"]
 
 
+def test_tel2023_layout_is_read_as_kalantari(tmp_path, two_photos):
+    """SCTNet's test set: Test/scene_XXXX_N/input_1..3.tif, exposure.txt, HDRImg.hdr."""
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=96))
+    for n, scene in enumerate(src, start=1):
+        shutil.copytree(scene, tmp_path / "Tel" / "Test" / f"scene_0007_{n}")
+    layout, scenes = discover(tmp_path / "Tel")
+    assert layout == "kalantari" and [s.name for s in scenes] == ["Test/scene_0007_1", "Test/scene_0007_2"]
+    assert [p.name for p in scenes[0].ldrs] == ["input_1.tif", "input_2.tif", "input_3.tif"]
+
+
 def test_exception_no_scenes(env, tmp_path):
     with pytest.raises(InputError, match=r"no test scenes found"):
         discover(tmp_path)
