@@ -76,8 +76,7 @@ def _hu_scene(folder: Path, root: Path) -> Scene | None:
         return None
     gt = names.get("ref_hdr_aligned_linear.hdr") or names.get("ref_hdr_aligned.hdr")
     ev = names.get("input_exp.txt")
-    wanted = ("input_1_aligned.tif", "input_2_aligned.tif", "input_3_aligned.tif")
-    missing = [w for w, p in zip(wanted, ldrs) if p is None]
+    missing = [f"input_{k}_aligned.tif" for k, p in zip((1, 2, 3), ldrs) if p is None]
     missing += [] if ev else ["input_exp.txt"]
     missing += [] if gt else ["ref_hdr_aligned_linear.hdr"]
     name = folder.relative_to(root).as_posix() if folder != root else folder.name

@@ -353,7 +353,7 @@ class _StderrCapture:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._prefixes: list[str] = []
+        self._prefixes: list[bytes] = []
         self._sink: Any = None
         self._saved = -1
 
@@ -367,7 +367,7 @@ class _StderrCapture:
 
     @contextlib.contextmanager
     def __call__(self, path: Path | str) -> Iterator[list[str]]:
-        prefix = f"{path}: "
+        prefix = os.fsencode(f"{path}: ")
         with self._lock:
             if self._users == 0:
                 sys.stderr.flush()
@@ -383,12 +383,14 @@ class _StderrCapture:
         finally:
             with self._lock:
                 sys.stderr.flush()
-                mine = [b.decode("utf-8", "replace") for b in self._lines() if b.decode("utf-8", "replace").startswith(prefix)]
-                printed.extend(m.strip() for m in mine if m.strip())
                 self._users -= 1
-                if self._users == 0:
-                    os.dup2(self._saved, 2)
-                    others = [b for b in self._lines() if not b.decode("utf-8", "replace").startswith(tuple(self._prefixes))]
+                last = self._users == 0
+                if last:
+                    os.dup2(self._saved, 2)  # first, so that nothing more lands in the sink
+                lines = self._lines()
+                printed.extend(t for b in lines if b.startswith(prefix) and (t := b.decode("utf-8", "replace").strip()))
+                if last:
+                    others = [b for b in lines if not b.startswith(tuple(self._prefixes))]
                     if others:
                         os.write(self._saved, b"".join(others))
                     os.close(self._saved)
