@@ -93,10 +93,11 @@ def evaluate(
     on_scene: Callable[[SceneResult], None] = lambda r: None,
 ) -> EvalReport:
     """Run every scene through the pipeline and score it and the baselines."""
-    from hdrmerge.exposure import derive_exposures
+    from hdrmerge.errors import InputError
     from hdrmerge.inference import merge
-    from hdrmerge.reading import read_frames
+    from hdrmerge.pipeline import load_bracket
     from hdrmerge.synth import read_hdr_image
+    from hdrmerge.tiling import resolve_flow_scale
 
     report = EvalReport(
         layout,
@@ -106,20 +107,14 @@ def evaluate(
     )
     for scene in scenes:
         t = time.perf_counter()
-        frames = read_frames(scene.ldrs)
-        exposures = derive_exposures(frames, list(scene.ev))
-        order = exposures.order
-        frames = [frames[i] for i in order]
-        relative = [exposures.relative()[i] for i in order]
+        bracket = load_bracket(scene.ldrs, scene.ev)
+        frames, relative = bracket.sorted_frames, bracket.relative_sorted()
         gt = read_hdr_image(scene.gt)
-        from hdrmerge.tiling import resolve_flow_scale
-
-        scale = resolve_flow_scale(flow_scale, frames[0].size)
+        h, w = frames[0].size
+        if gt.shape[:2] != (h, w):
+            raise InputError(f"scene {scene.name}: ground truth is {gt.shape[1]}×{gt.shape[0]}, shots are {w}×{h}")
+        scale = resolve_flow_scale(flow_scale, (h, w))
         result = merge(engine, frames, relative, flow_scale=scale, tile=tile, max_memory=max_memory)
-        if result.hdr.shape != gt.shape:
-            from hdrmerge.errors import InputError
-
-            raise InputError(f"scene {scene.name}: ground truth is {gt.shape[1]}×{gt.shape[0]}, shots are {result.hdr.shape[1]}×{result.hdr.shape[0]}")
         outputs = {"hdrmerge": result.hdr, **baselines(frames, relative)}
         metrics = {m: all_metrics(img, gt) for m, img in outputs.items()}
         if save_dir is not None:

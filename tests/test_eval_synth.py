@@ -224,3 +224,13 @@ def test_exception_no_scenes(env, tmp_path):
         discover(tmp_path)
     r = run_cli("eval", str(tmp_path), env=env)
     assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path}: no test scenes found;")
+
+
+def test_exception_ground_truth_of_another_size(env, tmp_path, two_photos):
+    scene = synthesise(two_photos, tmp_path / "s", SynthOptions(max_side=96))[0]
+    gt = cv2.imread(str(scene / "HDRImg.hdr"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(scene / "HDRImg.hdr"), gt[:-4])
+    h, w = gt.shape[:2]
+    r = run_cli("eval", str(tmp_path / "s"), env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: scene Desk: ground truth is {w}×{h - 4}, shots are {w}×{h}"
