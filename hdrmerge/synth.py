@@ -12,9 +12,14 @@ merge must cope with:
 * moving foreground objects: ``objects`` textured discs, cut from the
   photograph itself, that move by up to ``motion`` pixels between shots.
 
-Each shot is clipped to [0, 1], gamma-2.2 encoded and stored as 16-bit TIFF
-or 8-bit JPEG, with EXIF exposure tags (shutter time, f/8, ISO 100). The
-ground truth is the reference shot's scene (objects where the reference shows
+Each shot is clipped to [0, 1], encoded with a transfer curve
+(``encoding``: gamma 2.2 by default, sRGB, sRGB with a camera-style S-curve,
+or linear; see :mod:`hdrmerge.synth_curves`) and stored as 16- or 8-bit TIFF
+or 8-bit JPEG, with EXIF tags: exposure (shutter time, f/8, ISO 100) and
+ColorSpace as a camera writes it (sRGB for the sRGB-based encodings, camera
+curves included; Uncalibrated for gamma 2.2 and linear). The set's folder
+also gets ``response.json``, the encoding's true curve as a response file
+(``--response FILE``). The ground truth is the reference shot's scene (objects where the reference shows
 them, no shift) in the short-exposure linear domain, clipped to [0, 1] like
 the network's output, written as Radiance ``HDRImg.hdr``. The layout is
 Kalantari 2017's, so ``hdrmerge eval`` reads it directly.
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from hdrmerge.errors import InputError
-from hdrmerge.reading import GAMMA
+from hdrmerge.synth_curves import ENCODINGS, encode, write_response
 from hdrmerge.synthetic import ShotInfo, nominal_time, write_jpeg
 
 
@@ -43,8 +48,20 @@ class SynthOptions:
     objects: int = 2
     motion: float = 30.0
     max_side: int = 1000
-    fmt: str = "tif"  # "tif" (16 bit) or "jpg" (8 bit)
+    fmt: str = "tif"  # "tif" or "jpg" (8 bit)
     seed: int = 0
+    encoding: str = "gamma2.2"  # one of hdrmerge.synth_curves.ENCODINGS
+    bits: int = 16  # sample depth of TIFF shots: 8 or 16 (JPEG is always 8)
+
+    @property
+    def bit_depth(self) -> int:
+        """Sample depth of the files written: 8 for JPEG, ``bits`` for TIFF."""
+        return 8 if self.fmt == "jpg" else self.bits
+
+    @property
+    def color_space(self) -> int:
+        """EXIF ColorSpace a camera would write: 1 (sRGB) or 0xFFFF (Uncalibrated)."""
+        return 1 if self.encoding in ("srgb", "camera-mild", "camera-strong") else 0xFFFF
 
 
 def read_hdr_image(path: Path) -> np.ndarray:
@@ -118,7 +135,7 @@ def _paste(img: np.ndarray, discs: list[_Disc], step: int, radiance_gain: float)
 
 
 def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
-    """Three LDR shots (float [0, 1], gamma 2.2) and the ground truth (short domain)."""
+    """Three LDR shots (float code values in [0, 1], ``options.encoding``) and the ground truth (short domain)."""
     img = _fit(np.maximum(hdr, 0.0), options.max_side)
     h, w = img.shape[:2]
     # Expose the reference so that the median luminance sits at mid-grey.
@@ -147,16 +164,17 @@ def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator)
         if options.noise > 0:
             sigma = np.sqrt(options.noise**2 + (4 * options.noise) ** 2 * np.maximum(lin, 0))
             lin = lin + rng.standard_normal(lin.shape).astype(np.float32) * sigma
-        shots.append(np.clip(lin, 0.0, 1.0) ** (1.0 / GAMMA))
+        shots.append(encode(lin, options.encoding))
     short_gain = base * 2.0 ** (min(options.ev) - ref_ev)
     gt = np.clip(_paste(img, discs, 0, 1.0) * np.float32(short_gain), 0.0, 1.0)
     return shots, gt.astype(np.float32)
 
 
-def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo) -> None:
+def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo, bits: int = 16) -> None:
     import tifffile
 
-    data = (np.clip(ldr, 0, 1) * 65535.0 + 0.5).astype(np.uint16)
+    top, dtype = (65535.0, np.uint16) if bits == 16 else (255.0, np.uint8)
+    data = (np.clip(ldr, 0, 1) * top + 0.5).astype(dtype)
     t = info.exposure_time
     tags = [
         (271, 2, 0, info.make, True),
@@ -166,27 +184,37 @@ def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo) -> None:
         (34855, 3, 1, int(info.iso), True),  # ISOSpeedRatings
         (36867, 2, 0, info.when.strftime("%Y:%m:%d %H:%M:%S"), True),  # DateTimeOriginal
     ]
+    if info.color_space is not None:
+        tags.append((40961, 3, 1, int(info.color_space), True))  # ColorSpace
     tifffile.imwrite(path, data, photometric="rgb", extratags=tags)
 
 
 def write_scene(folder: Path, shots: list[np.ndarray], gt: np.ndarray, options: SynthOptions) -> None:
-    """Kalantari layout: input_1..3 (short → long), exposure.txt, HDRImg.hdr."""
+    """Kalantari layout: input_1..3 (short → long), exposure.txt, HDRImg.hdr.
+
+    ``shots`` are code values in [0, 1] (``options.encoding``), ``gt`` is
+    H×W×3 linear (short-exposure domain).
+    """
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
     ref_ev = options.ev[1]
     for i, (ldr, ev) in enumerate(zip(shots, options.ev), start=1):
-        info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth")
+        info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth",
+                        color_space=options.color_space)
         if options.fmt == "jpg":
             write_jpeg(folder / f"input_{i}.jpg", (ldr * 255.0 + 0.5).astype(np.uint8), info)
         else:
-            _write_tiff(folder / f"input_{i}.tif", ldr, info)
+            _write_tiff(folder / f"input_{i}.tif", ldr, info, options.bits)
     (folder / "exposure.txt").write_text("\n".join(f"{e:g}" for e in options.ev) + "\n")
     cv2.imwrite(str(folder / "HDRImg.hdr"), np.ascontiguousarray(gt[..., ::-1]))
 
 
 def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path]:
-    """A test set from every .hdr/.exr in ``hdr_dir``; returns the scene folders."""
+    """A test set from every .hdr/.exr in ``hdr_dir``; returns the scene folders.
+
+    Also writes ``out_dir/response.json``, the true curve of the set's encoding.
+    """
     if not hdr_dir.is_dir():
         raise InputError(f"{hdr_dir}: not a folder of HDR photographs")
     sources = sorted(p for p in hdr_dir.iterdir() if p.suffix.lower() in (".hdr", ".exr"))
@@ -195,7 +223,11 @@ def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path
     if not (options.ev[0] < options.ev[1] < options.ev[2]):
         raise InputError(f"--ev {','.join(f'{e:g}' for e in options.ev)}: give three increasing values, e.g. -2,0,2")
     if options.fmt not in ("tif", "jpg"):
-        raise InputError(f"--format {options.fmt}: use tif (16 bit) or jpg (8 bit)")
+        raise InputError(f"--format {options.fmt}: use tif (8 or 16 bit) or jpg (8 bit)")
+    if options.encoding not in ENCODINGS:
+        raise InputError(f"--encoding {options.encoding}: use one of {', '.join(ENCODINGS)}")
+    if options.bits not in (8, 16):
+        raise InputError(f"--bits {options.bits}: use 8 or 16")
     out = []
     for k, src in enumerate(sources):
         rng = np.random.default_rng([options.seed, k])
@@ -203,6 +235,7 @@ def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path
         folder = out_dir / src.stem
         write_scene(folder, shots, gt, options)
         out.append(folder)
+    write_response(out_dir / "response.json", options.encoding, options.bit_depth)
     return out
 
 

@@ -94,6 +94,7 @@ class ShotInfo:
     when: datetime = datetime(2026, 1, 1, 12, 0, 0)
     make: str = "hdrmerge"
     model: str = "synthetic camera"
+    color_space: int | None = None  # EXIF ColorSpace: 1 = sRGB, 0xFFFF = Uncalibrated; None: not written
 
 
 def write_jpeg(path: Path, rgb: np.ndarray, info: ShotInfo | None, quality: int = 95) -> None:
@@ -118,6 +119,8 @@ def write_jpeg(path: Path, rgb: np.ndarray, info: ShotInfo | None, quality: int 
     sub[0x9291] = f"{info.when.microsecond // 10000:02d}"
     if info.exposure_bias is not None:
         sub[0x9204] = IFDRational(int(round(info.exposure_bias * 3)), 3)
+    if info.color_space is not None:
+        sub[0xA001] = int(info.color_space)
     img.save(path, "JPEG", quality=quality, exif=exif)
 
 

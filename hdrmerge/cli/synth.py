@@ -20,7 +20,9 @@ def synth(
     objects: Annotated[int, typer.Option("--objects", help="Moving foreground objects per scene.")] = 2,
     motion: Annotated[float, typer.Option("--motion", help="Largest object movement between shots, pixels.")] = 30.0,
     max_side: Annotated[int, typer.Option("--max-side", help="Downscale photographs so the longer side is at most this.")] = 1000,
-    fmt: Annotated[str, typer.Option("--format", help="tif (16-bit TIFF) or jpg (8-bit JPEG), both with EXIF.")] = "tif",
+    fmt: Annotated[str, typer.Option("--format", help="tif (TIFF, 16 bits unless --bits 8) or jpg (8-bit JPEG), both with EXIF.")] = "tif",
+    encoding: Annotated[str, typer.Option("--encoding", help="Transfer curve of the shots: gamma2.2, srgb, camera-mild, camera-strong (sRGB + S-curve) or linear.")] = "gamma2.2",
+    bits: Annotated[int | None, typer.Option("--bits", help="Sample depth of TIFF shots: 8 or 16 (default 16).", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same set.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into an OUT_DIR that is not empty.")] = False,
     quiet: QuietOpt = False,
@@ -39,9 +41,11 @@ def synth(
         raise InputError(f"--max-side {max_side}: must be at least 32")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(f"{out_dir} is not empty; pass --overwrite to write into it")
-    options = SynthOptions((evs[0], evs[1], evs[2]), noise, shift, objects, motion, max_side, fmt, seed)
+    if fmt == "jpg" and bits not in (None, 8):
+        raise InputError(f"--bits {bits}: JPEG holds 8 bits; use --format tif")
+    options = SynthOptions((evs[0], evs[1], evs[2]), noise, shift, objects, motion, max_side, fmt, seed, encoding, bits or 16)
     folders = synthesise(hdr_dir, out_dir, options)
     if json_:
-        print_json({"scenes": [str(f) for f in folders], "options": options.__dict__})
+        print_json({"scenes": [str(f) for f in folders], "response": str(out_dir / "response.json"), "options": options.__dict__})
     else:
         status(f"{len(folders)} scenes written to {out_dir}", quiet=quiet)
