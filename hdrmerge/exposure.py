@@ -12,13 +12,17 @@ preferred when present.
 Order of sources: ``--ev`` → EXIF times (t, ISO, N) → EXIF ExposureBiasValue →
 an estimate from the pixels. Every source except the pixels is cross-checked
 against the pixel estimate; a disagreement over a third of a stop is reported.
+
+An ISO or f-number that only some shots record is taken from the others when
+they agree on it (reported); when they differ it is unknown, and the next
+source is used. Exposures spanning more than :data:`MAX_SPAN_STOPS` are refused.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,6 +36,11 @@ SAME_EXPOSURE_STOPS = 0.1
 #: Pixels counted as well exposed when their LDR value is inside this range.
 _WELL_EXPOSED = (0.06, 0.92)
 _MIN_PIXELS = 200
+#: The widest bracket accepted, in stops from the shortest to the longest shot.
+#: Camera auto-bracketing spans at most about 12 stops (three shots 6 EV
+#: apart); a wider span is a typo in --ev or broken metadata (an
+#: ExposureBiasValue of 1000 EV), and would overflow the output's floats.
+MAX_SPAN_STOPS = 20.0
 
 
 def snap_stops(x: float) -> float:
@@ -74,6 +83,47 @@ def exif_exposure(exif: Exif) -> ExifExposure | None:
         aperture = None
     iso = snap_stops(math.log2(exif.iso / 100.0)) if exif.iso else None
     return ExifExposure(time_stops, iso, aperture)
+
+
+_FACTORS = (("iso_stops", "ISO"), ("aperture_stops", "f-number"))
+
+
+def _factor_text(field_name: str, stops: float, exif: Exif) -> str:
+    """How a factor reads on a camera: ``ISO 400``, ``f/5.6``."""
+    if field_name == "iso_stops":
+        return f"ISO {exif.iso:g}" if exif.iso else f"ISO {100.0 * 2.0**stops:.0f}"
+    return f"f/{exif.fnumber:g}" if exif.fnumber else f"f/{2.0 ** (stops / 2.0):.1f}"
+
+
+def complete_factors(
+    exposures: Sequence[ExifExposure], frames: Sequence[Frame]
+) -> tuple[list[ExifExposure] | None, list[str]]:
+    """Fill an ISO or f-number that some shots lack from the shots that have it.
+
+    A factor missing in every shot cancels out of the relative exposures and
+    is left alone. One missing in some shots is taken from the others when
+    they all agree on it (a bracket usually varies the shutter time only);
+    when they differ it is unknown, and ``None`` is returned with the reason,
+    so that the caller falls back to the exposure bias or the pixels.
+    Returns the completed factors (input order) and notes for the user.
+    """
+    filled = list(exposures)
+    notes: list[str] = []
+    for name, label in _FACTORS:
+        values = [getattr(e, name) for e in exposures]
+        missing = [i for i, v in enumerate(values) if v is None]
+        have = [i for i, v in enumerate(values) if v is not None]
+        if not missing or not have:
+            continue
+        lacking = ", ".join(frames[i].path.name for i in missing)
+        if len({values[i] for i in have}) > 1:
+            return None, [f"{label} missing in the EXIF of {lacking} and not the same in the other shots"]
+        donor = have[0]
+        for i in missing:
+            filled[i] = replace(filled[i], **{name: values[donor]})
+        text = _factor_text(name, values[donor], frames[donor].exif)  # type: ignore[arg-type]
+        notes.append(f"{label} missing in the EXIF of {lacking}; taken from the other shots ({text})")
+    return filled, notes
 
 
 def _thumbnail(frame: Frame, max_side: int = 512) -> np.ndarray:
@@ -204,6 +254,23 @@ class Exposures:
         return [2.0 ** (e - lo) for e in self.ev]
 
 
+def _check_span(names: Sequence[str], ev: Sequence[float], source: str) -> None:
+    """InputError if the exposures span more than :data:`MAX_SPAN_STOPS` (or are not finite)."""
+    label = {"--ev": "--ev", "exif": "EXIF", "exif-bias": "EXIF exposure bias", "pixels": "the pixel estimate"}[source]
+    fix = "check the values" if source == "--ev" else "the metadata is wrong; pass --ev"
+    for name, e in zip(names, ev):
+        if not math.isfinite(e):
+            raise InputError(f"{label} gives {name} an exposure of {e} EV; {fix}")
+    lo = min(range(len(ev)), key=lambda k: ev[k])
+    hi = max(range(len(ev)), key=lambda k: ev[k])
+    span = ev[hi] - ev[lo]
+    if span > MAX_SPAN_STOPS:
+        raise InputError(
+            f"{label} puts {names[hi]} {span:.2f} stops above {names[lo]}, but a bracket spans at most "
+            f"{MAX_SPAN_STOPS:g} stops; {fix}"
+        )
+
+
 def derive_exposures(frames: Sequence[Frame], ev_override: Sequence[float] | None = None) -> Exposures:
     """EV of each frame by the order of sources in this module's docstring."""
     names = [f.path.name for f in frames]
@@ -221,25 +288,22 @@ def derive_exposures(frames: Sequence[Frame], ev_override: Sequence[float] | Non
     else:
         exif = [exif_exposure(f.exif) for f in frames]
         biases = [f.exif.exposure_bias for f in frames]
-        if all(e is not None for e in exif):
-            ev, source = [e.ev for e in exif], "exif"  # type: ignore[union-attr]
-            missing = [
-                what
-                for what, parts in (("ISO", [e.iso_stops for e in exif]), ("f-number", [e.aperture_stops for e in exif]))  # type: ignore[union-attr]
-                if any(p is None for p in parts) and not all(p is None for p in parts)
-            ]
-            if missing:
-                warnings.append(f"{' and '.join(missing)} missing in some frames' EXIF; assumed equal across the bracket")
+        filled, notes = complete_factors(exif, frames) if all(e is not None for e in exif) else (None, [])  # type: ignore[arg-type]
+        if filled is not None:
+            ev, source = [e.ev for e in filled], "exif"
+            warnings.extend(notes)
         elif all(b is not None for b in biases) and len({round(b, 2) for b in biases}) == len(biases):  # type: ignore[arg-type]
             ev, source = [float(b) for b in biases], "exif-bias"  # type: ignore[arg-type]
+            warnings.extend(f"{n}; exposures taken from the EXIF exposure bias" for n in notes)
         elif pixel_ev is not None:
             ev, source = list(pixel_ev), "pixels"
             partial = [n for n, e in zip(names, exif) if e is not None]
-            why = "no exposure metadata" if not partial else "exposure metadata in only some files"
+            why = notes[0] if notes else "no exposure metadata" if not partial else "exposure metadata in only some files"
             warnings.append(f"{why}; exposures estimated from the pixels (pass --ev to set them)")
         else:
             raise InputError(f"no exposure metadata in the files and {pixel_error[0].lower()}{pixel_error[1:]}" if pixel_error else "no exposure metadata; pass --ev")
 
+    _check_span(names, ev, source)
     order = sorted(range(len(ev)), key=lambda k: ev[k])
     if source != "pixels" and pixel_ev is not None:
         warnings.extend(cross_check(frames, ev, pixel_ev, source))

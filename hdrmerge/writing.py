@@ -102,7 +102,10 @@ def write_exr(
         raise InputError(f"--exr-compression {compression}: use {' or '.join(EXR_COMPRESSIONS)}")
     # The network's output is non-negative already; clip in the target type
     # so a 24 MP image is copied once, not twice.
-    data = rgb.astype(np.float16 if dtype == "half" else np.float32, copy=dtype == "half")
+    # Values beyond the half range become inf, reported below as one line:
+    # numpy's own overflow warning would only add noise on stderr.
+    with np.errstate(over="ignore"):
+        data = rgb.astype(np.float16 if dtype == "half" else np.float32, copy=dtype == "half")
     np.maximum(data, 0, out=data)
     if dtype == "half" and np.isinf(data).any():
         raise OutputError("values exceed the half-float range; use --exr-dtype float")

@@ -116,3 +116,101 @@ def test_synthetic_bracket_exif_gives_the_rendered_spacing(tmp_path):
     ex = derive_exposures([read_frame(p) for p in paths])
     assert ex.relative() == [1.0, 4.0, 16.0]
     assert Fraction(1, 250) == Fraction(1, 250)  # nominal 1/250 s snaps to 2^-8
+
+
+# --- one shot lacking a factor (real EXIF, edited with Pillow) -----------------------------
+
+
+def _edited_copies(tmp_path, sources, edit: dict[int, dict[int, object]]):
+    """Copies of real camera JPEGs; ``edit[i]`` sets (value) or deletes (None) Exif-IFD tags of copy i."""
+    from PIL import Image
+
+    out = []
+    for i, src in enumerate(sources):
+        with Image.open(src) as img:
+            exif = img.getexif()
+            ifd = exif.get_ifd(0x8769)
+            for tag, value in edit.get(i, {}).items():
+                if value is None:
+                    ifd.pop(tag, None)
+                else:
+                    ifd[tag] = value
+            dest = tmp_path / src.name
+            img.save(dest, quality=95, exif=exif)
+        out.append(dest)
+    return out
+
+
+ISO_TAG, REI_TAG, FNUMBER_TAG, APERTURE_APEX_TAG = 0x8827, 0x8832, 0x829D, 0x9202
+BIF = [DATA / "bif_exif_thumbs" / f"DSC0819{i}.JPG" for i in (6, 7, 8)]  # ISO 6400, f/3.2: 1/20, 1/30, 1/13 s
+FROBISHER = [DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg" for i in range(3)]  # ISO 100, f/8: 1/8, 1, 8 s
+
+
+def test_missing_iso_in_one_shot_is_taken_from_the_others(tmp_path):
+    paths = _edited_copies(tmp_path, BIF, {1: {ISO_TAG: None, REI_TAG: None}})
+    frames = [read_frame(p) for p in paths]
+    assert frames[1].exif.iso is None and frames[0].exif.iso == 6400
+    ex = derive_exposures(frames)
+    assert ex.source == "exif"
+    # Shutter times alone: 1/20 s, 1/30 s, 1/13 s (nominal) → 0, -2/3, +2/3 EV.
+    assert [round(e - ex.ev[0], 4) for e in ex.ev] == [0.0, round(-2 / 3, 4), round(2 / 3, 4)]
+    assert ex.warnings[0] == "ISO missing in the EXIF of DSC08197.JPG; taken from the other shots (ISO 6400)"
+
+
+@pytest.mark.parametrize("fnumber", [None, (0, 1)], ids=["absent", "zero"])
+def test_missing_or_zero_fnumber_in_one_shot_is_taken_from_the_others(tmp_path, fnumber):
+    paths = _edited_copies(tmp_path, FROBISHER, {1: {FNUMBER_TAG: fnumber, APERTURE_APEX_TAG: None}})
+    frames = [read_frame(p) for p in paths]
+    assert frames[1].exif.fnumber is None and frames[1].exif.aperture_apex is None
+    ex = derive_exposures(frames)
+    assert ex.source == "exif" and ex.relative() == [1.0, 8.0, 64.0]
+    assert ex.warnings[0] == "f-number missing in the EXIF of IMG_2601.jpg; taken from the other shots (f/8)"
+
+
+def test_missing_iso_that_differs_in_the_others_falls_back_to_the_exposure_bias(tmp_path):
+    # DSC08202-04: ISO 6400, 6400, 4000; bias -0.7, +0.7, -1.3 EV.
+    sources = [DATA / "bif_exif_thumbs" / f"DSC0820{i}.JPG" for i in (2, 3, 4)]
+    paths = _edited_copies(tmp_path, sources, {1: {ISO_TAG: None, REI_TAG: None}})
+    ex = derive_exposures([read_frame(p) for p in paths])
+    assert ex.source == "exif-bias" and ex.ev == [-0.7, 0.7, -1.3]
+    assert ex.warnings[0] == (
+        "ISO missing in the EXIF of DSC08203.JPG and not the same in the other shots; "
+        "exposures taken from the EXIF exposure bias"
+    )
+
+
+# --- implausible exposures ------------------------------------------------------------------
+
+
+def test_exception_absurd_exposure_bias(tmp_path):
+    from hdrmerge.synthetic import expose, render_scene
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    scene = render_scene(64, 96)
+    paths = []
+    for i, ev in enumerate((-2.0, 0.0, 1000.0)):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9204] = IFDRational(int(ev), 1)
+        paths.append(tmp_path / f"b{i}.jpg")
+        Image.fromarray(expose(scene, min(ev, 2.0))).save(paths[-1], quality=95, exif=exif)
+    with pytest.raises(InputError) as err:
+        derive_exposures([read_frame(p) for p in paths])
+    assert str(err.value) == (
+        "EXIF exposure bias puts b2.jpg 1002.00 stops above b0.jpg, but a bracket spans at most 20 stops; "
+        "the metadata is wrong; pass --ev"
+    )
+
+
+@pytest.mark.parametrize(
+    "ev,message",
+    [
+        ([0, 20, 40], "--ev puts shot_03.jpg 40.00 stops above shot_01.jpg, but a bracket spans at most 20 stops; check the values"),
+        ([0, float("nan"), 2], "--ev gives shot_02.jpg an exposure of nan EV; check the values"),
+    ],
+)
+def test_exception_implausible_ev(tmp_path, ev, message):
+    paths = write_bracket(tmp_path, size=(64, 96))
+    with pytest.raises(InputError) as err:
+        derive_exposures([read_frame(p) for p in paths], ev)
+    assert str(err.value) == message

@@ -196,3 +196,33 @@ def test_torch_is_imported_alongside_decoding_only_after_the_cheap_checks(tmp_pa
     with pytest.raises(Stop):
         pipeline.fuse_files(bracket, tmp_path / "o.hdr", options, no_engine)
     assert events == ["import torch", "decode"]
+
+
+# --- implausible exposures (issue 11, items 5 and 8) -----------------------------------------
+
+
+def test_exception_ev_spanning_forty_stops_is_one_line(env, bracket, tmp_path):
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), "--ev=0,20,40", env=env)
+    _fails(r, 2, "--ev puts shot_03.jpg 40.00 stops above shot_01.jpg, but a bracket spans at most 20 stops; check the values")
+    assert not (tmp_path / "x.exr").exists()
+
+
+def test_exception_exposure_bias_of_1000_ev(env, tmp_path):
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    from hdrmerge.synthetic import expose, render_scene
+
+    scene = render_scene(64, 96)
+    paths = []
+    for i, ev in enumerate((-2.0, 0.0, 2.0)):
+        exif = Image.Exif()  # bias only: no shutter time, so the bias is what sets the exposures
+        exif.get_ifd(0x8769)[0x9204] = IFDRational(-1000 if i == 0 else int(ev), 1)
+        paths.append(tmp_path / f"b{i}.jpg")
+        Image.fromarray(expose(scene, ev)).save(paths[-1], quality=95, exif=exif)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "x.exr"), env=env)
+    _fails(r, 2, "EXIF exposure bias puts b2.jpg 1002.00 stops above b0.jpg, but a bracket spans at most 20 stops; "
+           "the metadata is wrong; pass --ev")
+    _no_outputs(out)
