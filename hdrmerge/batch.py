@@ -216,7 +216,7 @@ class PlannedBracket:
 
     index: int
     shots: list[Shot]
-    status: str  # "merge", "done", "single", "incomplete", "unusable"
+    status: str  # "merge", "done", "single", "incomplete", "unusable", "failed" (metadata unreadable)
     reason: str = ""
     choice: Choice | None = None
     output: Path | None = None
@@ -286,10 +286,17 @@ def plan(
     preview: bool = True,
 ) -> Plan:
     """Group ``files`` and decide what to do with each group."""
-    shots = [read_shot(p) for p in files]
+    shots: list[Shot] = []
+    unreadable: list[tuple[Path, str]] = []
+    for p in files:
+        try:
+            shots.append(read_shot(p))
+        except Exception as exc:  # a file no reader foresaw fails alone, not the whole plan
+            unreadable.append((p, f"cannot read its metadata ({type(exc).__name__}: {' '.join(str(exc).split())})"))
     result = Plan()
     seen: dict[Path, int] = {}
-    for i, g in enumerate(group_shots(shots, gap_s=gap_s, group_size=group_size), start=1):
+    groups = group_shots(shots, gap_s=gap_s, group_size=group_size)
+    for i, g in enumerate(groups, start=1):
         pb = PlannedBracket(i, g.shots, "merge")
         if len(g.shots) == 1:
             pb.status, pb.reason = "single", "a single shot"
@@ -301,6 +308,8 @@ def plan(
                 pb.reason = pb.choice.why
             except InputError as exc:
                 pb.status, pb.reason = "unusable", str(exc)
+            except Exception as exc:
+                pb.status, pb.reason = "unusable", f"cannot choose three shots ({type(exc).__name__}: {exc})"
         if pb.status == "merge":
             stem = render_name(name, pb)
             pb.output = outdir / f"{stem}.{fmt}"
@@ -314,6 +323,8 @@ def plan(
             if pb.output.exists() and not overwrite:
                 pb.status, pb.reason = "done", f"{pb.output.name} exists (--overwrite to redo)"
         result.brackets.append(pb)
+    for i, (p, why) in enumerate(unreadable, start=len(groups) + 1):
+        result.brackets.append(PlannedBracket(i, [Shot(p, Exif(), None, None)], "failed", why))
     return result
 
 

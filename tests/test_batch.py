@@ -255,3 +255,130 @@ def test_scan_skips_outputs_and_previews(tmp_path):
     for name in ("a.jpg", "b.CR2", "c.preview.jpg", "notes.txt", ".hidden.jpg", "hdr/x.jpg"):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in scan(tmp_path, recursive=True, exclude=[tmp_path / "hdr"])] == ["a.jpg", "b.CR2"]
+
+
+# --- one bad bracket among many (real Sony EXIF and pixels, cropped to 48x64) ---------------------------
+
+BIF = DATA / "bif_exif_thumbs"
+#: The capture time stamped in every EXIF date field of the Sony bracket DSC08196-08198.
+_BIF_STAMP = b"2019:02:09 00:31:50"
+
+
+def _small_with_exif(src: Path, size: tuple[int, int] = (48, 64)) -> bytes:
+    """A centre crop of a real shot, re-encoded, with the original EXIF segment (APP1) kept byte for byte."""
+    import struct
+
+    import cv2
+    import numpy as np
+
+    data = src.read_bytes()
+    i, app1 = 2, b""
+    while data[i + 1] != 0xDA:  # top-level markers up to the scan
+        n = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if data[i + 1] == 0xE1 and data[i + 4 : i + 10] == b"Exif\0\0":
+            app1 = data[i : i + 2 + n]
+        i += 2 + n
+    assert app1
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    h, w = size
+    y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    ok, buf = cv2.imencode(".jpg", img[y : y + h, x : x + w], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    jpeg = buf.tobytes()
+    return jpeg[:2] + app1 + jpeg[2:]
+
+
+def _retimed(data: bytes, dst: Path, when: datetime) -> Path:
+    """A copy of a real shot whose EXIF dates say ``when`` (same length, so no offset moves)."""
+    assert data.count(_BIF_STAMP) >= 3
+    dst.write_bytes(data.replace(_BIF_STAMP, when.strftime("%Y:%m:%d %H:%M:%S").encode()))
+    return dst
+
+
+def _bif_card(folder: Path, n: int) -> list[list[Path]]:
+    """``n`` brackets, one minute apart, each a retimed 48x64 crop of the real AEB DSC08196-08198."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shots = {k: _small_with_exif(BIF / f"DSC0819{k}.JPG") for k in (6, 7, 8)}
+    brackets = []
+    for i in range(n):
+        when = datetime(2019, 2, 9, 1, 0, 0) + timedelta(minutes=i)
+        brackets.append([_retimed(shots[k], folder / f"B{i + 1:02d}_DSC0819{k}.JPG", when) for k in (6, 7, 8)])
+    return brackets
+
+
+def _declare_size(path: Path, height: int, width: int) -> None:
+    """Rewrite the frame header (SOF) of a JPEG's main image to declare another size."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC1, 0xC2):  # walk the top-level markers (skips the EXIF thumbnail)
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    data[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("bad", [1, 10, 20], ids=["first", "middle", "last"])
+def test_one_bad_file_among_20_brackets_leaves_19_merged(env, tmp_path, bad):
+    card = tmp_path / "card"
+    brackets = _bif_card(card, 20)
+    broken = brackets[bad - 1][1]
+    _declare_size(broken, 50000, 50000)  # a header that declares 2.5 gigapixels
+    r = run_cli("batch", str(card), "--json", "--no-preview", env=env)
+    assert r.returncode == 1, r.stderr
+    rows = _json_lines(r.stdout)
+    assert len(rows) == 21 and "summary" in rows[-1]
+    by_index = {row["index"]: row for row in rows[:-1]}
+    assert [by_index[i]["status"] for i in range(1, 21)] == ["failed" if i == bad else "merged" for i in range(1, 21)]
+    # The reason names the file (a checked input error) or the unforeseen error (any other exception).
+    reason = by_index[bad]["reason"]
+    assert reason.startswith(f"{broken}: ") or reason.startswith("unexpected "), reason
+    assert rows[-1]["summary"] | {"seconds": 0} == {
+        "merged": 19, "done": 0, "single": 0, "incomplete": 0, "failed": 1, "not_started": 0, "seconds": 0, "exit_code": 1,
+    }
+    written = sorted(p.name for p in (card / "hdr").iterdir())
+    assert written == sorted(f"B{i:02d}_DSC08196_hdr.exr" for i in range(1, 21) if i != bad)
+
+
+_FAULTY_BATCH = """
+import sys
+import hdrmerge.batch, hdrmerge.pipeline
+read_shot, run_prepared = hdrmerge.batch.read_shot, hdrmerge.pipeline.run_prepared
+
+def faulty_read_shot(path):
+    if path.name == "stray.JPG":
+        raise RuntimeError("metadata reader crashed")
+    return read_shot(path)
+
+def faulty_run_prepared(prepared, *args, **kwargs):
+    if prepared.output.name.startswith("B02"):
+        raise ZeroDivisionError("float division by zero")
+    return run_prepared(prepared, *args, **kwargs)
+
+hdrmerge.batch.read_shot, hdrmerge.pipeline.run_prepared = faulty_read_shot, faulty_run_prepared
+from hdrmerge.cli import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def test_unexpected_exceptions_fail_only_their_bracket(env, tmp_path):
+    """Errors no check foresaw (here injected: a crash reading one file's metadata, one in the
+    network stage of bracket 2) fail that bracket or file alone, with the reason in its row."""
+    card = tmp_path / "card"
+    _bif_card(card, 3)
+    shutil.copy(card / "B01_DSC08196.JPG", card / "stray.JPG")
+    r = subprocess.run(
+        [sys.executable, "-c", _FAULTY_BATCH, "batch", str(card), "--json", "--no-preview"],
+        env=dict(os.environ, **env), capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 1, r.stderr
+    rows = _json_lines(r.stdout)
+    rows_by_index = sorted(rows[:-1], key=lambda row: row["index"])
+    assert [(Path(row["files"][0]).name, row["status"], row["reason"]) for row in rows_by_index] == [
+        ("B01_DSC08196.JPG", "merged", ""),
+        ("B02_DSC08196.JPG", "failed", "unexpected ZeroDivisionError: float division by zero (run with --debug for the traceback)"),
+        ("B03_DSC08196.JPG", "merged", ""),
+        ("stray.JPG", "failed", "cannot read its metadata (RuntimeError: metadata reader crashed)"),
+    ]
+    assert rows[-1]["summary"]["failed"] == 2 and rows[-1]["summary"]["merged"] == 2
+    assert sorted(p.name for p in (card / "hdr").iterdir()) == ["B01_DSC08196_hdr.exr", "B03_DSC08196_hdr.exr"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import Enum
@@ -213,17 +215,17 @@ def batch(
                 continue
             try:
                 prepared = fut.result()
-            except HdrmergeError as exc:
+            except Exception as exc:  # one bad bracket never ends the batch, whatever it raises
                 submit_next()
-                emit(b, "failed", str(exc))
+                emit(b, "failed", _failure_reason(exc, debug))
                 continue
             # Decoding of the next bracket(s) overlaps the network's work on this one.
             submit_next()
             engine = get_engine()  # loads once; a missing checkpoint stops the whole batch
             try:
                 report = run_prepared(prepared, _with_preview(options, b), engine)
-            except HdrmergeError as exc:
-                emit(b, "failed", str(exc))
+            except Exception as exc:
+                emit(b, "failed", _failure_reason(exc, debug))
                 continue
             finally:
                 del prepared
@@ -255,6 +257,24 @@ def batch(
         _print_summary(the_plan.brackets, results, summary, interrupted, quiet)
     if code:
         raise typer.Exit(code)
+
+
+def _failure_reason(exc: Exception, debug: bool) -> str:
+    """One line saying why a bracket failed, for its summary row.
+
+    hdrmerge's own errors carry a message written for the user. Anything else
+    (a library's assertion, an overflow, running out of memory) is a bug or a
+    file no check foresaw: it fails this bracket only, named by its type, and
+    ``--debug`` prints its traceback.
+    """
+    if isinstance(exc, HdrmergeError):
+        return " ".join(str(exc).split())
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, MemoryError):
+        return "out of memory while merging this bracket; lower --max-memory or free memory"
+    text = " ".join(str(exc).split()) or "no message"
+    return f"unexpected {type(exc).__name__}: {text} (run with --debug for the traceback)"
 
 
 def _with_preview(options: Any, b: Any) -> Any:
