@@ -20,7 +20,7 @@ from hdrmerge.tiling import Result
 if TYPE_CHECKING:
     import torch
 
-    from hdrmerge.models import SAFNetModel
+    from hdrmerge.models import Model
     from hdrmerge.reading import Frame
     from hdrmerge.weights import LoadedWeights
 
@@ -75,7 +75,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class Engine:
     """A loaded network on its device, ready for brackets."""
 
-    model: SAFNetModel
+    model: Model
     weights: LoadedWeights
     device: torch.device
     precision: str

@@ -37,6 +37,9 @@ DATA = SHARED / "data"
 FIXTURES = SHARED / "fixtures" / "safnet"
 SAFNET_S_PTH = SHARED / "weights" / "SAFNet_S_siggraph17.pth"
 RANDOM_SAFNET_PTH = FIXTURES / "safnet_random_seed2024.pth"
+#: AFUNet goldens (the authors' code, seeded random weights; fixtures/afunet/README.md).
+AFUNET_FIXTURES = SHARED / "fixtures" / "afunet"
+AFUNET_WEIGHTS = AFUNET_FIXTURES / "weights.safetensors"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,14 @@ def random_safnet_state():
     import torch
 
     return torch.load(RANDOM_SAFNET_PTH, weights_only=True, map_location="cpu")
+
+
+@pytest.fixture(scope="session")
+def random_afunet_state():
+    """The AFUNet fixture's state dict, keys with the ``module.`` prefix as the authors save them."""
+    from safetensors.torch import load_file
+
+    return load_file(AFUNET_WEIGHTS)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""The SAFNet family: architectures, detection from a state dict, strict loading.
+"""The deghosting networks: architectures, detection from a state dict, strict loading.
 
-One class per architecture (:class:`SAFNet`, :class:`SAFNetS`); a state dict
-is matched to its architecture by its keys, then loaded strictly: every key
+One class per architecture (:class:`SAFNet`, :class:`SAFNetS`, :class:`AFUNet`);
+a state dict is matched to its architecture by its keys, then loaded strictly: every key
 must be present with the right shape, and no key may be left over. Any
 mismatch raises :class:`~hdrmerge.errors.ArchitectureError` naming the
 architecture found and the offending keys.
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hdrmerge.errors import ArchitectureError
+from hdrmerge.models.afunet import AFUNet
 from hdrmerge.models.safnet import (
     Motion,
     SAFNet,
@@ -25,7 +26,9 @@ from hdrmerge.models.safnet import (
 )
 
 __all__ = [
+    "AFUNet",
     "ARCHITECTURES",
+    "Model",
     "Motion",
     "SAFNet",
     "SAFNetModel",
@@ -39,13 +42,27 @@ __all__ = [
     "make_frames",
 ]
 
-ARCHITECTURES: dict[str, type[SAFNet] | type[SAFNetS]] = {"SAFNet": SAFNet, "SAFNet-S": SAFNetS}
+#: Any of the networks hdrmerge runs.
+Model = SAFNet | SAFNetS | AFUNet
 
-# Keys whose presence tells the architectures apart: only SAFNet-S has a
+ARCHITECTURES: dict[str, type[SAFNet] | type[SAFNetS] | type[AFUNet]] = {
+    "SAFNet": SAFNet,
+    "SAFNet-S": SAFNetS,
+    "AFUNet": AFUNet,
+}
+
+# Keys whose presence tells SAFNet from SAFNet-S: only SAFNet-S has a
 # seventh refinement conv, only SAFNet has residual blocks.
 _SIGNATURES: dict[str, str] = {
     "SAFNet-S": "refinenet.conv7.weight",
     "SAFNet": "refinenet.resblock1.conv1.0.weight",
+}
+
+# Top-level module names of each family: the two share none, so the key
+# prefixes alone tell a SAFNet checkpoint from an AFUNet one.
+_FAMILY_PREFIXES: dict[str, tuple[str, ...]] = {
+    "SAFNet": ("encoder.", "decoder.", "refinenet."),
+    "AFUNet": ("SFM.", "a_12.", "a_32.", "f_12.", "f_32.", "mlps_end.", "patch_embed."),
 }
 
 
@@ -60,17 +77,27 @@ def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def detect_architecture(state: Mapping[str, torch.Tensor]) -> str:
     """Name of the architecture a state dict was saved from.
 
-    Raises ArchitectureError when it is none of the SAFNet family.
+    ``SAFNet``, ``SAFNet-S`` or ``AFUNet``. Raises ArchitectureError when it
+    is none of them, or mixes the keys of both families.
     """
     state = _strip_prefix(state)
+    families = [f for f, prefixes in _FAMILY_PREFIXES.items() if any(k.startswith(prefixes) for k in state)]
+    if len(families) > 1:
+        shown = {f: next(k for k in sorted(state) if k.startswith(_FAMILY_PREFIXES[f])) for f in families}
+        raise ArchitectureError(
+            f"the checkpoint mixes SAFNet keys ({shown['SAFNet']}, …) and AFUNet keys "
+            f"({shown['AFUNet']}, …); it is damaged or was put together from two checkpoints"
+        )
+    if families == ["AFUNet"]:
+        return "AFUNet"
     found = [arch for arch, key in _SIGNATURES.items() if key in state]
     if len(found) == 1:
         return found[0]
-    if not found and not any(k.startswith(("encoder.", "decoder.")) for k in state):
+    if not found and not families:
         sample = ", ".join(sorted(state)[:3]) or "no tensors at all"
         raise ArchitectureError(
-            f"not a SAFNet checkpoint (keys start: {sample}); "
-            "use a SAFNet or SAFNet-S checkpoint, see `hdrmerge weights list`"
+            f"not a SAFNet or AFUNet checkpoint (keys start: {sample}); "
+            "use one listed by `hdrmerge weights list`"
         )
     raise ArchitectureError(
         "cannot tell SAFNet from SAFNet-S: the checkpoint has "
@@ -85,8 +112,8 @@ def _describe(keys: Sequence[str], limit: int = 6) -> str:
 
 
 def load_state_dict(
-    model: SAFNetModel, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
-) -> SAFNetModel:
+    model: Model, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+) -> Model:
     """Load ``state`` into ``model`` strictly; name every mismatching key.
 
     Unlike ``nn.Module.load_state_dict`` this checks shapes before copying and
@@ -117,12 +144,20 @@ def load_state_dict(
             f"{source} does not fit {model.arch} (it looks like {found}): " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=True)
+    if isinstance(model, AFUNet):
+        if bad := model.foreign_buffers():
+            # The forward pass reads the stored relative-position indices, so a
+            # wrong one would silently change every attention.
+            raise ArchitectureError(
+                f"{source} does not fit {model.arch}: buffers differ from the ones the "
+                f"architecture defines: {_describe(bad)}; the file is damaged"
+            )
     return model
 
 
 def build_model(
     state: Mapping[str, torch.Tensor], arch: str | None = None, *, source: str = "checkpoint"
-) -> SAFNetModel:
+) -> Model:
     """A model in eval mode with ``state`` loaded; architecture detected unless given."""
     arch = arch or detect_architecture(state)
     if arch not in ARCHITECTURES:
