@@ -35,6 +35,7 @@ class SceneResult:
     scene: str
     metrics: dict[str, dict[str, float]]  # method → metric → value
     seconds: float
+    response: str = ""  # the camera response used and its source
 
 
 @dataclass
@@ -53,7 +54,7 @@ class EvalReport:
         return {
             "layout": self.layout,
             "model": self.model,
-            "scenes": [{"scene": s.scene, "seconds": round(s.seconds, 3), **s.metrics} for s in self.scenes],
+            "scenes": [{"scene": s.scene, "seconds": round(s.seconds, 3), "response": s.response, **s.metrics} for s in self.scenes],
             "mean": self.means(),
         }
 
@@ -90,9 +91,13 @@ def evaluate(
     save_dir: Path | None = None,
     tile: int | None = None,
     max_memory: int | None = None,
+    response: Any = None,
     on_scene: Callable[[SceneResult], None] = lambda r: None,
 ) -> EvalReport:
-    """Run every scene through the pipeline and score it and the baselines."""
+    """Run every scene through the pipeline and score it and the baselines.
+
+    ``response``: a :class:`hdrmerge.response.ResponseChoice` (default auto).
+    """
     from hdrmerge.errors import InputError
     from hdrmerge.inference import merge
     from hdrmerge.pipeline import load_bracket
@@ -107,7 +112,7 @@ def evaluate(
     )
     for scene in scenes:
         t = time.perf_counter()
-        bracket = load_bracket(scene.ldrs, scene.ev)
+        bracket = load_bracket(scene.ldrs, scene.ev, response=response)
         frames, relative = bracket.sorted_frames, bracket.relative_sorted()
         gt = read_hdr_image(scene.gt)
         h, w = frames[0].size
@@ -119,7 +124,7 @@ def evaluate(
         metrics = {m: all_metrics(img, gt) for m, img in outputs.items()}
         if save_dir is not None:
             _save(save_dir, scene, outputs)
-        r = SceneResult(scene.name, metrics, time.perf_counter() - t)
+        r = SceneResult(scene.name, metrics, time.perf_counter() - t, bracket.response.label())
         report.scenes.append(r)
         on_scene(r)
     return report

@@ -184,11 +184,15 @@ def camera_rendered(frame: Frame) -> bool:
     return frame.kind == "jpeg" and frame.exif.make is not None
 
 
-def cross_check(frames: Sequence[Frame], ev: Sequence[float], pixel_ev: Sequence[float], source: str) -> list[str]:
+def cross_check(
+    frames: Sequence[Frame], ev: Sequence[float], pixel_ev: Sequence[float], source: str, *, tone_curve_known: bool = False
+) -> list[str]:
     """Warnings where the metadata and the pixels disagree by more than a third of a stop.
 
-    For gamma-2.2 data (RAW, TIFF, JPEGs not rendered by a camera) each
-    adjacent pair is compared directly. A camera's JPEG engine adds an S-shaped
+    Where the frames were linearised with a known camera response
+    (``tone_curve_known``, :mod:`hdrmerge.response`) and for gamma-2.2 data
+    (RAW, TIFF, JPEGs not rendered by a camera) each adjacent pair is
+    compared directly. A camera's JPEG engine adds an S-shaped
     tone curve that stretches every pixel-measured interval by a common factor
     (30-40% on the brackets in docs/exposure.md), so there the pixel estimate
     is first scaled to the metadata's span; the middle frame is then compared,
@@ -200,7 +204,7 @@ def cross_check(frames: Sequence[Frame], ev: Sequence[float], pixel_ev: Sequence
     out: list[str] = []
     span = ev[order[-1]] - ev[order[0]]
     seen_span = pixel_ev[order[-1]] - pixel_ev[order[0]]
-    if any(camera_rendered(f) for f in frames) and span > 0:
+    if not tone_curve_known and any(camera_rendered(f) for f in frames) and span > 0:
         lo, hi = order[0], order[-1]
         if not 0.5 <= seen_span / span <= 2.0:
             out.append(
@@ -271,8 +275,14 @@ def _check_span(names: Sequence[str], ev: Sequence[float], source: str) -> None:
         )
 
 
-def derive_exposures(frames: Sequence[Frame], ev_override: Sequence[float] | None = None) -> Exposures:
-    """EV of each frame by the order of sources in this module's docstring."""
+def derive_exposures(
+    frames: Sequence[Frame], ev_override: Sequence[float] | None = None, *, tone_curve_known: bool = False
+) -> Exposures:
+    """EV of each frame by the order of sources in this module's docstring.
+
+    ``frames`` are in the gamma-2.2 domain; ``tone_curve_known``: they were
+    linearised with a known camera response (see :func:`cross_check`).
+    """
     names = [f.path.name for f in frames]
     try:
         pixel_ev: list[float] | None = estimate_from_pixels(frames)
@@ -306,7 +316,7 @@ def derive_exposures(frames: Sequence[Frame], ev_override: Sequence[float] | Non
     _check_span(names, ev, source)
     order = sorted(range(len(ev)), key=lambda k: ev[k])
     if source != "pixels" and pixel_ev is not None:
-        warnings.extend(cross_check(frames, ev, pixel_ev, source))
+        warnings.extend(cross_check(frames, ev, pixel_ev, source, tone_curve_known=tone_curve_known))
     # The same exposure twice cannot make a bracket.
     for a, b in zip(order, order[1:]):
         if ev[b] - ev[a] < SAME_EXPOSURE_STOPS:

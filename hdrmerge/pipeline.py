@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from hdrmerge.atomic import StagedOutputs
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
 from hdrmerge.reading import Frame, check_shot, read_frames
+from hdrmerge.response import Response, ResponseChoice
 from hdrmerge.tiling import resolve_flow_scale
 from hdrmerge.writing import (
     absolute_gain,
@@ -50,18 +51,21 @@ class FuseOptions:
     no_preview: bool = False
     debug_dir: Path | None = None
     overwrite: bool = False
+    response: ResponseChoice = field(default_factory=ResponseChoice)  # --response / --exact
 
 
 @dataclass
 class Bracket:
-    """Three decoded shots and their exposures.
+    """Three decoded shots, their camera response and their exposures.
 
     ``frames`` and ``exposures.ev`` are in input order; ``order`` lists input
-    indices short → long (``order[1]`` is the reference).
+    indices short → long (``order[1]`` is the reference). The frames are in
+    the network's gamma-2.2 domain, converted with ``response``.
     """
 
     frames: list[Frame]
     exposures: Exposures
+    response: Response
 
     @property
     def order(self) -> list[int]:
@@ -84,9 +88,12 @@ def load_bracket(
     paths: Sequence[Path],
     ev: Sequence[float] | None = None,
     *,
+    response: ResponseChoice | None = None,
     on_checked: Callable[[], None] = lambda: None,
 ) -> Bracket:
-    """Read three shots and derive their exposures; InputError on any problem.
+    """Read three shots, find their response and exposures; InputError on any problem.
+
+    ``response``: what ``--response``/``--exact`` asked for (default auto).
 
     ``on_checked`` is called once the arguments and files have passed the
     cheap checks, just before the (slow) decoding starts; ``fuse`` uses it
@@ -112,7 +119,16 @@ def load_bracket(
                 f"{first.path.name} is {first.size[1]}×{first.size[0]} but {f.path.name} is "
                 f"{f.size[1]}×{f.size[0]}; all shots of a bracket must have the same size"
             )
-    return Bracket(frames, derive_exposures(frames, ev))
+    from hdrmerge.response import choose_response, to_network_domain
+
+    found = choose_response(frames, response or ResponseChoice(), ev)
+    frames = [to_network_domain(f, found) for f in frames]
+    # With the response known, the pixels measure exposure ratios directly;
+    # only under an assumed gamma 2.2 may a camera's tone curve still stretch them.
+    known = found.source in ("user", "file", "metadata", "estimated")
+    exposures = derive_exposures(frames, ev, tone_curve_known=known)
+    exposures.warnings[:0] = list(found.warnings)
+    return Bracket(frames, exposures, found)
 
 
 def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
@@ -164,6 +180,9 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
         "hdrmerge:normalize": meta["normalize"],
         "hdrmerge:normalizeGain": float(meta["normalize_gain"]),
         "hdrmerge:flowScale": float(meta["flow_scale"]),
+        "hdrmerge:response": bracket.response.name,
+        "hdrmerge:responseSource": bracket.response.source,
+        "hdrmerge:responseDetail": bracket.response.detail or None,
         "hdrmerge:version": __version__,
         "cameraMake": exif.make,
         "cameraModel": exif.model,
@@ -186,6 +205,7 @@ def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
         "ev": " ".join(f"{bracket.exposures.ev[i]:+.3f}" for i in bracket.order) + f" ({bracket.exposures.source})",
         "model": f"{meta['model']['arch']} {meta['model']['name'] or 'unregistered'} sha256:{meta['model']['sha256']}",
         "normalize": f"{meta['normalize']} (x{meta['normalize_gain']:.6g} from the short-exposure domain)",
+        "response": bracket.response.label(),
         "camera": " ".join(x for x in (bracket.reference.exif.make, bracket.reference.exif.model) if x) or "unknown",
         "captured": bracket.reference.exif.datetime_original or "unknown",
     }
@@ -212,6 +232,7 @@ def describe_bracket(bracket: Bracket) -> dict[str, Any]:
             "ev_sorted": [round(ex.ev[i], 4) for i in bracket.order],
             "relative": [round(r, 6) for r in bracket.relative_sorted()],
         },
+        "response": bracket.response.describe(),
         "size": {"width": bracket.frames[0].size[1], "height": bracket.frames[0].size[0]},
     }
 
@@ -248,7 +269,7 @@ def prepare(
         if options.debug_dir is not None and dest.parent == options.debug_dir and not dest.parent.exists():
             continue  # created when writing, once the inputs are known to be good
         probe.check(dest)
-    bracket = load_bracket(paths, options.ev, on_checked=on_checked)
+    bracket = load_bracket(paths, options.ev, response=options.response, on_checked=on_checked)
     gain = normalisation_gain(bracket, options.normalize)
     return Prepared(bracket, output, targets, gain, time.perf_counter() - t)
 

@@ -36,6 +36,8 @@ from hdrmerge.cli.common import (
     Precision,
     PrecisionOpt,
     QuietOpt,
+    ResponseOpt,
+    ExactOpt,
     WeightsOpt,
     engine_loader,
     err_console,
@@ -115,6 +117,8 @@ def batch(
     ] = "{stem}_hdr",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; merge nothing, load no network.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
+    response: ResponseOpt = "auto",
+    exact: ExactOpt = False,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     hub_repo: HubRepoOpt = None,
@@ -145,7 +149,7 @@ def batch(
         raise InputError(f"--jobs {jobs}: must be at least 1")
     if gap < 0:
         raise InputError(f"--gap {gap}: must not be negative")
-    options = fuse_options(flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory)
+    options = fuse_options(flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact)
     outdir = outdir or folder / "hdr"
     files = scan(folder, recursive=recursive, exclude=[outdir])
     if not files:
@@ -180,6 +184,7 @@ def batch(
         if report is not None:
             row["timings_s"] = report["timings_s"]
             row["warnings"] = report["warnings"]
+            row["response"] = report["response"]
         results[b.index] = row
         if json_:
             print_json(row)

@@ -157,6 +157,18 @@ ExrDtypeOpt = Annotated[ExrDtype, typer.Option("--exr-dtype", help="Sample type 
 ExrCompressionOpt = Annotated[
     ExrCompression, typer.Option("--exr-compression", help="Lossless compression of .exr output.", case_sensitive=False)
 ]
+ResponseOpt = Annotated[
+    str,
+    typer.Option(
+        "--response",
+        help="Camera response of JPEG/PNG/TIFF shots: auto (metadata, then the pixels), gamma2.2, srgb, "
+        "linear, or a response file from `hdrmerge calibrate`. RAW ignores it. See docs/radiometry.md.",
+    ),
+]
+ExactOpt = Annotated[
+    bool,
+    typer.Option("--exact", help="The network authors' pipeline exactly: gamma 2.2, no hdrmerge additions (reproduces papers)."),
+]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option("--precision", help="auto: fp16 on CUDA, fp32 elsewhere.", case_sensitive=False),
@@ -172,13 +184,17 @@ def fuse_options(
     overwrite: bool,
     tile: int | None = None,
     max_memory: str | None = None,
+    response: str = "auto",
+    exact: bool = False,
     **extra: Any,
 ) -> Any:
-    """The pipeline's FuseOptions from the options fuse and batch share."""
+    """The pipeline's FuseOptions from the options fuse and batch share (a response file is read now)."""
     from hdrmerge.pipeline import FuseOptions
+    from hdrmerge.response import parse_response_option
     from hdrmerge.tiling import parse_memory
 
     return FuseOptions(
+        response=parse_response_option(response, exact),
         flow_scale=parse_flow_scale(flow_scale),
         tile=parse_tile(tile),
         max_memory=parse_memory(max_memory) if max_memory else None,

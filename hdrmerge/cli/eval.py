@@ -24,6 +24,8 @@ from hdrmerge.cli.common import (
     Precision,
     PrecisionOpt,
     QuietOpt,
+    ResponseOpt,
+    ExactOpt,
     WeightsOpt,
     engine_loader,
     out_console,
@@ -44,6 +46,8 @@ def eval_(
         typer.Option("--save-dir", help="Keep each scene's predicted HDR and the previews of all methods here.", show_default=False),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N scenes.", show_default=False)] = None,
+    response: ResponseOpt = "auto",
+    exact: ExactOpt = False,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     hub_repo: HubRepoOpt = None,
@@ -64,6 +68,9 @@ def eval_(
     from hdrmerge.cli.common import parse_tile
     from hdrmerge.tiling import parse_memory
 
+    from hdrmerge.response import parse_response_option
+
+    choice = parse_response_option(response, exact)
     scale = parse_flow_scale(flow_scale)
     tiling = {"tile": parse_tile(tile), "max_memory": parse_memory(max_memory) if max_memory else None}
     layout, scenes = discover(dataset)
@@ -84,7 +91,7 @@ def eval_(
         m = r.metrics["hdrmerge"]
         status(f"[{done}/{len(scenes)}] {r.scene}: PSNR-μ {fmt_db(m['psnr_mu'])} dB, PSNR-l {fmt_db(m['psnr_l'])} dB", quiet=not chatty)
 
-    report = evaluate(scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, **tiling)
+    report = evaluate(scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, response=choice, **tiling)
     data = report.to_json()
     if out is not None:
         with staged:

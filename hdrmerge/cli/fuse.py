@@ -28,6 +28,8 @@ from hdrmerge.cli.common import (
     Precision,
     PrecisionOpt,
     QuietOpt,
+    ResponseOpt,
+    ExactOpt,
     WeightsOpt,
     engine_loader,
     err_console,
@@ -53,6 +55,8 @@ def fuse(
         str | None,
         typer.Option("--ev", help="Exposure values in stops, in input order, overriding metadata (e.g. --ev=-2,0,2).", show_default=False),
     ] = None,
+    response: ResponseOpt = "auto",
+    exact: ExactOpt = False,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     hub_repo: HubRepoOpt = None,
@@ -88,7 +92,7 @@ def fuse(
         raise InputError("--preview and --no-preview contradict each other; give one")
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
-        ev=parse_ev(ev), preview=preview, debug_dir=debug_dir,
+        response, exact, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir,
     )
     chatty = not (quiet or json_)
     started = time.perf_counter()
@@ -107,7 +111,9 @@ def fuse(
     for w in report["warnings"]:
         warn(w, quiet=quiet)
     ex = report["exposures"]
+    resp = report["response"]
     status(
+        f"response: {resp['name']} ({resp['source']}); "
         f"exposures ({ex['source']}): " + ", ".join(f"{e:+.2f}" for e in ex["ev_sorted"]) + " EV; "
         f"wrote {report['outputs']['hdr']}"
         + (f" and {report['outputs']['preview']}" if "preview" in report["outputs"] else "")

@@ -1,0 +1,803 @@
+"""Camera response: how a file's code values relate to scene-linear light.
+
+The network was trained on gamma-2.2 shots (spec section 1). Real files are
+sRGB, camera JPEGs carry a tone curve on top, TIFFs from raw converters and
+machine-vision PNGs are often linear. This module finds each bracket's
+*inverse response* ``g`` (code value in [0, 1] → relative linear value in
+[0, 1], ``g(1) = 1``, one curve per channel) and rewrites the frames into the
+network's domain: ``linear ** (1/2.2)`` as 16-bit codes, so everything
+downstream (exposures, tiling, the network) sees what it was trained on.
+
+Where ``g`` comes from (``Response.source``):
+
+* ``user``: a built-in curve named with ``--response gamma2.2|srgb|linear``;
+* ``file``: ``--response FILE``, a JSON file written by ``hdrmerge calibrate``
+  (format in docs/radiometry.md, checked by :func:`load_response_file`);
+* ``metadata``: ``--response auto`` and the files say it: an ICC profile's
+  tone curves (rTRC/gTRC/bTRC), a PNG's sRGB or gAMA chunk, EXIF ColorSpace
+  sRGB, a TIFF's LinearRaw photometric tag. Camera JPEGs are the exception:
+  their EXIF says sRGB but the camera's tone curve sits on top, so there the
+  metadata is only the prior of the pixel estimate;
+* ``estimated``: ``auto`` and the pixels decided (:func:`estimate`);
+* ``fallback``: ``auto`` but too little evidence: gamma 2.2, with a warning;
+* ``exact``: ``--exact``, the network authors' pipeline (gamma 2.2);
+* ``raw``: camera RAW, decoded linearly by LibRaw (``--response`` ignored).
+
+The estimate matches cumulative histograms of the shots (comparametric
+matching, which moving objects barely disturb), then fits a smooth monotone
+curve ``g = P(b(x))``: ``b`` a base curve (gamma 2.2, or sRGB for camera
+JPEGs), ``P`` a Bernstein polynomial with non-decreasing coefficients, so
+monotone by construction. Exposure ratios from ``--ev`` or EXIF are used as
+known; without them they are estimated with the curve. The built-in curves
+compete with the fitted one and win unless it fits clearly better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hdrmerge.errors import InputError
+from hdrmerge.reading import GAMMA, Frame
+
+#: Names accepted by ``--response`` besides ``auto`` and a file path.
+BUILTIN = ("gamma2.2", "srgb", "linear")
+FORMAT = "hdrmerge-response"
+VERSION = 1
+CHANNELS = ("r", "g", "b")
+SOURCES = ("user", "file", "metadata", "estimated", "fallback", "exact", "raw")
+
+
+# --- curves ---------------------------------------------------------------
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 decoding: sRGB code value in [0, 1] → linear in [0, 1]."""
+    x = np.asarray(x, np.float64)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(y: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 encoding: linear in [0, 1] → sRGB code value in [0, 1]."""
+    y = np.asarray(y, np.float64)
+    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.maximum(y, 0.0) ** (1.0 / 2.4) - 0.055)
+
+
+def builtin_curve(name: str, x: np.ndarray) -> np.ndarray:
+    """The inverse response ``g(x)`` of a built-in curve (x, g in [0, 1])."""
+    x = np.clip(np.asarray(x, np.float64), 0.0, 1.0)
+    if name == "gamma2.2":
+        return x**GAMMA
+    if name == "srgb":
+        return srgb_to_linear(x)
+    if name == "linear":
+        return x
+    raise ValueError(name)
+
+
+@dataclass(frozen=True)
+class Response:
+    """An inverse camera response and where it came from.
+
+    ``inverse``: 3×K float64 (R, G, B), the relative linear value of code value
+    ``k / (K-1)``, non-decreasing, 1.0 at the top; values between knots are
+    linearly interpolated. ``name``: ``gamma2.2``, ``srgb``, ``linear`` for a
+    built-in curve, else ``estimated``, ``icc`` or the file's name.
+    ``bit_depth``: 8 or 16 for a calibrated file, else None (any depth).
+    """
+
+    name: str
+    source: str
+    inverse: np.ndarray
+    detail: str = ""
+    bit_depth: int | None = None
+    warnings: tuple[str, ...] = ()
+    ev: tuple[float, ...] | None = None  # exposures estimated with the curve (pixels only)
+
+    @property
+    def is_network_domain(self) -> bool:
+        """Whether frames are already what the network expects (gamma 2.2): nothing to convert."""
+        return self.name == "gamma2.2" or self.source == "raw"
+
+    def linear(self, x: np.ndarray, channel: int) -> np.ndarray:
+        """``g(x)`` of one channel at code values ``x`` in [0, 1]."""
+        knots = np.linspace(0.0, 1.0, self.inverse.shape[1])
+        return np.interp(np.clip(x, 0.0, 1.0), knots, self.inverse[channel])
+
+    def describe(self) -> dict[str, Any]:
+        """For --json: name, source, detail, and g at 17 code values per channel."""
+        x = np.linspace(0.0, 1.0, 17)
+        return {
+            "name": self.name,
+            "source": self.source,
+            "detail": self.detail,
+            "bit_depth": self.bit_depth,
+            "samples": {c: [round(float(v), 6) for v in self.linear(x, i)] for i, c in enumerate(CHANNELS)},
+        }
+
+    def label(self) -> str:
+        """One line for headers: ``srgb (metadata: ICC profile "sRGB IEC61966-2.1")``."""
+        return f"{self.name} ({self.source}{': ' + self.detail if self.detail else ''})"
+
+
+def builtin(name: str, source: str = "user", detail: str = "", knots: int = 1024) -> Response:
+    """A built-in curve as a :class:`Response`."""
+    x = np.linspace(0.0, 1.0, knots)
+    return Response(name, source, np.stack([builtin_curve(name, x)] * 3), detail)
+
+
+def network_lut(response: Response, bits: int) -> np.ndarray:
+    """3×2**bits uint16 table: code value → 16-bit gamma-2.2 code of its linear value."""
+    n = 1 << bits
+    x = np.arange(n, dtype=np.float64) / (n - 1)
+    lin = np.stack([response.linear(x, c) for c in range(3)])
+    return (np.clip(lin, 0.0, 1.0) ** (1.0 / GAMMA) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def to_network_domain(frame: Frame, response: Response) -> Frame:
+    """``frame`` with its pixels linearised by ``response`` and re-encoded with gamma 2.2.
+
+    8- and 16-bit frames both become 16-bit (an 8-bit code of a steep curve
+    needs more than 8 bits once re-encoded). Gamma-2.2 responses and RAW
+    frames are returned unchanged.
+    """
+    if response.is_network_domain or frame.kind == "raw":
+        return frame
+    bits = 8 if frame.pixels.dtype == np.uint8 else 16
+    lut = network_lut(response, bits)
+    out = np.empty(frame.pixels.shape, np.uint16)
+    if bits == 8:
+        import cv2
+
+        # OpenCV's LUT runs in parallel; a 3-channel table maps each channel with its own curve.
+        cv2.LUT(frame.pixels, np.ascontiguousarray(lut.T.reshape(256, 1, 3)), dst=out)
+    else:
+        for c in range(3):
+            np.take(lut[c], frame.pixels[..., c], out=out[..., c])
+    return replace(frame, pixels=out)
+
+
+# --- response files ---------------------------------------------------------
+
+
+def _bad(path: Path, what: str) -> InputError:
+    return InputError(f"--response {path}: {what}")
+
+
+def load_response_file(path: Path) -> Response:
+    """Read and check a response file (docs/radiometry.md); InputError saying what is wrong."""
+    hint = "write one with `hdrmerge calibrate`"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise _bad(path, f"no such file; give auto, gamma2.2, srgb, linear or a response file ({hint})") from None
+    except IsADirectoryError:
+        raise _bad(path, f"is a directory; give a response file ({hint})") from None
+    except OSError as exc:
+        raise _bad(path, f"cannot read ({exc.strerror}); check its permissions") from None
+    except UnicodeDecodeError:
+        raise _bad(path, f"not a text file; give a JSON response file ({hint})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(path, f"malformed JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); {hint}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _bad(path, f'not an hdrmerge response file (no "format": "{FORMAT}"); {hint}')
+    version = data.get("version")
+    if version != VERSION:
+        raise _bad(path, f"version {version!r} is not supported (this hdrmerge reads version {VERSION}); recalibrate with `hdrmerge calibrate`")
+    depth = data.get("bit_depth")
+    if depth not in (8, 16) or isinstance(depth, bool):
+        raise _bad(path, f"bit_depth {depth!r}: must be 8 or 16")
+    inverse = data.get("inverse")
+    if not isinstance(inverse, dict) or any(c not in inverse for c in CHANNELS):
+        raise _bad(path, 'needs "inverse" with the curves "r", "g" and "b"')
+    curves = []
+    for c in CHANNELS:
+        values = inverse[c]
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise _bad(path, f"inverse.{c} must be a list of numbers")
+        curves.append(np.asarray(values, np.float64))
+    lengths = [len(v) for v in curves]
+    if len(set(lengths)) != 1:
+        raise _bad(path, "channels have different lengths (" + ", ".join(f"{c} {n}" for c, n in zip(CHANNELS, lengths)) + "); each needs the same knots")
+    k = lengths[0]
+    if depth == 8 and k != 256:
+        raise _bad(path, f"an 8-bit response needs 256 values per channel, not {k}")
+    if depth == 16 and not 16 <= k <= 65536:
+        raise _bad(path, f"a 16-bit response needs 16 to 65536 values per channel, not {k}")
+    for c, v in zip(CHANNELS, curves):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise _bad(path, f"inverse.{c} has a non-finite value ({v[bad[0]]}) at index {bad[0]}")
+        out = np.flatnonzero((v < 0.0) | (v > 1.0))
+        if out.size:
+            raise _bad(path, f"inverse.{c}[{out[0]}] = {v[out[0]]:g} is outside [0, 1]")
+        drop = np.flatnonzero(np.diff(v) < 0.0)
+        if drop.size:
+            i = int(drop[0])
+            raise _bad(path, f"inverse.{c} is not monotone: it falls from {v[i]:g} to {v[i + 1]:g} at index {i + 1}")
+        if v[-1] != 1.0:
+            raise _bad(path, f"inverse.{c} ends at {v[-1]:g}; it must be normalised to 1.0 at the top code value")
+    detail = str(data.get("camera") or "").strip()
+    return Response(path.name, "file", np.stack(curves), detail=detail or str(path), bit_depth=depth)
+
+
+def response_document(response: Response, bit_depth: int, *, camera: str | None, description: str) -> dict[str, Any]:
+    """The version-1 JSON document of ``response`` (K = 256 for 8 bit, 1024 for 16 bit)."""
+    knots = 256 if bit_depth == 8 else 1024
+    x = np.linspace(0.0, 1.0, knots)
+    doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "bit_depth": bit_depth}
+    if camera:
+        doc["camera"] = camera
+    doc["source"] = "calibrated"
+    doc["description"] = description
+    curves = {}
+    for i, c in enumerate(CHANNELS):
+        v = np.maximum.accumulate(np.clip(response.linear(x, i), 0.0, 1.0))
+        v = v / v[-1] if v[-1] > 0 else x
+        values = [round(float(t), 7) for t in v]
+        values[-1] = 1.0
+        curves[c] = values
+    doc["inverse"] = curves
+    return doc
+
+
+# --- choosing on the command line --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResponseChoice:
+    """What ``--response`` / ``--exact`` asked for: ``auto``, a built-in, or a loaded file."""
+
+    mode: str = "auto"  # auto | builtin | file | exact
+    fixed: Response | None = None
+
+    @property
+    def text(self) -> str:
+        return "auto" if self.fixed is None else self.fixed.name
+
+
+def parse_response_option(text: str | None, exact: bool = False) -> ResponseChoice:
+    """``--response`` and ``--exact`` → a choice; a file is read and checked now."""
+    value = (text or "auto").strip()
+    if exact:
+        if value.lower() not in ("auto", "gamma2.2"):
+            raise InputError(f"--exact runs the network authors' pipeline with gamma 2.2; it cannot be combined with --response {value}")
+        return ResponseChoice("exact", builtin("gamma2.2", "exact", "the network authors' pipeline (--exact)"))
+    low = value.lower()
+    if low == "auto":
+        return ResponseChoice()
+    if low in BUILTIN:
+        return ResponseChoice("builtin", builtin(low, "user", "--response " + low))
+    path = Path(value)
+    if path.suffix.lower() != ".json" and not path.exists():
+        raise InputError(f"--response {value}: give auto, gamma2.2, srgb, linear or a response file (.json) written by `hdrmerge calibrate`")
+    return ResponseChoice("file", load_response_file(path))
+
+
+# --- metadata ---------------------------------------------------------------
+
+
+def _icc_curve(profile: bytes, offset: int, x: np.ndarray) -> np.ndarray | None:
+    """An ICC TRC tag (``curv`` or ``para``) evaluated at ``x``; None if unreadable."""
+    kind = profile[offset : offset + 4]
+    if kind == b"curv":
+        (n,) = struct.unpack_from(">I", profile, offset + 8)
+        if n == 0:
+            return x.copy()
+        if n == 1:
+            (g,) = struct.unpack_from(">H", profile, offset + 12)
+            return x ** (g / 256.0)
+        if offset + 12 + 2 * n > len(profile):
+            return None
+        table = np.frombuffer(profile, ">u2", n, offset + 12).astype(np.float64) / 65535.0
+        return np.interp(x, np.linspace(0.0, 1.0, n), table)
+    if kind == b"para":
+        (fn,) = struct.unpack_from(">H", profile, offset + 8)
+        count = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}.get(fn)
+        if count is None or offset + 12 + 4 * count > len(profile):
+            return None
+        p = [v / 65536.0 for v in struct.unpack_from(f">{count}i", profile, offset + 12)]
+        g, a, b, c, d, e, f = (p + [0.0] * 7)[:7]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if fn == 0:
+                return x**g
+            if fn == 1:
+                return np.where(x >= -b / a, np.maximum(a * x + b, 0) ** g, 0.0)
+            if fn == 2:
+                return np.where(x >= -b / a, np.maximum(a * x + b, 0) ** g + c, c)
+            if fn == 3:
+                return np.where(x >= d, np.maximum(a * x + b, 0) ** g, c * x)
+            return np.where(x >= d, np.maximum(a * x + b, 0) ** g + e, c * x + f)
+    return None
+
+
+def _icc_description(profile: bytes, tags: dict[bytes, tuple[int, int]]) -> str:
+    """The profile's ``desc`` text (v2 ``desc`` or v4 ``mluc``), or ''."""
+    if b"desc" not in tags:
+        return ""
+    off, size = tags[b"desc"]
+    body = profile[off : off + size]
+    try:
+        if body[:4] == b"desc":
+            (n,) = struct.unpack_from(">I", body, 8)
+            return body[12 : 12 + n].split(b"\0")[0].decode("latin-1").strip()
+        if body[:4] == b"mluc":
+            (count, rec) = struct.unpack_from(">II", body, 8)
+            if count:
+                length, start = struct.unpack_from(">II", body, 16 + 4)
+                return body[start : start + length].decode("utf-16-be", "replace").strip()
+    except (struct.error, UnicodeDecodeError):
+        pass
+    return ""
+
+
+def icc_response(profile: bytes, knots: int = 1024) -> Response | None:
+    """The inverse response an RGB or grey ICC profile declares, or None.
+
+    Reads the tag table directly (ICC.1 section 7.3): ``rTRC``/``gTRC``/``bTRC``
+    (``kTRC`` for grey), each a ``curv`` table or gamma, or a ``para``
+    parametric curve. A curve that equals a built-in one to 1/1000 takes its name.
+    """
+    try:
+        if len(profile) < 132 or profile[36:40] != b"acsp":
+            return None
+        (n,) = struct.unpack_from(">I", profile, 128)
+        tags: dict[bytes, tuple[int, int]] = {}
+        for i in range(min(n, 200)):
+            sig, off, size = struct.unpack_from(">4sII", profile, 132 + 12 * i)
+            tags[sig] = (off, size)
+        x = np.linspace(0.0, 1.0, knots)
+        names = (b"rTRC", b"gTRC", b"bTRC") if profile[16:20] == b"RGB " else (b"kTRC",) * 3
+        curves = []
+        for sig in names:
+            if sig not in tags:
+                return None
+            curve = _icc_curve(profile, tags[sig][0], x)
+            if curve is None or not np.all(np.isfinite(curve)):
+                return None
+            curves.append(np.clip(curve, 0.0, 1.0))
+    except struct.error:
+        return None
+    inverse = np.stack(curves)
+    if inverse[:, -1].min() <= 0 or np.any(np.diff(inverse, axis=1) < -1e-6):
+        return None
+    inverse = np.maximum.accumulate(inverse / inverse[:, -1:], axis=1)
+    desc = _icc_description(profile, tags)
+    detail = f'ICC profile "{desc}"' if desc else "ICC profile"
+    for name in BUILTIN:
+        if np.abs(inverse - builtin_curve(name, x)).max() < 1e-3:
+            return Response(name, "metadata", builtin_curve(name, np.stack([x] * 3)), detail)
+    return Response("icc", "metadata", inverse, detail)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one file's metadata says about its encoding.
+
+    ``response``: a curve the metadata states (None if it states none).
+    ``camera_jpeg``: made by a camera's JPEG engine, whose tone curve the
+    metadata does not describe: the pixels must decide, ``response`` is a prior.
+    """
+
+    response: Response | None
+    camera_jpeg: bool
+    prior: str | None = None
+
+
+def read_evidence(frame: Frame) -> Evidence:
+    """The encoding a file's metadata states: ICC profile, PNG chunks, EXIF ColorSpace, TIFF tags."""
+    from PIL import Image
+
+    camera = frame.kind == "jpeg" and frame.exif.make is not None
+    if frame.kind == "raw":
+        return Evidence(None, False)
+    try:
+        with Image.open(frame.path) as img:
+            info = dict(img.info)
+            exif = img.getexif()
+            photometric = img.tag_v2.get(262) if hasattr(img, "tag_v2") else None
+    except Exception:  # Pillow cannot parse it: metadata says nothing
+        return Evidence(None, camera)
+    icc = info.get("icc_profile")
+    if icc:
+        found = icc_response(icc)
+        if found is not None:
+            return Evidence(found, camera)
+    if frame.kind == "png":
+        if "srgb" in info:
+            return Evidence(builtin("srgb", "metadata", "PNG sRGB chunk"), camera)
+        gamma = info.get("gamma")
+        if isinstance(gamma, (int, float)) and gamma > 0:
+            exponent = 1.0 / float(gamma)
+            for name, value in (("linear", 1.0), ("gamma2.2", GAMMA)):
+                if abs(exponent - value) < 0.02:
+                    return Evidence(builtin(name, "metadata", f"PNG gAMA chunk ({gamma:g})"), camera)
+            x = np.linspace(0.0, 1.0, 1024)
+            return Evidence(Response(f"gamma{exponent:.3g}", "metadata", np.stack([x**exponent] * 3), f"PNG gAMA chunk ({gamma:g})"), camera)
+    if photometric == 34892:  # LinearRaw (DNG)
+        return Evidence(builtin("linear", "metadata", "TIFF photometric LinearRaw"), camera)
+    try:
+        color_space = exif.get_ifd(0x8769).get(0xA001)
+    except Exception:
+        color_space = None
+    # EXIF ColorSpace sRGB is only a prior: cameras write it under their tone
+    # curve, and tools write it by default (the Kalantari 2017 shots, gamma 2.2
+    # by their pixels, carry it).
+    return Evidence(None, camera, prior="srgb" if color_space == 1 else None)
+
+
+# --- estimation from the pixels ----------------------------------------------
+
+#: Longer side of the subsample the estimate reads (every k-th pixel).
+SAMPLE_SIDE = 1024
+#: Degree of the Bernstein polynomial P in g = P(b(x)).
+DEGREE = 10
+#: Weight of the rows that keep the local gamma smooth (second differences of its coefficients).
+SMOOTHING = 0.01
+#: Code values outside this range are too noisy or too clipped to compare.
+_USABLE = (0.01, 0.99)
+#: Points whose darker code value is below this linear value (about 6.5 stops
+#: below white) are left out: sensor noise there biases histogram matching.
+LIN_FLOOR = 0.012
+_QUANTILES = np.linspace(0.002, 0.998, 250)
+#: Fewer matched points than this per channel (all pairs): too weak.
+MIN_POINTS = 40
+#: The matched points must span at least this much of the code range.
+MIN_SPAN = 0.45
+
+
+def _histograms(frame: Frame, step: int) -> tuple[np.ndarray, float]:
+    """3×B pixel counts of a subsample (B = 256, or 1024 for 16 bit) and each bin's width in code units."""
+    sub = np.ascontiguousarray(frame.pixels[::step, ::step]).reshape(-1, 3)
+    if sub.dtype == np.uint8:
+        return np.stack([np.bincount(sub[:, c], minlength=256) for c in range(3)]).astype(np.float64), 1.0 / 255.0
+    coarse = sub >> 6
+    return np.stack([np.bincount(coarse[:, c], minlength=1024) for c in range(3)]).astype(np.float64), 64.0 / 65535.0
+
+
+def _quantiles(hist: np.ndarray, width: float, q: np.ndarray) -> np.ndarray:
+    """Code values (in [0, 1]) at cumulative fractions ``q``, each bin's pixels spread over the bin."""
+    cdf = np.concatenate(([0.0], np.cumsum(hist))) / hist.sum()
+    bins = hist.size
+    if width == 1.0 / 255.0:
+        edges = (np.arange(bins + 1) - 0.5) * width  # code k covers [k-0.5, k+0.5]
+    else:
+        edges = np.arange(bins + 1) * width
+    keep = np.concatenate(([True], np.diff(cdf) > 0))  # drop empty bins: cdf strictly increasing
+    return np.clip(np.interp(q, cdf[keep], edges[keep]), 0.0, 1.0)
+
+
+@dataclass
+class Matches:
+    """Comparametric pairs: code ``u`` in the darker shot ↔ ``v`` in the brighter one.
+
+    For each channel, arrays ``u``, ``v``, ``pair`` (index of the adjacent pair
+    of shots, darker first). ``log_ratio``: log of each pair's exposure ratio
+    when known (from --ev or EXIF), else None.
+    """
+
+    u: list[np.ndarray]
+    v: list[np.ndarray]
+    pair: list[np.ndarray]
+    log_ratio: np.ndarray | None
+    pairs: int
+
+    def extend(self, other: Matches) -> Matches:
+        """Two brackets' matches pooled (for calibration); pair indices kept apart."""
+        known = self.log_ratio is not None and other.log_ratio is not None
+        return Matches(
+            [np.concatenate((a, b)) for a, b in zip(self.u, other.u)],
+            [np.concatenate((a, b)) for a, b in zip(self.v, other.v)],
+            [np.concatenate((a, b + self.pairs)) for a, b in zip(self.pair, other.pair)],
+            np.concatenate((self.log_ratio, other.log_ratio)) if known else None,  # type: ignore[arg-type]
+            self.pairs + other.pairs,
+        )
+
+    def above(self, curve: Any) -> Matches:
+        """Only the points whose darker value ``curve(u, c)`` is at least :data:`LIN_FLOOR`."""
+        keep = [curve(self.u[c], c) >= LIN_FLOOR for c in range(3)]
+        return Matches([u[k] for u, k in zip(self.u, keep)], [v[k] for v, k in zip(self.v, keep)],
+                       [p[k] for p, k in zip(self.pair, keep)], self.log_ratio, self.pairs)
+
+    def count(self) -> int:
+        return min(len(u) for u in self.u)
+
+    def span(self) -> float:
+        return min(float(np.concatenate((u, v)).max() - np.concatenate((u, v)).min()) if len(u) else 0.0 for u, v in zip(self.u, self.v))
+
+
+def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None) -> Matches:
+    """Comparametric matches of adjacent shots (by ``ev`` if given, else by brightness)."""
+    h, w = frames[0].size
+    step = max(1, math.ceil(max(h, w) / SAMPLE_SIDE))
+    hists = [_histograms(f, step) for f in frames]
+    if ev is not None:
+        order = sorted(range(len(frames)), key=lambda i: ev[i])
+    else:
+        order = sorted(range(len(frames)), key=lambda i: float((hists[i][0] * np.arange(hists[i][0].shape[1])).sum() / hists[i][0].sum()))
+    lo, hi = _USABLE
+    us, vs, ps = [[], [], []], [[], [], []], [[], [], []]  # type: ignore[var-annotated]
+    ratios = []
+    for p, (a, b) in enumerate(zip(order, order[1:])):
+        if ev is not None:
+            ratios.append((ev[b] - ev[a]) * math.log(2.0))
+        (ha, wa), (hb, wb) = hists[a], hists[b]
+        for c in range(3):
+            u = _quantiles(ha[c], wa, _QUANTILES)
+            v = _quantiles(hb[c], wb, _QUANTILES)
+            ok = (u > lo) & (u < hi) & (v > lo) & (v < hi) & (v > u)
+            us[c].append(u[ok])
+            vs[c].append(v[ok])
+            ps[c].append(np.full(int(ok.sum()), p))
+    cat = lambda xs: [np.concatenate(x) if x else np.zeros(0) for x in xs]  # noqa: E731
+    return Matches(cat(us), cat(vs), cat(ps), np.asarray(ratios) if ev is not None else None, len(frames) - 1)
+
+
+def _bernstein(x: np.ndarray, degree: int = DEGREE) -> np.ndarray:
+    """N×(degree+1) Bernstein basis polynomials of ``x`` in [0, 1] (non-negative, summing to 1)."""
+    x = np.clip(np.asarray(x, np.float64), 0.0, 1.0)[:, None]
+    j = np.arange(degree + 1)[None]
+    comb = np.array([math.comb(degree, k) for k in range(degree + 1)], np.float64)[None]
+    return comb * x**j * (1.0 - x) ** (degree - j)
+
+
+#: Grid on which the integrals of the local-gamma basis are tabulated (log-spaced: g falls steeply near 0).
+_GRID = np.concatenate(([0.0], np.geomspace(1e-7, 1.0, 4000)))
+
+
+def _integrals() -> np.ndarray:
+    """(degree+1)×len(_GRID): ``I_i(x) = ∫_x^1 B_i(s)/s ds`` (∞-free: the grid starts at 1e-7)."""
+    s = _GRID[1:]
+    f = _bernstein(s).T / s
+    steps = 0.5 * (f[:, 1:] + f[:, :-1]) * np.diff(s)
+    tail = np.concatenate((np.cumsum(steps[:, ::-1], axis=1)[:, ::-1], np.zeros((f.shape[0], 1))), axis=1)
+    return np.concatenate((tail[:, :1] + 50.0, tail), axis=1)  # x = 0: far below any code value
+
+
+_TABLE = _integrals()
+
+
+def _integral(x: np.ndarray) -> np.ndarray:
+    """N×(degree+1) ``I_i(x)`` by interpolation in the table."""
+    return np.stack([np.interp(x, _GRID, row) for row in _TABLE], axis=1)
+
+
+def local_gamma_curve(coef: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``g(x) = exp(−Σ c_i I_i(x))``: the curve whose local gamma d log g / d log x is Σ c_i B_i(x)."""
+    return np.exp(-np.clip(_integral(x) @ coef, 0.0, 700.0))
+
+
+def prior_coefficients(name: str) -> np.ndarray:
+    """Bernstein coefficients of a built-in curve's local gamma (least squares over codes 0.02-1)."""
+    x = np.linspace(0.02, 1.0, 400)
+    h = 1e-4
+    lg = (np.log(builtin_curve(name, x + h)) - np.log(builtin_curve(name, x - h))) / (np.log(x + h) - np.log(x - h))
+    coef, *_ = np.linalg.lstsq(_bernstein(x), lg, rcond=None)
+    return np.maximum(coef, 0.05)
+
+
+@dataclass
+class Fit:
+    """A fitted inverse response: local gamma ``Σ coef[c, i]·B_i(x)`` per channel, g(1) = 1."""
+
+    coef: np.ndarray  # 3×(DEGREE+1), non-negative
+    log_ratio: np.ndarray  # per pair of shots
+    cost: float = 0.0
+
+    def curve(self, x: np.ndarray, channel: int) -> np.ndarray:
+        return local_gamma_curve(self.coef[channel], x)
+
+
+def _residuals(gu: np.ndarray, gv: np.ndarray, log_k: np.ndarray) -> np.ndarray:
+    """Per point: log g(v) − log g(u) − log k (the comparametric equation, in natural log)."""
+    return np.log(np.maximum(gv, 1e-12)) - np.log(np.maximum(gu, 1e-12)) - log_k
+
+
+def _robust_cost(r: np.ndarray) -> float:
+    """RMS of residuals, each capped at 0.5 (a moved object cannot dominate)."""
+    return float(np.sqrt(np.mean(np.minimum(np.abs(r), 0.5) ** 2))) if r.size else float("inf")
+
+
+def _pair_ratios(m: Matches, curve: Any) -> np.ndarray:
+    """Each pair's log exposure ratio for ``curve(x, c)``: the median over channels and points."""
+    out = np.zeros(m.pairs)
+    for p in range(m.pairs):
+        d = np.concatenate([
+            np.log(np.maximum(curve(m.v[c][m.pair[c] == p], c), 1e-12)) - np.log(np.maximum(curve(m.u[c][m.pair[c] == p], c), 1e-12))
+            for c in range(3)
+        ])
+        out[p] = float(np.median(d)) if d.size else 0.0
+    return out
+
+
+def curve_cost(m: Matches, curve: Any) -> tuple[float, np.ndarray]:
+    """How well ``curve(x, c)`` explains the matches: robust RMS residual, and the ratios used."""
+    m = m.above(curve)
+    log_k = m.log_ratio if m.log_ratio is not None else _pair_ratios(m, curve)
+    r = np.concatenate([_residuals(curve(m.u[c], c), curve(m.v[c], c), log_k[m.pair[c]]) for c in range(3)])
+    return _robust_cost(r), log_k
+
+
+def fit_curve(m: Matches, prior: str, *, strength: float | None = None, iterations: int = 4) -> Fit:
+    """Smooth monotone curve through the matches, by non-negative least squares.
+
+    The model is the curve's local gamma ``γ(x) = d log g / d log x =
+    Σ c_i B_i(x)`` (Bernstein polynomials, ``c_i ≥ 0``, so g is monotone). A
+    matched pair (u, v) of exposure ratio k says ``log g(v) − log g(u) =
+    ∫_u^v γ(s)/s ds = Σ c_i (I_i(u) − I_i(v)) = log k``: linear in ``c``, and
+    its residual is the relative error of the curve. Rows ``λ(c_i − c_prior)``
+    pull towards the prior curve, rows on second differences keep γ smooth.
+    Unknown ratios join the unknowns (the prior then fixes the overall
+    gamma, which pixels alone cannot: Grossberg and Nayar's ambiguity).
+    Huber weights, recomputed each pass, keep moving objects from dominating.
+    """
+    first = _fit(m.above(lambda x, c: builtin_curve(prior, x)), prior, strength, iterations)
+    return _fit(m.above(first.curve), prior, strength, iterations)
+
+
+def _fit(m: Matches, prior: str, strength: float | None, iterations: int) -> Fit:
+    from scipy.optimize import nnls
+
+    n = DEGREE + 1
+    prior_c = prior_coefficients(prior)
+    known = m.log_ratio is not None
+    if strength is None:
+        strength = 0.002 if known else 0.3
+    coef = np.stack([prior_c] * 3)
+    log_k = m.log_ratio.copy() if known else _pair_ratios(m, lambda x, c: builtin_curve(prior, x))  # type: ignore[union-attr]
+    du = [_integral(m.u[c]) - _integral(m.v[c]) for c in range(3)]  # Σ c_i du_i = log g(v) − log g(u)
+    weights = [np.ones(len(m.u[c])) for c in range(3)]
+    smooth = np.zeros((n - 2, n))
+    for i in range(n - 2):
+        smooth[i, i : i + 3] = (1.0, -2.0, 1.0)
+    for _ in range(iterations):
+        # One system for all channels: the unknown ratios are shared.
+        blocks, rhs = [], []
+        extra = 0 if known else m.pairs
+        for c in range(3):
+            npts = len(m.u[c])
+            a = np.zeros((npts, 3 * n + extra))
+            a[:, c * n : (c + 1) * n] = du[c] * weights[c][:, None]
+            if known:
+                rhs.append(log_k[m.pair[c]] * weights[c])
+            else:
+                a[np.arange(npts), 3 * n + m.pair[c]] = -weights[c]
+                rhs.append(np.zeros(npts))
+            blocks.append(a)
+            lam = strength * math.sqrt(max(npts, 1))
+            reg = np.zeros((n, 3 * n + extra))
+            reg[:, c * n : (c + 1) * n] = lam * np.eye(n)
+            blocks.append(reg)
+            rhs.append(lam * prior_c)
+            sm = np.zeros((n - 2, 3 * n + extra))
+            sm[:, c * n : (c + 1) * n] = SMOOTHING * math.sqrt(max(npts, 1)) * smooth
+            blocks.append(sm)
+            rhs.append(np.zeros(n - 2))
+        sol, _ = nnls(np.vstack(blocks), np.concatenate(rhs), maxiter=100 * (3 * n + extra))
+        coef = sol[: 3 * n].reshape(3, n)
+        if not known:
+            log_k = sol[3 * n :]
+        for c in range(3):
+            r = du[c] @ coef[c] - log_k[m.pair[c]]
+            cut = 1.5 * max(float(np.median(np.abs(r))) * 1.4826, 0.005)
+            weights[c] = np.minimum(1.0, cut / np.maximum(np.abs(r), 1e-12))
+    fit = Fit(coef, log_k)
+    fit.cost = curve_cost(m, fit.curve)[0]
+    return fit
+
+
+#: The fitted curve replaces the best built-in only if its cost is below this share of the built-in's.
+FIT_ADVANTAGE = 0.7
+
+
+def select_response(m: Matches, prior: str) -> tuple[Response, str]:
+    """The curve the matches support: the best built-in, or the fit if clearly better.
+
+    Built-ins are tried in order of preference (``prior`` first, then gamma
+    2.2, sRGB, linear); a later one must beat an earlier one by the margin
+    :data:`FIT_ADVANTAGE`, and so must the free curve. Without known exposure
+    ratios a power law of any exponent explains the pixels equally well
+    (with other ratios), so then only the shapes the pixels can tell apart
+    compete: gamma 2.2 and sRGB, no free curve. Returns the response (source
+    ``estimated``) and a sentence saying why.
+    """
+    known = m.log_ratio is not None
+    names = BUILTIN if known else ("gamma2.2", "srgb")
+    order = [prior] + [b for b in names if b != prior]
+    best_name, (best_cost, _) = order[0], curve_cost(m, lambda x, c, n=order[0]: builtin_curve(n, x))
+    for name in order[1:]:
+        cost, _ = curve_cost(m, lambda x, c, n=name: builtin_curve(n, x))
+        if cost < FIT_ADVANTAGE * best_cost:
+            best_name, best_cost = name, cost
+    if not known:
+        why = f"{best_name} fits the pixels best (residual {best_cost:.3f}; exposures unknown, so no free curve)"
+        return builtin(best_name, "estimated", why), why
+    fit = fit_curve(m, prior)
+    if fit.cost < FIT_ADVANTAGE * best_cost and best_cost > 0.01:
+        knots = np.linspace(0.0, 1.0, 1024)
+        inverse = np.stack([fit.curve(knots, c) for c in range(3)])
+        inverse = np.maximum.accumulate(np.clip(inverse, 0.0, 1.0), axis=1)
+        why = f"fitted to the pixels (residual {fit.cost:.3f} against {best_cost:.3f} for {best_name})"
+        return Response("estimated", "estimated", inverse, why), why
+    why = f"{best_name} fits the pixels best (residual {best_cost:.3f}; a free curve {fit.cost:.3f})"
+    return builtin(best_name, "estimated", why), why
+
+
+def estimate(frames: Sequence[Frame], ev: Sequence[float] | None, prior: str = "gamma2.2") -> Response:
+    """The bracket's inverse response from its pixels (see the module docstring).
+
+    ``ev``: exposures in stops when known (--ev or EXIF), used as fixed; else
+    estimated with the curve. Too little evidence → gamma 2.2, source
+    ``fallback``, with a warning.
+    """
+    m = match_frames(frames, ev)
+    if m.count() < MIN_POINTS or m.span() < MIN_SPAN:
+        why = "too few well-exposed pixels to compare the shots" if m.count() < MIN_POINTS else "the shots cover too narrow a range of tones"
+        warning = f"cannot estimate the camera response ({why}); assuming gamma 2.2 (pass --response to set it)"
+        return replace(builtin("gamma2.2", "fallback", why), warnings=(warning,))
+    response, _ = select_response(m, prior)
+    return response
+
+
+# --- per bracket ------------------------------------------------------------
+
+
+def metadata_ev(frames: Sequence[Frame], ev: Sequence[float] | None) -> list[float] | None:
+    """Exposures known without the pixels: ``--ev``, else EXIF t·ISO/N² or exposure bias, else None."""
+    from hdrmerge.exposure import complete_factors, exif_exposure
+
+    if ev is not None:
+        return [float(e) for e in ev] if len(ev) == len(frames) else None
+    found = [exif_exposure(f.exif) for f in frames]
+    evs: list[float] | None = None
+    if all(e is not None for e in found):
+        filled, _ = complete_factors(found, frames)  # type: ignore[arg-type]
+        evs = [e.ev for e in filled] if filled is not None else None
+    if evs is None:
+        biases = [f.exif.exposure_bias for f in frames]
+        evs = [float(b) for b in biases] if all(b is not None for b in biases) else None  # type: ignore[arg-type]
+    if evs is None or len({round(e, 2) for e in evs}) != len(evs) or not all(math.isfinite(e) for e in evs):
+        return None
+    return evs
+
+
+def choose_response(frames: Sequence[Frame], choice: ResponseChoice, ev: Sequence[float] | None = None) -> Response:
+    """The response of one bracket: the user's, else metadata, else pixels (see module docstring)."""
+    raw = [f for f in frames if f.kind == "raw"]
+    if raw and len(raw) == len(frames):
+        warnings: tuple[str, ...] = ()
+        if choice.mode in ("builtin", "file"):
+            warnings = (f"camera RAW files are decoded linearly; --response {choice.text} is ignored",)
+        x = np.linspace(0.0, 1.0, 1024)
+        return Response("linear", "raw", np.stack([x] * 3), "camera RAW decoded linearly by LibRaw", warnings=warnings)
+    if choice.fixed is not None:
+        if choice.fixed.bit_depth is not None:
+            for f in frames:
+                depth = 8 if f.pixels.dtype == np.uint8 else 16
+                if f.kind != "raw" and depth != choice.fixed.bit_depth:
+                    raise InputError(
+                        f"--response {choice.fixed.name} was made for {choice.fixed.bit_depth}-bit shots but "
+                        f"{f.path.name} has {depth}-bit samples; calibrate a response from {depth}-bit shots"
+                    )
+        return choice.fixed
+    cooked = [f for f in frames if f.kind != "raw"]
+    evidence = [read_evidence(f) for f in cooked]
+    stated = [e.response for e in evidence]
+    camera = any(e.camera_jpeg for e in evidence)
+    if not camera and stated[0] is not None and all(
+        s is not None and s.name == stated[0].name and np.abs(s.inverse - stated[0].inverse).max() < 1e-3 for s in stated
+    ):
+        return stated[0]
+    priors = [e.prior or (e.response.name if e.response is not None and e.response.name in BUILTIN else None) for e in evidence]
+    prior = "srgb" if camera or (priors and all(p == "srgb" for p in priors)) else "gamma2.2"
+    return estimate(cooked, metadata_ev(frames, ev), prior)
