@@ -4,9 +4,11 @@ Synthesises bracket sets with ground truth from the OpenEXR photographs in
 HDRMERGE_SHARED (``hdrmerge synth``: moving objects, hand-held shift, sensor
 noise) in every encoding ``synth`` knows — gamma 2.2, sRGB, sRGB with a mild
 and a strong camera S-curve, linear — at 1, 2 and 3 EV spacing, each as 8-bit
-JPEG with EXIF and as TIFF (16 bit; 8 bit for the linear 8-bit sets) whose
-exposures come from the layout's exposure.txt, as ``--ev`` gives them to
-``fuse``. Linear 16-bit exists only as TIFF. Every set is scored by
+JPEG with EXIF (exposure, and ColorSpace as a camera writes it) and as TIFF
+(16 bit; 8 bit for the linear 8-bit sets) with no metadata at all, whose
+exposures come only from the layout's exposure.txt, as ``--ev`` gives them to
+``fuse``, and whose response only from the pixels. Linear 16-bit exists only
+as TIFF. Every set is scored by
 ``hdrmerge eval`` three ways:
 
 * ``auto``: ``--response auto`` (the default), the estimate under test;
@@ -126,7 +128,7 @@ def synth_sets(crops: Path, root: Path, specs: list[SetSpec], scale: float) -> N
         dest = root / spec.group / spec.name
         ev = f"--ev=-{spec.spacing},0,{spec.spacing}"
         r = hdrmerge("synth", str(crops), str(dest), ev, "--encoding", spec.encoding, "--format", spec.fmt,
-                     *(["--bits", str(spec.bits)] if spec.fmt == "tif" else []),
+                     *(["--bits", str(spec.bits), "--no-exif"] if spec.fmt == "tif" else []),
                      "--motion", f"{30 * scale:g}", "--shift", f"{4 * scale:g}", "--max-side", "100000", "--quiet")
         if r.returncode != 0:
             sys.exit(f"synth {spec.name} failed: {r.stderr.strip()}")

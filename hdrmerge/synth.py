@@ -19,7 +19,9 @@ or 8-bit JPEG, with EXIF tags: exposure (shutter time, f/8, ISO 100) and
 ColorSpace as a camera writes it (sRGB for the sRGB-based encodings, camera
 curves included; Uncalibrated for gamma 2.2 and linear). The set's folder
 also gets ``response.json``, the encoding's true curve as a response file
-(``--response FILE``). The ground truth is the reference shot's scene (objects where the reference shows
+(``--response FILE``). With ``exif=False`` the shots carry no metadata at
+all, so exposures come only from exposure.txt (``--ev``) and the response
+only from the pixels. The ground truth is the reference shot's scene (objects where the reference shows
 them, no shift) in the short-exposure linear domain, clipped to [0, 1] like
 the network's output, written as Radiance ``HDRImg.hdr``. The layout is
 Kalantari 2017's, so ``hdrmerge eval`` reads it directly.
@@ -52,6 +54,7 @@ class SynthOptions:
     seed: int = 0
     encoding: str = "gamma2.2"  # one of hdrmerge.synth_curves.ENCODINGS
     bits: int = 16  # sample depth of TIFF shots: 8 or 16 (JPEG is always 8)
+    exif: bool = True  # False: no metadata at all; exposures only from exposure.txt (--ev)
 
     @property
     def bit_depth(self) -> int:
@@ -170,11 +173,15 @@ def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator)
     return shots, gt.astype(np.float32)
 
 
-def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo, bits: int = 16) -> None:
+def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo | None, bits: int = 16) -> None:
+    """``ldr`` (H×W×3 code values in [0, 1]) as a ``bits``-bit RGB TIFF, with ``info`` as tags (none if None)."""
     import tifffile
 
     top, dtype = (65535.0, np.uint16) if bits == 16 else (255.0, np.uint8)
     data = (np.clip(ldr, 0, 1) * top + 0.5).astype(dtype)
+    if info is None:
+        tifffile.imwrite(path, data, photometric="rgb")
+        return
     t = info.exposure_time
     tags = [
         (271, 2, 0, info.make, True),
@@ -203,9 +210,9 @@ def write_scene(folder: Path, shots: list[np.ndarray], gt: np.ndarray, options: 
         info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth",
                         color_space=options.color_space)
         if options.fmt == "jpg":
-            write_jpeg(folder / f"input_{i}.jpg", (ldr * 255.0 + 0.5).astype(np.uint8), info)
+            write_jpeg(folder / f"input_{i}.jpg", (ldr * 255.0 + 0.5).astype(np.uint8), info if options.exif else None)
         else:
-            _write_tiff(folder / f"input_{i}.tif", ldr, info, options.bits)
+            _write_tiff(folder / f"input_{i}.tif", ldr, info if options.exif else None, options.bits)
     (folder / "exposure.txt").write_text("\n".join(f"{e:g}" for e in options.ev) + "\n")
     cv2.imwrite(str(folder / "HDRImg.hdr"), np.ascontiguousarray(gt[..., ::-1]))
 

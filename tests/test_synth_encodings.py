@@ -141,6 +141,16 @@ def test_exif_exposure_and_colour_space_read_back_by_exifread(tmp_path, one_phot
     assert all(str(t["EXIF FNumber" if fmt == "jpg" else "Image FNumber"]) == "8" for t in tags)
 
 
+@pytest.mark.parametrize("fmt", ["tif", "jpg"])
+def test_no_exif_shots_carry_no_metadata(tmp_path, one_photo, fmt):
+    opts = SynthOptions(max_side=64, fmt=fmt, encoding="srgb", exif=False)
+    folder = synthesise(one_photo, tmp_path / "set", opts)[0]
+    for i in (1, 2, 3):
+        tags = _exif(folder / f"input_{i}.{fmt}")
+        assert not [k for k in tags if k.endswith(("ExposureTime", "ColorSpace", "FNumber", "Make"))]
+    assert (folder / "exposure.txt").read_text() == "-2\n0\n2\n"
+
+
 # --- CLI -----------------------------------------------------------------------------------
 
 

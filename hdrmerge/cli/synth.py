@@ -23,6 +23,7 @@ def synth(
     fmt: Annotated[str, typer.Option("--format", help="tif (TIFF, 16 bits unless --bits 8) or jpg (8-bit JPEG), both with EXIF.")] = "tif",
     encoding: Annotated[str, typer.Option("--encoding", help="Transfer curve of the shots: gamma2.2, srgb, camera-mild, camera-strong (sRGB + S-curve) or linear.")] = "gamma2.2",
     bits: Annotated[int | None, typer.Option("--bits", help="Sample depth of TIFF shots: 8 or 16 (default 16).", show_default=False)] = None,
+    no_exif: Annotated[bool, typer.Option("--no-exif", help="Write no metadata: exposures only from exposure.txt (--ev), the response only from the pixels.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same set.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into an OUT_DIR that is not empty.")] = False,
     quiet: QuietOpt = False,
@@ -43,7 +44,7 @@ def synth(
         raise InputError(f"{out_dir} is not empty; pass --overwrite to write into it")
     if fmt == "jpg" and bits not in (None, 8):
         raise InputError(f"--bits {bits}: JPEG holds 8 bits; use --format tif")
-    options = SynthOptions((evs[0], evs[1], evs[2]), noise, shift, objects, motion, max_side, fmt, seed, encoding, bits or 16)
+    options = SynthOptions((evs[0], evs[1], evs[2]), noise, shift, objects, motion, max_side, fmt, seed, encoding, bits or 16, not no_exif)
     folders = synthesise(hdr_dir, out_dir, options)
     if json_:
         print_json({"scenes": [str(f) for f in folders], "response": str(out_dir / "response.json"), "options": options.__dict__})
