@@ -35,7 +35,6 @@ from hdrmerge.writing import mu_law, to_u8
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = "MtTamWest"
 SETS = (("camera-strong", "jpg", 8), ("linear", "tif", 16))
-HEIGHT = 240
 CROP = (360, 240)  # w, h of the crop, px at the 640-px scale
 
 
