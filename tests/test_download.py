@@ -139,3 +139,42 @@ def test_exception_no_network_at_all(isolated_env):
     assert line.startswith("error: cannot download safnet-s (Hub hdrmerge/safnet@main: cannot connect")
     assert line.endswith(INSTALL_HINT)
     assert _cache_listing(isolated_env) == []
+
+
+# --- AFUNet: hdrmerge's Hub mirror first, then the authors' repository at the pinned commit.
+
+
+def test_afunet_fallback_address_is_the_pinned_commit(monkeypatch):
+    from hdrmerge.weights.download import fallback_url, hub_repo
+    from hdrmerge.weights.registry import CHECKPOINTS
+
+    for key in ("HDRMERGE_FALLBACK_URL", "HDRMERGE_HUB_REPO", "HDRMERGE_HUB_REVISION"):
+        monkeypatch.delenv(key, raising=False)
+    ckpt = CHECKPOINTS["afunet-hu"]
+    assert fallback_url(ckpt) == (
+        "https://github.com/eezkni/AFUNet/raw/d57f7832f2d2a7d6d654a1d7f5668828d375c7dd/pretrain_model/Hu.pth"
+    )
+    assert hub_repo(ckpt) == ("hdrmerge/afunet", "main")
+    assert hub_repo(CHECKPOINTS["safnet"]) == ("hdrmerge/safnet", "main")
+
+
+def test_exception_afunet_download_with_other_blob_id_is_refused_by_both_sources(
+    isolated_env, random_afunet_state, tmp_path
+):
+    import torch
+
+    path = tmp_path / "Kalantari.pth"
+    torch.save({"state_dict": random_afunet_state}, path)
+    state = HubState(repo_id="hdrmerge/afunet", files={"Kalantari.pth": path.read_bytes()})
+    with HubServer(state) as url:
+        env = dict(isolated_env, HF_ENDPOINT=url, HDRMERGE_FALLBACK_URL=f"{url}/raw")
+        r = run_cli("weights", "download", "afunet-kalantari", env=env)
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert "GET /hdrmerge/afunet/resolve/main/Kalantari.pth" in state.requests
+    assert "GET /raw/Kalantari.pth" in state.requests
+    refusal = "fails the integrity check for afunet-kalantari: git blob "
+    assert line.startswith(f"error: cannot download afunet-kalantari (Hub hdrmerge/afunet@main: Kalantari.pth (")
+    assert line.count(refusal) == 2 and line.count("expected 9e4cd349b7508d81…") == 2
+    assert line.endswith("fetch Kalantari.pth elsewhere and run `hdrmerge weights install afunet-kalantari PATH`")
+    assert _cache_listing(isolated_env) == []

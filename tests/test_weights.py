@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,22 +18,46 @@ from hdrmerge.weights.registry import CHECKPOINTS
 from hdrmerge.weights.store import cached_path, file_digests, load_cached, verify_file
 from tests.conftest import RANDOM_SAFNET_PTH, REPO, SAFNET_S_PTH, SHARED, run_cli
 
+AFUNET = ("afunet-kalantari", "afunet-hu", "afunet-tel")
 
-def test_registry_has_the_three_published_checkpoints():
-    assert set(CHECKPOINTS) >= {"safnet-s", "safnet", "safnet-challenge123"}
+
+def test_registry_has_the_published_checkpoints():
+    assert set(CHECKPOINTS) >= {"safnet-s", "safnet", "safnet-challenge123", *AFUNET}
     assert CHECKPOINTS["safnet-s"].arch == "SAFNet-S"
     assert CHECKPOINTS["safnet"].arch == "SAFNet"
     assert CHECKPOINTS["safnet-challenge123"].arch == "SAFNet"
     for c in CHECKPOINTS.values():
-        assert "academic" in c.licence
+        if c.arch == "AFUNet":
+            assert c.licence.startswith("MIT, as stated by the AFUNet authors' README")
+            assert "no separate statement covers the checkpoints" in c.licence
+            assert c.licence_short == "MIT"
+        else:
+            assert "academic" in c.licence
         assert re.fullmatch(r"[0-9a-f]{40}", c.git_blob)
 
 
+def test_afunet_pins_and_addresses_agree_with_the_spec():
+    # docs/afunet-spec.md section 0: file, training set and git blob id per
+    # checkpoint, the commit, and the raw download address.
+    spec = (SHARED / "docs" / "afunet-spec.md").read_text()
+    commit = "d57f7832f2d2a7d6d654a1d7f5668828d375c7dd"
+    assert f"`{commit}`" in spec
+    for name, stem in zip(AFUNET, ("Kalantari", "Hu", "Tel")):
+        c = CHECKPOINTS[name]
+        assert (c.arch, c.filename, c.sha256) == ("AFUNet", f"{stem}.pth", None)
+        assert f"| `pretrain_model/{stem}.pth` | " in spec
+        assert f"`{c.git_blob}` |" in spec.split(f"`pretrain_model/{stem}.pth`")[1].split("\n")[0]
+        assert c.url == f"https://github.com/eezkni/AFUNet/raw/{commit}/pretrain_model/{stem}.pth"
+        assert c.pin == f"git-blob:{c.git_blob}"
+
+
 def test_registry_pins_agree_with_the_authors_facts():
-    # shared/weights/README.md lists blob ids and sha256; SHA256SUMS the hash.
+    # shared/weights/README.md lists SAFNet's blob ids and sha256; SHA256SUMS the hash.
     facts = (SHARED / "weights" / "README.md").read_text()
     sums = dict(reversed(line.split()) for line in (SHARED / "weights" / "SHA256SUMS").read_text().splitlines())
     for c in CHECKPOINTS.values():
+        if c.arch == "AFUNet":
+            continue  # pinned from docs/afunet-spec.md (test above)
         assert c.git_blob in facts
         if c.sha256:
             assert sums[c.filename] == c.sha256
@@ -197,3 +222,89 @@ def test_cli_help_and_version_do_not_import_torch():
 
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --- AFUNet checkpoints: the authors' files are not available here, so a file
+# in their exact format is built from the fixture's random weights. Its blob id
+# differs from every pin, which is what the refusal tests need; the acceptance
+# tests pin it in place of the published file for the duration of the test.
+
+
+@pytest.fixture
+def afunet_pth(tmp_path, random_afunet_state):
+    """A file in the authors' format (train.py's dict, ``module.`` keys) named Kalantari.pth."""
+    path = tmp_path / "src" / "Kalantari.pth"
+    path.parent.mkdir()
+    torch.save({"epoch": 1, "state_dict": random_afunet_state, "optimizer": {"state": {}, "param_groups": []}}, path)
+    return path
+
+
+def test_exception_afunet_file_with_other_blob_id_is_refused(isolated_env, afunet_pth):
+    blob = file_digests(afunet_pth).git_blob
+    with pytest.raises(WeightsError) as err:
+        install("afunet-kalantari", afunet_pth)
+    assert str(err.value) == (
+        f"Kalantari.pth ({afunet_pth.stat().st_size} bytes) fails the integrity check for afunet-kalantari: "
+        f"git blob {blob[:16]}…, expected 9e4cd349b7508d81…; "
+        "the file is damaged or not the published checkpoint; fetch it again"
+    )
+    assert not cached_path(CHECKPOINTS["afunet-kalantari"]).exists()
+
+
+def test_exception_afunet_file_in_weights_dir_is_verified(isolated_env, afunet_pth, monkeypatch):
+    monkeypatch.setenv("HDRMERGE_WEIGHTS_DIR", str(afunet_pth.parent))
+    with pytest.raises(WeightsError, match=r"^Kalantari\.pth .* fails the integrity check for afunet-kalantari: git blob"):
+        load_weights("afunet-kalantari")
+
+
+def test_afunet_install_caches_safetensors_and_loads_as_afunet(isolated_env, afunet_pth, monkeypatch, random_afunet_state):
+    from dataclasses import replace
+
+    pinned = replace(CHECKPOINTS["afunet-kalantari"], git_blob=file_digests(afunet_pth).git_blob)
+    monkeypatch.setitem(CHECKPOINTS, "afunet-kalantari", pinned)
+    dest = install("afunet-kalantari", afunet_pth)
+    assert dest.name == "afunet-kalantari.safetensors"
+    with safe_open(str(dest), framework="pt") as f:
+        assert f.metadata()["arch"] == "AFUNet"
+        assert f.metadata()["source_git_blob"] == pinned.git_blob
+        assert torch.equal(f.get_tensor("module.SFM.0.conv.weight"), random_afunet_state["module.SFM.0.conv.weight"])
+    got = load_weights("afunet-kalantari")
+    assert (got.source, got.name, got.arch) == ("cache", "afunet-kalantari", "AFUNet")
+    # The same file under HDRMERGE_WEIGHTS_DIR wins over the cache, verified.
+    monkeypatch.setenv("HDRMERGE_WEIGHTS_DIR", str(afunet_pth.parent))
+    got = load_weights("afunet-kalantari")
+    assert (got.source, got.path, got.arch) == ("HDRMERGE_WEIGHTS_DIR", afunet_pth, "AFUNet")
+
+
+def test_exception_safnet_file_given_for_an_afunet_model(isolated_env):
+    with pytest.raises(ArchitectureError, match=r"holds a SAFNet checkpoint, but AFUNet was asked for"):
+        load_weights("afunet-hu", weights=RANDOM_SAFNET_PTH)
+
+
+def test_weights_option_accepts_an_unregistered_afunet_file(isolated_env, afunet_pth):
+    got = load_weights("afunet-tel", weights=afunet_pth)
+    assert (got.source, got.name, got.arch) == ("--weights", None, "AFUNet")
+
+
+def test_cli_weights_list_shows_afunet_licence(isolated_env):
+    r = run_cli("weights", "list", "--json", env=isolated_env)
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)["checkpoints"]}
+    for name in AFUNET:
+        assert rows[name]["arch"] == "AFUNet"
+        assert rows[name]["licence"] == CHECKPOINTS[name].licence
+        assert rows[name]["origin"].startswith("github.com/eezkni/AFUNet pretrain_model/")
+    r = run_cli("weights", "list", env=dict(isolated_env, COLUMNS="250"))
+    assert r.returncode == 0
+    assert "Licence of afunet-kalantari, afunet-hu, afunet-tel: MIT, as stated by the AFUNet authors' README" in r.stdout
+    assert "no separate statement covers the checkpoints" in r.stdout.replace("\n", " ")
+
+
+def test_cli_install_refuses_afunet_file_with_other_blob_id(isolated_env, afunet_pth):
+    r = run_cli("weights", "install", "afunet-kalantari", str(afunet_pth), env=isolated_env)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith("error: Kalantari.pth (")
+    assert "fails the integrity check for afunet-kalantari: git blob " in lines[0]
+    assert not (Path(isolated_env["HDRMERGE_CACHE_DIR"]) / "afunet-kalantari.safetensors").exists()

@@ -18,10 +18,10 @@ from hdrmerge.cli.common import (
     status,
 )
 from hdrmerge.errors import EXIT_FAILURE, HdrmergeError
-from hdrmerge.weights.registry import CHECKPOINTS, LICENCE, get_checkpoint
+from hdrmerge.weights.registry import CHECKPOINTS, get_checkpoint
 
 app = typer.Typer(
-    help="List, download, install and verify SAFNet checkpoints.",
+    help="List, download, install and verify SAFNet and AFUNet checkpoints.",
     no_args_is_help=True,
 )
 
@@ -61,15 +61,19 @@ def list_(json_: JsonOpt = False) -> None:
     if json_:
         print_json({"checkpoints": rows})
         return
-    table = Table(title="SAFNet checkpoints", title_justify="left")
+    table = Table(title="Checkpoints", title_justify="left")
     for col in ("name", "architecture", "training set", "licence", "cached", "where"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            r["name"], r["arch"], r["training_set"], "academic only", "yes" if r["cached"] else "no", r["where"]
+            r["name"], r["arch"], r["training_set"], CHECKPOINTS[r["name"]].licence_short,
+            "yes" if r["cached"] else "no", r["where"]
         )
     out_console.print(table)
-    out_console.print(f"Licence: {LICENCE}.", markup=False)
+    # Each family's licence in full, as its authors state it.
+    for licence in dict.fromkeys(c.licence for c in CHECKPOINTS.values()):
+        names = ", ".join(c.name for c in CHECKPOINTS.values() if c.licence == licence)
+        out_console.print(f"Licence of {names}: {licence}.", markup=False)
 
 
 @app.command()

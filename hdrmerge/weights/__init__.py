@@ -1,4 +1,4 @@
-"""Finding, checking and loading SAFNet checkpoints.
+"""Finding, checking and loading checkpoints (SAFNet family and AFUNet).
 
 Resolution order for the checkpoint a command uses:
 

@@ -28,12 +28,7 @@ from pathlib import Path
 
 from hdrmerge import __version__
 from hdrmerge.errors import HdrmergeError, WeightsError
-from hdrmerge.weights.registry import (
-    AUTHORS_BASE_URL,
-    DEFAULT_HUB_REPO,
-    DEFAULT_HUB_REVISION,
-    Checkpoint,
-)
+from hdrmerge.weights.registry import DEFAULT_HUB_REVISION, Checkpoint
 from hdrmerge.weights.store import cache_dir, read_pth, store, verify_file
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -45,16 +40,19 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
-def hub_repo(option: str | None = None) -> tuple[str, str]:
-    """``(repo_id, revision)``: the option, else the environment, else the defaults."""
-    repo = option or os.environ.get("HDRMERGE_HUB_REPO") or DEFAULT_HUB_REPO
+def hub_repo(ckpt: Checkpoint, option: str | None = None) -> tuple[str, str]:
+    """``(repo_id, revision)``: the option, else the environment, else ``ckpt``'s own."""
+    repo = option or os.environ.get("HDRMERGE_HUB_REPO") or ckpt.hub_repo
     revision = os.environ.get("HDRMERGE_HUB_REVISION") or DEFAULT_HUB_REVISION
     return repo, revision
 
 
 def fallback_url(ckpt: Checkpoint) -> str | None:
-    """The authors' address of ``ckpt`` (or the mirror set in the environment)."""
-    base = os.environ.get("HDRMERGE_FALLBACK_URL", AUTHORS_BASE_URL).strip()
+    """The authors' address of ``ckpt`` (or ``$HDRMERGE_FALLBACK_URL/<file name>``, a mirror)."""
+    base = os.environ.get("HDRMERGE_FALLBACK_URL")
+    if base is None:
+        return ckpt.url
+    base = base.strip()
     if base.lower() in {"", "none", "off"}:
         return None
     return f"{base.rstrip('/')}/{ckpt.filename}"
@@ -186,7 +184,7 @@ def download(
         )
     if progress is None:
         progress = sys.stderr.isatty()
-    repo_id, revision = hub_repo(repo)
+    repo_id, revision = hub_repo(ckpt, repo)
     sources: list[tuple[str, Callable[[Path], Path]]] = [
         (f"Hub {repo_id}@{revision}", lambda tmp: _fetch_hub(ckpt, repo_id, revision, tmp, progress))
     ]

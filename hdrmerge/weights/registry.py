@@ -1,8 +1,10 @@
 """The checkpoints hdrmerge knows: one small record per checkpoint.
 
-Facts come from the authors' repository (github.com/ltkong218/SAFNet at the
-commit pinned below); ``weights/SHA256SUMS`` and ``weights/README.md`` at the top
-of the project repeat them for people, and a test keeps the three in step.
+Facts come from the authors' repositories (github.com/ltkong218/SAFNet and
+github.com/eezkni/AFUNet, each at the commit pinned below; AFUNet's facts as
+docs/afunet-spec.md records them); ``weights/SHA256SUMS`` and
+``weights/README.md`` at the top of the project repeat them for people, and a
+test keeps them in step.
 
 This module imports nothing heavy: ``hdrmerge weights list`` must be instant.
 """
@@ -14,20 +16,32 @@ from dataclasses import dataclass
 #: The authors' repository and the commit whose files the pins below describe.
 AUTHORS_REPO = "ltkong218/SAFNet"
 AUTHORS_COMMIT = "598e9a431ac87e98796183419e4ef49b5c869d0f"
-#: Where the authors' files can be fetched when the Hub cannot serve them.
-#: ``HDRMERGE_FALLBACK_URL`` overrides it (a mirror, or a test server).
-AUTHORS_BASE_URL = f"https://github.com/{AUTHORS_REPO}/raw/{AUTHORS_COMMIT}/checkpoints"
+
+#: AFUNet's authors' repository and the commit the pins describe (the model
+#: files and checkpoints are unchanged since 3e5087b, spec section 0).
+AFUNET_REPO = "eezkni/AFUNet"
+AFUNET_COMMIT = "d57f7832f2d2a7d6d654a1d7f5668828d375c7dd"
 
 #: The Hugging Face Hub repository hdrmerge downloads from, and its revision.
 #: ``--hub-repo`` / ``HDRMERGE_HUB_REPO`` and ``HDRMERGE_HUB_REVISION`` override them.
 #: Integrity never depends on the revision: every file is checked against the
 #: pins below before it is used, whichever repository or revision served it.
 DEFAULT_HUB_REPO = "hdrmerge/safnet"
+AFUNET_HUB_REPO = "hdrmerge/afunet"
 DEFAULT_HUB_REVISION = "main"
 
 LICENCE = (
     "SAFNet authors' weights: academic research use only, no commercial use "
     "(Kong et al., ECCV 2024; github.com/ltkong218/SAFNet)"
+)
+#: AFUNet's licence as the authors state it: the "License" section of their
+#: README links the MIT licence; there is no LICENSE file, no copyright holder
+#: is named, and nothing separate is said about the checkpoints.
+AFUNET_LICENCE = (
+    "MIT, as stated by the AFUNet authors' README (its License section links "
+    "opensource.org/licenses/MIT; the repository has no LICENSE file and names no copyright holder); "
+    "no separate statement covers the checkpoints "
+    "(Li, Ni, Yang, ICCV 2025; github.com/eezkni/AFUNet)"
 )
 
 
@@ -49,12 +63,25 @@ class Checkpoint:
     sha256: str | None = None
     size: int | None = None
     licence: str = LICENCE
+    #: The licence in a word or two, for the table of ``weights list``.
+    licence_short: str = "academic only"
     paper: str = "Kong et al., SAFNet, ECCV 2024 (arXiv 2407.16308)"
+    #: The authors' repository, the pinned commit and the file's folder in it.
+    repo: str = AUTHORS_REPO
+    commit: str = AUTHORS_COMMIT
+    folder: str = "checkpoints"
+    #: Hub repository (hdrmerge's mirror) that serves the file first.
+    hub_repo: str = DEFAULT_HUB_REPO
 
     @property
     def origin(self) -> str:
         """Where the file comes from, for people."""
-        return f"github.com/{AUTHORS_REPO} checkpoints/{self.filename} @ {AUTHORS_COMMIT[:7]}"
+        return f"github.com/{self.repo} {self.folder}/{self.filename} @ {self.commit[:7]}"
+
+    @property
+    def url(self) -> str:
+        """The file at the pinned commit of the authors' repository (the fallback source)."""
+        return f"https://github.com/{self.repo}/raw/{self.commit}/{self.folder}/{self.filename}"
 
     @property
     def pin(self) -> str:
@@ -87,6 +114,27 @@ CHECKPOINTS: dict[str, Checkpoint] = {
             training_set="Challenge123",
             filename="SAFNet_challenge123.pth",
             git_blob="77ea895143f9d36f3991712c8527f4f7079b2f14",
+        ),
+        *(
+            Checkpoint(
+                name=f"afunet-{stem.lower()}",
+                arch="AFUNet",
+                training_set=training_set,
+                filename=f"{stem}.pth",
+                git_blob=blob,
+                licence=AFUNET_LICENCE,
+                licence_short="MIT",
+                paper="Li, Ni, Yang, AFUNet, ICCV 2025 (arXiv 2506.23537)",
+                repo=AFUNET_REPO,
+                commit=AFUNET_COMMIT,
+                folder="pretrain_model",
+                hub_repo=AFUNET_HUB_REPO,
+            )
+            for stem, training_set, blob in (
+                ("Kalantari", "Kalantari 2017 (SIGGRAPH17)", "9e4cd349b7508d819554609c2aab6f92eeacf394"),
+                ("Hu", "Hu et al. 2020 (sensor-realistic synthetic)", "9dcc2ff4cdeaa195331b740886ba43b91569cd04"),
+                ("Tel", "Tel et al. 2023 (SCTNet data)", "e373e5d26a5edbb07dac2785f26a6cf65a51570b"),
+            )
         ),
     )
 }

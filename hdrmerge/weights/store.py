@@ -130,7 +130,7 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"{path} is not a readable PyTorch checkpoint ({reason[:160]}); "
-            "give a SAFNet .pth or .safetensors file"
+            "give a SAFNet or AFUNet .pth, or a .safetensors file"
         ) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
