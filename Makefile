@@ -2,11 +2,32 @@
 #   make example   install, synthesise a bracket, merge it   -> example/
 #   make test      install, run the test suite
 #
-# TORCH_SPEC chooses the PyTorch build; the default lets pip pick (a CUDA build
-# on Linux). CI pins the CPU wheel: TORCH_SPEC=torch==2.13.0.
+# PyTorch build: TORCH_SPEC (a requirement) installed with TORCH_INDEX (pip
+# options). Unless TORCH_SPEC is given, the machine decides: with an NVIDIA
+# driver (nvidia-smi lists a GPU, or /proc/driver/nvidia exists) pip's default
+# build from PyPI (CUDA on Linux, ~5 GB); without one the CPU wheel from the
+# PyTorch CPU index (~200 MB). CI pins the CPU wheel it has offline:
+# TORCH_SPEC=torch==2.13.0. The spec in use is kept in $(VENV)/.torch-spec;
+# a different spec reinstalls PyTorch.
 PYTHON      ?= python3
 VENV        ?= .venv
-TORCH_SPEC  ?= torch
+NVIDIA_SMI  ?= nvidia-smi
+NVIDIA_PROC ?= /proc/driver/nvidia
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifeq ($(origin TORCH_SPEC),undefined)
+ifneq ($(shell ($(NVIDIA_SMI) -L || test -d $(NVIDIA_PROC)) >/dev/null 2>&1 && echo y),)
+TORCH_SPEC  := torch
+TORCH_INDEX ?=
+TORCH_BUILD := CUDA build from PyPI (NVIDIA driver found)
+else
+TORCH_SPEC  := torch
+TORCH_INDEX ?= --index-url $(TORCH_CPU_INDEX)
+TORCH_BUILD := CPU build from the PyTorch CPU index (no NVIDIA driver found)
+endif
+else
+TORCH_INDEX ?=
+TORCH_BUILD := as TORCH_SPEC says
+endif
 HDRMERGE_SHARED ?= $(abspath ../shared)
 export HDRMERGE_SHARED
 # Without network, the example takes the checkpoint from the shared folder if
@@ -17,22 +38,37 @@ export HDRMERGE_WEIGHTS_DIR
 endif
 
 BIN := $(VENV)/bin
+TORCH_STAMP := $(VENV)/.torch-spec
+TORCH_WANT  := $(strip $(TORCH_SPEC) $(TORCH_INDEX))
 
 .PHONY: install example test clean
 
-$(BIN)/hdrmerge: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# The stamp is remade whenever it holds another spec: PyTorch is uninstalled
+# (a CPU and a CUDA build may share a version number) and installed anew. A
+# venv from before the stamp keeps a torch that already meets the spec.
+ifneq ($(shell cat $(TORCH_STAMP) 2>/dev/null),$(TORCH_WANT))
+.PHONY: $(TORCH_STAMP)
+endif
+
+$(TORCH_STAMP):
+	@echo "PyTorch: $(TORCH_BUILD): $(TORCH_WANT)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	test ! -f $@ || $(BIN)/python -m pip uninstall -q -y torch
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	echo '$(TORCH_WANT)' > $@
+
+$(BIN)/hdrmerge: pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 install: $(BIN)/hdrmerge
 
 example: install
+	@echo "PyTorch: $$(cat $(TORCH_STAMP))"
 	$(BIN)/python -m hdrmerge.demo example/bracket
 	$(BIN)/hdrmerge fuse example/bracket/*.jpg -o example/merged.exr --overwrite
-	@echo "example/merged.exr and example/merged.preview.jpg written"
+	@echo "example/merged.exr and example/merged.exr.preview.jpg written"
 
 test: install
 	$(BIN)/python -m pytest

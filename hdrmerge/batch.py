@@ -35,6 +35,7 @@ from pathlib import Path
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import exif_exposure
 from hdrmerge.reading import Exif, read_exif, read_raw_metadata
+from hdrmerge.writing import preview_path
 
 #: File endings considered as shots (case-insensitive). Content decides the
 #: format once a file is read; this list only keeps other files out of a scan.
@@ -210,6 +211,10 @@ def choose_three(shots: Sequence[Shot]) -> Choice:
     return Choice(short, ref, long, why)
 
 
+#: What the plan does with a group, in the order the dry-run summary lists them.
+PLAN_STATUSES = ("merge", "done", "single", "incomplete", "unusable")
+
+
 @dataclass
 class PlannedBracket:
     """One row of the plan."""
@@ -313,7 +318,7 @@ def plan(
         if pb.status == "merge":
             stem = render_name(name, pb)
             pb.output = outdir / f"{stem}.{fmt}"
-            pb.preview = outdir / f"{stem}.preview.jpg" if preview else None
+            pb.preview = preview_path(pb.output) if preview else None
             if pb.output in seen:
                 raise InputError(
                     f"--name {name!r} gives brackets {seen[pb.output]} and {i} the same output "

@@ -27,6 +27,7 @@ from hdrmerge.writing import (
     flow_to_rgb,
     mu_law,
     output_format,
+    preview_path,
     write_exr,
     write_hdr,
     write_png,
@@ -47,7 +48,7 @@ class FuseOptions:
     normalize: str = "reference"
     exr_dtype: str = "half"
     exr_compression: str = "zip"
-    preview: Path | None = None  # None: <stem>.preview.jpg beside the output
+    preview: Path | None = None  # None: writing.preview_path(output)
     no_preview: bool = False
     debug_dir: Path | None = None
     overwrite: bool = False
@@ -136,7 +137,7 @@ def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
     output_format(output)
     paths = {"hdr": output}
     if not options.no_preview:
-        paths["preview"] = options.preview or output.with_name(f"{output.stem}.preview.jpg")
+        paths["preview"] = options.preview or preview_path(output)
     if options.debug_dir is not None:
         for name in ("flow0", "flow2", "mask0", "mask2", "hdr_m", "hdr"):
             paths[f"debug_{name}"] = options.debug_dir / f"{name}.png"
@@ -206,7 +207,7 @@ def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
         "model": f"{meta['model']['arch']} {meta['model']['name'] or 'unregistered'} sha256:{meta['model']['sha256']}",
         "normalize": f"{meta['normalize']} (x{meta['normalize_gain']:.6g} from the short-exposure domain)",
         "response": bracket.response.label(),
-        "camera": " ".join(x for x in (bracket.reference.exif.make, bracket.reference.exif.model) if x) or "unknown",
+        "camera": bracket.reference.exif.camera or "unknown",
         "captured": bracket.reference.exif.datetime_original or "unknown",
     }
 

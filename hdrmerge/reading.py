@@ -79,6 +79,24 @@ class Exif:
         return t
 
     @property
+    def camera(self) -> str | None:
+        """Make and model as people say them: the make once.
+
+        Many cameras repeat the make in the model tag: Make "Canon", Model
+        "Canon EOS 1000D" gives "Canon EOS 1000D"; Make "NIKON CORPORATION",
+        Model "NIKON D750" gives "NIKON D750" (the model starts with the
+        make's first word). Others do not: "SONY" + "DSC-RX100" gives
+        "SONY DSC-RX100".
+        """
+        make, model = (self.make or "").strip(), (self.model or "").strip()
+        if not model:
+            return make or None
+        first = make.split()[0].lower() if make else ""
+        if not make or model.lower().startswith(first):
+            return model
+        return f"{make} {model}"
+
+    @property
     def has_exposure(self) -> bool:
         return self.exposure_time is not None or self.shutter_apex is not None
 

@@ -31,8 +31,11 @@ from hdrmerge.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-#: Bytes of working memory per output pixel of a tile, measured for float32
-#: (``benchmarks/tiling.py``), with headroom; fp16 autocast needs less.
+#: Bytes of working memory per output pixel of a tile for float32, with
+#: headroom (fp16 autocast needs less). No benchmark isolates this figure;
+#: benchmarks/memory_24mp.py checks its effect end to end: the peak memory of
+#: 24 MP merges with tiles chosen from 512 MiB and 2 GiB budgets
+#: (docs/performance.md).
 BYTES_PER_PIXEL = {"SAFNet-S": 900, "SAFNet": 2400}
 #: Bytes per pixel (at its input resolution) of one window of the finest
 #: decoder step: 126 input and 3×120 live activation channels, float32.

@@ -37,6 +37,18 @@ def output_format(path: Path) -> str:
     return fmt
 
 
+def preview_path(output: Path) -> Path:
+    """Default preview of ``output``: its full file name plus ``.preview.jpg``.
+
+    ``pp.exr`` → ``pp.exr.preview.jpg``, ``pp.hdr`` → ``pp.hdr.preview.jpg``:
+    merges of one bracket into two formats never share (or refuse over) a
+    preview, and the name depends on nothing but the output's (as photo
+    tools name sidecars, e.g. ``IMG_1.CR2.xmp``). ``fuse`` and ``batch`` (whose
+    resuming looks for it) both name previews through this function.
+    """
+    return output.with_name(f"{output.name}.preview.jpg")
+
+
 def mu_law(hdr: np.ndarray, mu: float = MU) -> np.ndarray:
     """``log(1 + μ·H) / log(1 + μ)`` of H in [0, 1] (values clipped to [0, 1] first)."""
     return np.log1p(mu * np.clip(hdr, 0.0, 1.0)) / math.log1p(mu)

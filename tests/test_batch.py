@@ -115,8 +115,23 @@ def test_bif_thumbs_exact_groups_dry_run(env, tmp_path):
     ]
     assert [row["status"] for row in rows[:-1]] == ["single", "single", "single", "incomplete", "merge", "merge"]
     assert [Path(f).name for f in rows[4]["chosen"]] == ["DSC08199.JPG", "DSC08196.JPG", "DSC08200.JPG"]
-    assert rows[-1] == {"summary": {"single": 3, "incomplete": 1, "merge": 2}, "dry_run": True}
+    # Every planned status is counted, as docs/batch.md lists them.
+    assert rows[-1] == {"summary": {"merge": 2, "done": 0, "single": 3, "incomplete": 1, "unusable": 0}, "dry_run": True}
     assert not (tmp_path / "card" / "hdr").exists()  # a dry run writes nothing
+
+
+def test_piped_plan_is_tab_separated_and_never_wraps_names(env, tmp_path):
+    card = tmp_path / "a folder with a rather long name to force wrapping in an 80 column table"
+    shutil.copytree(DATA / "bif_exif_thumbs", card)
+    r = run_cli("batch", str(card), "--dry-run", "--name", "{stem}_{date}_{time}_{camera}_merged_hdr", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert rows[0] == ["#", "shots", "EV", "status", "output / reason"]
+    assert all(len(row) == 5 for row in rows) and len(rows) == 7
+    assert rows[5][:4] == ["5", "DSC08196.JPG, DSC08197.JPG, DSC08198.JPG, DSC08199.JPG, DSC08200.JPG",
+                           "0, -0.67, +0.67, -1.33, +1.33", "merge"]
+    # The output name whole, then the reason after "; " (a line break in the table).
+    assert rows[5][4].startswith("DSC08196_20190209_003150_DSC-RX100M6_merged_hdr.exr; 5-shot bracket: reference")
 
 
 def test_bif_thumbs_merge_then_rerun_redoes_nothing(env, tmp_path):
@@ -129,7 +144,7 @@ def test_bif_thumbs_merge_then_rerun_redoes_nothing(env, tmp_path):
         "merged": 2, "done": 0, "single": 3, "incomplete": 1, "failed": 0, "not_started": 0, "seconds": 0, "exit_code": 0,
     }
     written = sorted(p.name for p in (card / "hdr").iterdir())
-    assert written == ["DSC08196_hdr.exr", "DSC08196_hdr.preview.jpg", "DSC08201_hdr.exr", "DSC08201_hdr.preview.jpg"]
+    assert written == ["DSC08196_hdr.exr", "DSC08196_hdr.exr.preview.jpg", "DSC08201_hdr.exr", "DSC08201_hdr.exr.preview.jpg"]
     stamps = {p.name: p.stat().st_mtime_ns for p in (card / "hdr").iterdir()}
     r = run_cli("batch", str(card), "--json", env=env)
     assert r.returncode == 0
@@ -172,7 +187,7 @@ def test_corrupt_file_fails_its_bracket_only(env, tmp_path):
     assert rows[1]["reason"] == f"{bad}: damaged or truncated JPEG file; re-export or copy it again"
     assert rows[-1]["summary"]["failed"] == 1 and rows[-1]["summary"]["exit_code"] == 1
     assert sorted(p.name for p in (card / "hdr").iterdir()) == [
-        "b1_01_hdr.exr", "b1_01_hdr.preview.jpg", "b3_01_hdr.exr", "b3_01_hdr.preview.jpg",
+        "b1_01_hdr.exr", "b1_01_hdr.exr.preview.jpg", "b3_01_hdr.exr", "b3_01_hdr.exr.preview.jpg",
     ]
 
 

@@ -63,7 +63,7 @@ def test_pingpong_exr_values_size_and_metadata(env, tmp_path):
     assert ratio == pytest.approx(1.0, abs=0.05)
     # The window behind the player is saturated in the reference but not in the HDR.
     assert rgb.astype(np.float32).max() > 1.5
-    preview = cv2.imread(str(tmp_path / "pp.preview.jpg"))
+    preview = cv2.imread(str(tmp_path / "pp.exr.preview.jpg"))
     assert preview.shape == (1080, 1920, 3)
 
 
@@ -71,7 +71,7 @@ def test_kalantari_end_to_end_equals_the_network_run_directly(env, tmp_path):
     out = tmp_path / "k.exr"
     r = run_cli("fuse", *map(str, KALANTARI), "-o", str(out), "--ev=0,3,6", "--exact", "--normalize", "short", "--exr-dtype", "float", "--no-preview", env=env)
     assert r.returncode == 0, r.stderr
-    assert not (tmp_path / "k.preview.jpg").exists()
+    assert not (tmp_path / "k.exr.preview.jpg").exists()
     header, rgb = _exr(out)
     assert rgb.dtype == np.float32 and header["hdrmerge:normalize"] == "short"
     # The same frames decoded by OpenCV, the network called directly.
@@ -94,12 +94,12 @@ def test_frobisher_hdr_radiance_file(env, tmp_path):
     head = out.read_bytes()[:600].split(b"\n\n")[0].decode()
     assert head.startswith("#?RADIANCE\n") and "SOFTWARE=hdrmerge " in head
     assert "# sources: IMG_2600.jpg IMG_2601.jpg IMG_2602.jpg" in head
-    assert "# camera: Canon EOS 5D Mark II" in head
+    assert "\n# camera: Canon EOS 5D Mark II\n" in head  # the make once, not "Canon Canon EOS ..."
     img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)  # OpenCV's own Radiance reader
     assert img.shape == (426, 640, 3) and img.dtype == np.float32
     assert 0.0 <= img.min() and img.max() <= 1.0 + 1e-6  # short domain: clamped to [0, 1]
     # mu-law preview is the tonemap of exactly this image (to JPEG precision).
-    preview = cv2.imread(str(tmp_path / "f.preview.jpg")).astype(np.float32) / 255.0
+    preview = cv2.imread(str(tmp_path / "f.hdr.preview.jpg")).astype(np.float32) / 255.0
     expected = np.log1p(5000 * img) / math.log1p(5000)
     assert np.abs(preview - expected).mean() < 0.01
 

@@ -106,21 +106,21 @@ def test_exception_existing_output_is_not_replaced(env, bracket, tmp_path):
 
 
 def test_exception_existing_preview_is_not_replaced(env, bracket, tmp_path):
-    (tmp_path / "x.preview.jpg").write_bytes(b"precious")
+    (tmp_path / "x.exr.preview.jpg").write_bytes(b"precious")
     r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), env=env)
-    _fails(r, 2, f"{tmp_path / 'x.preview.jpg'} exists already; pass --overwrite to replace it")
+    _fails(r, 2, f"{tmp_path / 'x.exr.preview.jpg'} exists already; pass --overwrite to replace it")
     assert not (tmp_path / "x.exr").exists()
 
 
 def test_overwrite_replaces_both_outputs(env, bracket, tmp_path):
     out = tmp_path / "x.exr"
     out.write_bytes(b"old")
-    (tmp_path / "x.preview.jpg").write_bytes(b"old")
+    (tmp_path / "x.exr.preview.jpg").write_bytes(b"old")
     r = run_cli("fuse", *map(str, bracket), "-o", str(out), "--overwrite", "--quiet", env=env)
     assert r.returncode == 0 and r.stderr == ""
     assert out.read_bytes()[:4] == b"\x76\x2f\x31\x01"  # OpenEXR magic
-    assert cv2.imread(str(tmp_path / "x.preview.jpg")).shape == (64, 96, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr", "x.preview.jpg"]
+    assert cv2.imread(str(tmp_path / "x.exr.preview.jpg")).shape == (64, 96, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr", "x.exr.preview.jpg"]
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_exception_no_weights_and_no_network(isolated_env, bracket, tmp_path):
     r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), env=dict(isolated_env, HF_HUB_OFFLINE="1"))
     _fails(r, 1, "safnet-s is not cached and HF_HUB_OFFLINE is set, so it cannot be downloaded; unset HF_HUB_OFFLINE, "
            "or fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`")
-    assert not (tmp_path / "x.exr").exists() and not (tmp_path / "x.preview.jpg").exists()
+    assert not (tmp_path / "x.exr").exists() and not (tmp_path / "x.exr.preview.jpg").exists()
     assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
 
@@ -226,3 +226,13 @@ def test_exception_exposure_bias_of_1000_ev(env, tmp_path):
     _fails(r, 2, "EXIF exposure bias puts b2.jpg 1002.00 stops above b0.jpg, but a bracket spans at most 20 stops; "
            "the metadata is wrong; pass --ev")
     _no_outputs(out)
+
+
+def test_exr_then_hdr_of_one_stem_write_distinct_previews(env, bracket, tmp_path):
+    """The default preview is named after the output's whole file name, so
+    `-o x.exr` then `-o x.hdr` is not refused over a shared x.preview.jpg."""
+    for name in ("x.exr", "x.hdr"):
+        r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / name), "--quiet", env=env)
+        assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr", "x.exr.preview.jpg", "x.hdr", "x.hdr.preview.jpg"]
+    assert cv2.imread(str(tmp_path / "x.hdr.preview.jpg")).shape == (64, 96, 3)

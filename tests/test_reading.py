@@ -12,7 +12,7 @@ import pytest
 import rawpy
 
 from hdrmerge.errors import InputError
-from hdrmerge.reading import _captured_c_stderr, read_exif, read_frame, read_frames
+from hdrmerge.reading import Exif, _captured_c_stderr, read_exif, read_frame, read_frames
 from hdrmerge.synthetic import ShotInfo, write_jpeg
 from tests.conftest import DATA
 
@@ -100,6 +100,23 @@ def test_exif_of_real_camera_files():
     assert (s.make, s.model, s.iso, s.fnumber, s.exposure_bias) == ("SONY", "DSC-RX100M6", 4000.0, 3.2, -1.3)
     assert s.exposure_time == pytest.approx(1 / 30)
     assert read_exif(DATA / "merianos_fusion_noexif" / "Flowers" / "Flowers1.jpg").has_exposure is False
+
+
+@pytest.mark.parametrize(
+    ("make", "model", "camera"),
+    [
+        ("Canon", "Canon EOS 1000D", "Canon EOS 1000D"),  # the make repeated in the model
+        ("NIKON CORPORATION", "NIKON D750", "NIKON D750"),
+        ("SONY", "DSC-RX100M6", "SONY DSC-RX100M6"),
+        (None, "X100V", "X100V"),
+        ("Canon", None, "Canon"),
+        (None, None, None),
+    ],
+)
+def test_camera_name_states_the_make_once(make, model, camera):
+    assert Exif(make=make, model=model).camera == camera
+    if make == "Canon" and model:  # and on a real file of that camera
+        assert read_exif(DATA / "ius_pingpong" / "Img1.JPG").camera == "Canon EOS 1000D"
 
 
 def test_exif_written_by_our_synthetic_camera_reads_back(tmp_path):

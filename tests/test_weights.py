@@ -181,14 +181,24 @@ def test_cli_weights_list_offline_json(isolated_env):
     rows = {row["name"]: row for row in json.loads(r.stdout)["checkpoints"]}
     assert rows["safnet-s"]["where"].endswith("SAFNet_S_siggraph17.pth (HDRMERGE_WEIGHTS_DIR)")
     assert rows["safnet"]["cached"] is False
+    assert rows["safnet"]["where"] == "not here; HF_HUB_OFFLINE is set: `hdrmerge weights install safnet PATH`"
+    online = json.loads(run_cli("weights", "list", "--json", env=dict(env, HF_HUB_OFFLINE="0")).stdout)
+    where = {row["name"]: row["where"] for row in online["checkpoints"]}
+    assert where["safnet"] == f"downloaded on first use to {Path(isolated_env['HDRMERGE_CACHE_DIR']) / 'safnet.safetensors'}"
     assert "academic research use only" in rows["safnet"]["licence"]
 
 
 def test_cli_weights_list_table_shows_licence(isolated_env):
     r = run_cli("weights", "list", env=isolated_env)
     assert r.returncode == 0
-    assert "safnet-challenge123" in r.stdout.replace("\n", "") or "safnet-challe" in r.stdout
-    assert "academic research use only" in r.stdout
+    # Piped: tab-separated lines, nothing wrapped; the licence note on stderr.
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert rows[0] == ["name", "architecture", "training set", "licence", "cached", "where"]
+    assert [row[0] for row in rows[1:]] == list(CHECKPOINTS)
+    cache = isolated_env["HDRMERGE_CACHE_DIR"]
+    assert rows[1 + list(CHECKPOINTS).index("safnet-challenge123")] == ["safnet-challenge123", "SAFNet", "Challenge123", "academic only", "no",
+                       f"downloaded on first use to {cache}/safnet-challenge123.safetensors"]
+    assert "academic research use only" in r.stderr
 
 
 def test_cli_install_then_verify(isolated_env):
@@ -296,8 +306,9 @@ def test_cli_weights_list_shows_afunet_licence(isolated_env):
         assert rows[name]["origin"].startswith("github.com/eezkni/AFUNet pretrain_model/")
     r = run_cli("weights", "list", env=dict(isolated_env, COLUMNS="250"))
     assert r.returncode == 0
-    assert "Licence of afunet-kalantari, afunet-hu, afunet-tel: MIT, as stated by the AFUNet authors' README" in r.stdout
-    assert "no separate statement covers the checkpoints" in r.stdout.replace("\n", " ")
+    # Piped, stdout holds the table's tab-separated lines; the licence notes go to stderr.
+    assert "Licence of afunet-kalantari, afunet-hu, afunet-tel: MIT, as stated by the AFUNet authors' README" in r.stderr
+    assert "no separate statement covers the checkpoints" in r.stderr.replace("\n", " ")
 
 
 def test_cli_install_refuses_afunet_file_with_other_blob_id(isolated_env, afunet_pth):

@@ -22,7 +22,7 @@ from hdrmerge.cli import eval as eval_cmd
 from hdrmerge.cli import fuse as fuse_cmd
 from hdrmerge.cli import synth as synth_cmd
 from hdrmerge.cli import weights as weights_cmd
-from hdrmerge.cli.common import DebugOpt
+from hdrmerge.cli.common import DebugOpt, ReadmeCommand
 from hdrmerge.errors import EXIT_FAILURE, EXIT_USAGE, HdrmergeError
 
 app = typer.Typer(
@@ -34,10 +34,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("fuse", no_args_is_help=True)(fuse_cmd.fuse)
-app.command("batch", no_args_is_help=True)(batch_cmd.batch)
-app.command("eval", no_args_is_help=True)(eval_cmd.eval_)
-app.command("synth", no_args_is_help=True)(synth_cmd.synth)
+app.command("fuse", no_args_is_help=True, cls=ReadmeCommand)(fuse_cmd.fuse)
+app.command("batch", no_args_is_help=True, cls=ReadmeCommand)(batch_cmd.batch)
+app.command("eval", no_args_is_help=True, cls=ReadmeCommand)(eval_cmd.eval_)
+app.command("synth", no_args_is_help=True, cls=ReadmeCommand)(synth_cmd.synth)
 app.add_typer(weights_cmd.app, name="weights")
 
 

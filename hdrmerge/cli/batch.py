@@ -44,6 +44,8 @@ from hdrmerge.cli.common import (
     fuse_options,
     out_console,
     print_json,
+    print_note,
+    print_table,
     status,
     warn,
 )
@@ -97,26 +99,26 @@ def _plan_table(rows: list[Any], title: str) -> Table:
 
 
 def batch(
-    folder: Annotated[Path, typer.Argument(help="Folder with the shots.", show_default=False)],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder with the shots.", show_default=False)],
     outdir: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Where merged files go (default: FOLDER/hdr).", show_default=False),
+        typer.Option("--output", "-o", metavar="DIR", help="Where merged files go (default: FOLDER/hdr).", show_default=False),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.", case_sensitive=False)] = Format.exr,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also look in subfolders.")] = False,
     group_size: Annotated[
         int | None,
-        typer.Option("--group-size", help="Fixed groups of N shots in capture (or file-name) order.", show_default=False),
+        typer.Option("--group-size", metavar="N", help="Fixed groups of N shots in capture (or file-name) order.", show_default=False),
     ] = None,
     gap: Annotated[
-        float, typer.Option("--gap", help="Seconds between shots of one bracket, plus the previous shot's exposure time.")
+        float, typer.Option("--gap", metavar="SECONDS", help="Seconds between shots of one bracket, plus the previous shot's exposure time.")
     ] = 3.0,
     name: Annotated[
         str,
-        typer.Option("--name", help="Output name template: {stem} {index} {date} {time} {camera}; the extension is added."),
+        typer.Option("--name", metavar="TEMPLATE", help="Output name template: {stem} {index} {date} {time} {camera}; the extension is added."),
     ] = "{stem}_hdr",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; merge nothing, load no network.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
     response: ResponseOpt = "auto",
     exact: ExactOpt = False,
     model: ModelOpt = None,
@@ -133,7 +135,10 @@ def batch(
     no_preview: Annotated[bool, typer.Option("--no-preview", help="Write no previews.")] = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    json_: JsonOpt = False,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="JSON lines on stdout instead of tables: one object per bracket, then a summary line."),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Find the brackets in a folder and merge each one.
@@ -141,6 +146,7 @@ def batch(
     Exit codes: 0 when every bracket was merged or already done; 1 when any
     bracket failed; 2 bad usage; 130 stopped by Ctrl-C.
     """
+    from hdrmerge.batch import PLAN_STATUSES
     from hdrmerge.batch import plan as make_plan
     from hdrmerge.batch import scan
     from hdrmerge.pipeline import prepare, run_prepared
@@ -164,9 +170,10 @@ def batch(
         if json_:
             for b in the_plan.brackets:
                 print_json(b.to_json())
-            print_json({"summary": the_plan.counts(), "dry_run": True})
+            counts = the_plan.counts()
+            print_json({"summary": {s: counts.get(s, 0) for s in PLAN_STATUSES}, "dry_run": True})
         else:
-            out_console.print(_plan_table(the_plan.brackets, f"Plan for {folder} ({len(files)} files)"))
+            print_table(_plan_table(the_plan.brackets, f"Plan for {folder} ({len(files)} files)"))
         return
 
     todo = [b for b in the_plan.brackets if b.status == "merge"]
@@ -300,13 +307,13 @@ def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summ
         if state == "merged" and b.output:
             detail = b.output.name + (f"\n{detail}" if detail else "")
         table.add_row(str(b.index), b.shots[0].label, state, detail)
-    out_console.print(table)
+    print_table(table)
     line = (
         f"merged {summary['merged']}, already done {summary['done']}, singles {summary['single']}, "
         f"incomplete {summary['incomplete']}, failed {summary['failed']}"
         + (f", not started {summary['not_started']}" if summary["not_started"] else "")
         + f" in {summary['seconds']:.1f} s"
     )
-    out_console.print(line, markup=False)
+    print_note(line)
     if interrupted:
         err_console.print("stopped by Ctrl-C; run the same command again to continue", markup=False)

@@ -12,14 +12,51 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperCommand
 
 from hdrmerge.errors import InputError
 
 #: Status, progress and warnings go to stderr; stdout is for results (--json).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
+
+
+class ReadmeCommand(TyperCommand):
+    """A command whose usage line reads like the README: ``IN1 IN2 IN3``, ``FOLDER``.
+
+    Typer writes an argument as ``{inputs}...`` in the usage line and adds
+    its Python type (``<list[Path]>``) in the argument list; every argument
+    here has a metavar, and it is shown as written, alone. Options without a
+    metavar show their choices (``auto|cuda|mps|cpu``) or their name in
+    capitals (``--seed SEED``), not a Python type (``<int>``).
+    """
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(param.metavar or param.name.upper())  # type: ignore[union-attr]
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar:
+                param.display_type_rich = lambda ctx=None: ""  # type: ignore[method-assign,attr-defined]
+            elif param.param_type_name == "option" and param.metavar is None and not getattr(param, "is_flag", False):
+                # Typer keeps the choices on its type descriptor (newer) or click type (older).
+                desc = getattr(param, "type_descriptor", None)
+                choices = desc.choices if desc is not None and desc.is_choice else getattr(getattr(param, "type", None), "choices", None)
+                param.metavar = (
+                    "|".join(str(getattr(c, "value", c)) for c in choices) if choices else (param.name or "").upper()
+                )
+        super().format_help(ctx, formatter)
 
 
 class Device(str, Enum):
@@ -50,6 +87,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Registered checkpoint to use (see `hdrmerge weights list`); default safnet-s.",
+        metavar="NAME",
         show_default=False,
     ),
 ]
@@ -58,6 +96,7 @@ WeightsOpt = Annotated[
     typer.Option(
         "--weights",
         help="A checkpoint file (.safetensors or .pth) to use instead of a registered one.",
+        metavar="PATH",
         dir_okay=False,
         show_default=False,
     ),
@@ -67,6 +106,7 @@ HubRepoOpt = Annotated[
     typer.Option(
         "--hub-repo",
         help="Hugging Face Hub repository to download from (also HDRMERGE_HUB_REPO).",
+        metavar="ID",
         show_default=False,
     ),
 ]
@@ -134,15 +174,16 @@ FlowScaleOpt = Annotated[
         "--flow-scale",
         help="Scale at which flows and masks are estimated: a number (the paper uses 0.5) or auto "
         "(longer side near 750 px, as in training; see docs/performance.md).",
+        metavar="S|auto",
     ),
 ]
 TileOpt = Annotated[
     int | None,
-    typer.Option("--tile", help="Tile size in pixels for the full-resolution stage (default: from available memory).", show_default=False),
+    typer.Option("--tile", metavar="N", help="Tile size in pixels for the full-resolution stage (default: from available memory).", show_default=False),
 ]
 MaxMemoryOpt = Annotated[
     str | None,
-    typer.Option("--max-memory", help="Memory the tiles may use, e.g. 4GB (default: half of what is free).", show_default=False),
+    typer.Option("--max-memory", metavar="SIZE", help="Memory the tiles may use, e.g. 4GB (default: half of what is free on a GPU; on the CPU at most 512MiB).", show_default=False),
 ]
 NormalizeOpt = Annotated[
     Normalize,
@@ -236,6 +277,34 @@ def print_json(obj: Any) -> None:
     """Exactly one JSON object, one line, on stdout."""
     sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
     sys.stdout.flush()
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout: drawn with a border on a terminal, tab-separated otherwise.
+
+    Piped or redirected, a table is one header line and one line per row,
+    cells separated by tabs and never wrapped or cut, so names, paths and
+    hashes stay whole for ``cut``, ``awk`` or a spreadsheet; a line break
+    inside a cell becomes ``; ``. The title is left out (see :func:`print_note`).
+    """
+    if out_console.is_terminal:
+        out_console.print(table)
+        return
+
+    def cell(value: Any) -> str:
+        text = value.plain if isinstance(value, Text) else str(value)
+        return "; ".join(text.splitlines()).replace("\t", " ")
+
+    lines = ["\t".join(cell(c.header) for c in table.columns)]
+    lines += ["\t".join(cell(v) for v in row) for row in zip(*(list(c.cells) for c in table.columns))]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def print_note(message: str) -> None:
+    """A line that goes with a table: on stdout on a terminal, else on stderr,
+    so that piped stdout holds the table's tab-separated lines only."""
+    (out_console if out_console.is_terminal else err_console).print(message, markup=False)
 
 
 def status(message: str, *, quiet: bool = False) -> None:

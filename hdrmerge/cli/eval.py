@@ -31,21 +31,22 @@ from hdrmerge.cli.common import (
     out_console,
     parse_flow_scale,
     print_json,
+    print_table,
     status,
 )
 
 
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="Test set folder (Kalantari 2017, Tel 2023, Hu 2020, Challenge123, or hdrmerge synth output).", show_default=False)],
+    dataset: Annotated[Path, typer.Argument(metavar="DATASET", help="Test set folder (Kalantari 2017, Tel 2023, Hu 2020, Challenge123, or hdrmerge synth output).", show_default=False)],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for eval.csv and eval.json (created if needed).", show_default=False),
+        typer.Option("--out", metavar="DIR", help="Folder for eval.csv and eval.json (created if needed).", show_default=False),
     ] = None,
     save_dir: Annotated[
         Path | None,
-        typer.Option("--save-dir", help="Keep each scene's predicted HDR and the previews of all methods here.", show_default=False),
+        typer.Option("--save-dir", metavar="DIR", help="Keep each scene's predicted HDR and the previews of all methods here.", show_default=False),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N scenes.", show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="Only the first N scenes.", show_default=False)] = None,
     response: ResponseOpt = "auto",
     exact: ExactOpt = False,
     model: ModelOpt = None,
@@ -113,6 +114,6 @@ def eval_(
         for i, method in enumerate(METHODS):
             v = metrics[method]
             table.add_row(name if i == 0 else "", method, fmt_db(v["psnr_mu"]), fmt_db(v["psnr_l"]), f"{v['ssim_mu']:.4f}", f"{v['ssim_l']:.4f}", end_section=i == len(METHODS) - 1)
-    out_console.print(table)
+    print_table(table)
     if out is not None:
         status(f"wrote {out / 'eval.csv'} and {out / 'eval.json'}", quiet=not chatty)

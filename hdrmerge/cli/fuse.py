@@ -45,15 +45,15 @@ from hdrmerge.errors import InputError
 def fuse(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="The three shots of the bracket, in any order (JPEG, PNG, TIFF or camera RAW).", show_default=False),
+        typer.Argument(metavar="IN1 IN2 IN3", help="The three shots of the bracket, in any order (JPEG, PNG, TIFF or camera RAW).", show_default=False),
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Output file; .hdr (Radiance) or .exr (OpenEXR).", show_default=False),
+        typer.Option("--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance) or .exr (OpenEXR).", show_default=False),
     ],
     ev: Annotated[
         str | None,
-        typer.Option("--ev", help="Exposure values in stops, in input order, overriding metadata (e.g. --ev=-2,0,2).", show_default=False),
+        typer.Option("--ev", metavar="A,B,C", help="Exposure values in stops, in input order, overriding metadata (e.g. --ev=-2,0,2).", show_default=False),
     ] = None,
     response: ResponseOpt = "auto",
     exact: ExactOpt = False,
@@ -70,12 +70,12 @@ def fuse(
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
     preview: Annotated[
         Path | None,
-        typer.Option("--preview", help="Where to write the preview (default: <output stem>.preview.jpg).", show_default=False),
+        typer.Option("--preview", metavar="PATH", help="Where to write the preview (default: <output file name>.preview.jpg, e.g. out.exr.preview.jpg).", show_default=False),
     ] = None,
     no_preview: Annotated[bool, typer.Option("--no-preview", help="Write no preview.")] = False,
     debug_dir: Annotated[
         Path | None,
-        typer.Option("--debug-dir", help="Also write flows, masks and the first-stage HDR as PNGs here.", show_default=False),
+        typer.Option("--debug-dir", metavar="DIR", help="Also write flows, masks and the first-stage HDR as PNGs here.", show_default=False),
     ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,

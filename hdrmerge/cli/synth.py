@@ -12,9 +12,9 @@ from hdrmerge.errors import InputError
 
 
 def synth(
-    hdr_dir: Annotated[Path, typer.Argument(help="Folder of HDR photographs (.exr, .hdr).", show_default=False)],
-    out_dir: Annotated[Path, typer.Argument(help="Where the test set is written (Kalantari layout).", show_default=False)],
-    ev: Annotated[str, typer.Option("--ev", help="Exposure values of the three shots, stops (e.g. --ev=-2,0,2).")] = "-2,0,2",
+    hdr_dir: Annotated[Path, typer.Argument(metavar="HDR_DIR", help="Folder of HDR photographs (.exr, .hdr).", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Where the test set is written (Kalantari layout).", show_default=False)],
+    ev: Annotated[str, typer.Option("--ev", metavar="A,B,C", help="Exposure values of the three shots, stops (e.g. --ev=-2,0,2).")] = "-2,0,2",
     noise: Annotated[float, typer.Option("--noise", help="Read-noise sigma in linear units (shot noise scales with it); 0 for none.")] = 0.002,
     shift: Annotated[float, typer.Option("--shift", help="Largest hand-held shift of the outer shots, pixels.")] = 4.0,
     objects: Annotated[int, typer.Option("--objects", help="Moving foreground objects per scene.")] = 2,

@@ -12,9 +12,12 @@ from hdrmerge.cli.common import (
     HubRepoOpt,
     JsonOpt,
     QuietOpt,
+    ReadmeCommand,
     err_console,
     out_console,
     print_json,
+    print_note,
+    print_table,
     status,
 )
 from hdrmerge.errors import EXIT_FAILURE, HdrmergeError
@@ -25,22 +28,27 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-NameArg = Annotated[str, typer.Argument(help="Checkpoint name, e.g. safnet-s (see `hdrmerge weights list`).")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Checkpoint name, e.g. safnet-s (see `hdrmerge weights list`).")]
 
 
 def _where(name: str) -> tuple[bool, str]:
-    """Whether ``name`` is cached, and where it would be loaded from."""
+    """Whether ``name`` is cached, and where it would be loaded from (or go to)."""
     from hdrmerge.weights import weights_dir_file
+    from hdrmerge.weights.download import offline
     from hdrmerge.weights.store import cached_path
 
     ckpt = CHECKPOINTS[name]
     if (p := weights_dir_file(ckpt)) is not None:
         return cached_path(ckpt).is_file(), f"{p} (HDRMERGE_WEIGHTS_DIR)"
     cp = cached_path(ckpt)
-    return cp.is_file(), str(cp) if cp.is_file() else "-"
+    if cp.is_file():
+        return True, str(cp)
+    if offline():
+        return False, f"not here; HF_HUB_OFFLINE is set: `hdrmerge weights install {name} PATH`"
+    return False, f"downloaded on first use to {cp}"
 
 
-@app.command("list")
+@app.command("list", cls=ReadmeCommand)
 def list_(json_: JsonOpt = False) -> None:
     """Show the known checkpoints, their licence, and whether they are on this machine."""
     rows = []
@@ -69,14 +77,14 @@ def list_(json_: JsonOpt = False) -> None:
             r["name"], r["arch"], r["training_set"], CHECKPOINTS[r["name"]].licence_short,
             "yes" if r["cached"] else "no", r["where"]
         )
-    out_console.print(table)
+    print_table(table)
     # Each family's licence in full, as its authors state it.
     for licence in dict.fromkeys(c.licence for c in CHECKPOINTS.values()):
         names = ", ".join(c.name for c in CHECKPOINTS.values() if c.licence == licence)
-        out_console.print(f"Licence of {names}: {licence}.", markup=False)
+        print_note(f"Licence of {names}: {licence}.")
 
 
-@app.command()
+@app.command(cls=ReadmeCommand)
 def download(name: NameArg, hub_repo: HubRepoOpt = None, quiet: QuietOpt = False, json_: JsonOpt = False) -> None:
     """Download a checkpoint (Hub first, then the authors' address), verify it, cache it."""
     from hdrmerge.weights.download import download as fetch
@@ -90,10 +98,10 @@ def download(name: NameArg, hub_repo: HubRepoOpt = None, quiet: QuietOpt = False
         out_console.print(f"{name}: verified and cached at {path}", markup=False)
 
 
-@app.command()
+@app.command(cls=ReadmeCommand)
 def install(
     name: NameArg,
-    path: Annotated[Path, typer.Argument(help="A local copy of the checkpoint file.", dir_okay=False)],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A local copy of the checkpoint file.", dir_okay=False)],
     json_: JsonOpt = False,
 ) -> None:
     """Verify a local checkpoint file and put it in the cache (for machines that cannot download)."""
@@ -106,9 +114,9 @@ def install(
         out_console.print(f"{name}: verified and cached at {dest}", markup=False)
 
 
-@app.command()
+@app.command(cls=ReadmeCommand)
 def verify(
-    names: Annotated[list[str] | None, typer.Argument(help="Checkpoints to check; default all cached.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", help="Checkpoints to check; default all cached.", show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Re-check cached checkpoints (and files in HDRMERGE_WEIGHTS_DIR); exit 1 if any is damaged."""
@@ -145,6 +153,6 @@ def verify(
             table.add_column(col, overflow="fold")
         for r in results:
             table.add_row(r["name"], r["where"], ("ok: " if r["ok"] else "FAILED: ") + r["detail"])
-        out_console.print(table)
+        print_table(table)
     if bad:
         raise typer.Exit(EXIT_FAILURE)
