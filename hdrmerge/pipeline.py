@@ -48,6 +48,7 @@ class FuseOptions:
     normalize: str = "reference"
     exr_dtype: str = "half"
     exr_compression: str = "zip"
+    dng_dtype: str = "half"
     preview: Path | None = None  # None: writing.preview_path(output)
     no_preview: bool = False
     debug_dir: Path | None = None
@@ -348,6 +349,10 @@ def run_prepared(
                 staged.stage(output), hdr_out, _exr_attributes(bracket, report),
                 dtype=options.exr_dtype, compression=options.exr_compression,
             )
+        elif fmt == "dng":
+            from hdrmerge.dng import dng_metadata, write_dng
+
+            write_dng(staged.stage(output), hdr_out, dng_metadata(bracket, report), dtype=options.dng_dtype)
         else:
             write_hdr(staged.stage(output), hdr_out, _hdr_header(bracket, report))
         staged.commit()

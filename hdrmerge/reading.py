@@ -101,18 +101,36 @@ class Exif:
         return self.exposure_time is not None or self.shutter_apex is not None
 
 
+@dataclass(frozen=True)
+class CameraColour:
+    """How LibRaw turned one RAW shot's camera RGB into linear sRGB.
+
+    ``xyz_to_camera``: 3×3, XYZ (D65) → camera RGB, LibRaw's ``rgb_xyz_matrix``
+    (Adobe's ColorMatrix for D65). ``camera_to_srgb``: 3×3, white-balanced
+    camera RGB → linear sRGB, LibRaw's ``rgb_cam`` (rows sum to 1).
+    ``wb``: the R, G, B multipliers LibRaw applied (the camera's white balance).
+    """
+
+    xyz_to_camera: np.ndarray
+    camera_to_srgb: np.ndarray
+    wb: tuple[float, float, float]
+
+
 @dataclass
 class Frame:
     """One decoded shot.
 
     ``pixels``: H×W×3 RGB, uint8 or uint16, gamma-2.2 encoded LDR (for RAW,
     the linear decode raised to 1/2.2). ``kind``: jpeg, png, tiff or raw.
+    ``colour``: for RAW, how LibRaw converted the camera's RGB to sRGB
+    (None where it had no colour matrix for the camera, and for other kinds).
     """
 
     path: Path
     pixels: np.ndarray
     kind: str
     exif: Exif = field(default_factory=Exif)
+    colour: CameraColour | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -293,8 +311,8 @@ def _decode_raster(path: Path, data: bytes, kind: str) -> np.ndarray:
     return _to_rgb(img, path)
 
 
-def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
-    """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata."""
+def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None, CameraColour | None]:
+    """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata and colour."""
     import rawpy
 
     with _captured_c_stderr(path) as printed:
@@ -313,6 +331,7 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
                     user_flip=None,  # LibRaw applies the camera's orientation itself
                 )
                 other = getattr(raw, "other", None)
+                colour = camera_colour_from_libraw(raw)
         except (rawpy.LibRawError, OSError, ValueError) as exc:
             reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
             raise _DamagedRaw(reason) from exc
@@ -323,7 +342,50 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None]:
     # Linear [0, 1] → the network's gamma-2.2 domain, kept as 16-bit.
     lut = (np.linspace(0.0, 1.0, 65536) ** (1.0 / GAMMA) * 65535.0 + 0.5).astype(np.uint16)
     pixels = lut[linear]
-    return np.ascontiguousarray(pixels), exif_from_libraw(other)
+    return np.ascontiguousarray(pixels), exif_from_libraw(other), colour
+
+
+#: Linear sRGB → XYZ (D65), IEC 61966-2-1; the matrix LibRaw builds its camera → sRGB matrices on.
+SRGB_TO_XYZ = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+
+
+def camera_colour_from_libraw(raw: Any) -> CameraColour | None:
+    """The :class:`CameraColour` of an open ``rawpy.RawPy`` after ``postprocess``, or None.
+
+    None when LibRaw converted nothing (no colour matrix for the camera: its
+    RGB went out unconverted, which hdrmerge then takes as sRGB), when the
+    sensor is not RGB (CMYG) or when its multipliers are unusable.
+
+    The XYZ → camera matrix is the one consistent with the camera → sRGB
+    matrix LibRaw applied: LibRaw's ``rgb_xyz_matrix`` (the camera's Adobe
+    matrix) when it produced that conversion; otherwise (a DNG's own
+    matrices, which LibRaw uses without reporting them) it is recovered from
+    ``rgb_cam = (rows of cam_xyz · SRGB_TO_XYZ scaled to sum 1)⁻¹``, the row
+    scales being LibRaw's daylight multipliers ``pre_mul = 1 / row sums``.
+    """
+    if raw.num_colors != 3 or not bytes(raw.color_desc).startswith(b"RGB"):
+        return None
+    cam_to_srgb = np.asarray(raw.color_matrix, np.float64)[:, :3]
+    if np.allclose(cam_to_srgb, np.eye(3), atol=1e-3) or abs(np.linalg.det(cam_to_srgb)) < 1e-6:
+        return None
+    wb = [float(v) for v in raw.camera_whitebalance[:3]]
+    if not all(math.isfinite(v) and v > 0 for v in wb):
+        wb = [float(v) for v in raw.daylight_whitebalance[:3]]  # what LibRaw falls back to
+    if not all(math.isfinite(v) and v > 0 for v in wb):
+        return None
+    xyz_to_cam = np.asarray(raw.rgb_xyz_matrix, np.float64)[:3]
+    if np.any(xyz_to_cam):
+        cam_rgb = xyz_to_cam @ SRGB_TO_XYZ
+        cam_rgb /= cam_rgb.sum(axis=1, keepdims=True)
+        if np.allclose(np.linalg.inv(cam_rgb), cam_to_srgb, atol=2e-3):
+            return CameraColour(xyz_to_cam, cam_to_srgb, (wb[0], wb[1], wb[2]))
+    daylight = np.asarray(raw.daylight_whitebalance[:3], np.float64)
+    if not np.all(np.isfinite(daylight) & (daylight > 0)):
+        return None
+    xyz_to_cam = np.diag(1.0 / daylight) @ np.linalg.inv(cam_to_srgb) @ np.linalg.inv(SRGB_TO_XYZ)
+    return CameraColour(xyz_to_cam / np.abs(xyz_to_cam).max(), cam_to_srgb, (wb[0], wb[1], wb[2]))
 
 
 def exif_from_libraw(other: Any) -> Exif | None:
@@ -489,8 +551,8 @@ def read_frame(path: Path | str) -> Frame:
     # TIFF containers hold both ordinary images and most camera RAW formats
     # (DNG, CR2, NEF, ARW…): LibRaw decides, and refuses ordinary TIFFs.
     try:
-        pixels, raw_meta = _decode_raw(path)
-        return Frame(path, pixels, "raw", _merge_exif(exif, raw_meta))
+        pixels, raw_meta, colour = _decode_raw(path)
+        return Frame(path, pixels, "raw", _merge_exif(exif, raw_meta), colour)
     except _NotRaw:
         if kind != "tiff":
             raise InputError(

@@ -21,7 +21,7 @@ from hdrmerge.errors import InputError, OutputError
 
 #: μ of the μ-law tonemap used by the papers and the preview (spec section 9).
 MU = 5000.0
-FORMATS = {".hdr": "hdr", ".exr": "exr"}
+FORMATS = {".hdr": "hdr", ".exr": "exr", ".dng": "dng"}
 EXR_COMPRESSIONS = ("zip", "piz")
 #: Mid-grey reflectance and the reflected-light meter constant (ISO 2720) used
 #: by ``--normalize absolute`` to put values near luminance in cd/m².
@@ -30,10 +30,10 @@ _METER_K = 12.5
 
 
 def output_format(path: Path) -> str:
-    """``hdr`` or ``exr`` from the output's extension; InputError otherwise."""
+    """``hdr``, ``exr`` or ``dng`` from the output's extension; InputError otherwise."""
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"{path}: the output must end in .hdr (Radiance) or .exr (OpenEXR)")
+        raise InputError(f"{path}: the output must end in .hdr (Radiance), .exr (OpenEXR) or .dng (DNG)")
     return fmt
 
 

@@ -141,7 +141,7 @@ def test_exception_bad_options(env, bracket, tmp_path, args, message):
 
 def test_exception_bad_output_extension(env, bracket, tmp_path):
     r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.png"), env=env)
-    _fails(r, 2, f"{tmp_path / 'x.png'}: the output must end in .hdr (Radiance) or .exr (OpenEXR)")
+    _fails(r, 2, f"{tmp_path / 'x.png'}: the output must end in .hdr (Radiance), .exr (OpenEXR) or .dng (DNG)")
 
 
 def test_exception_weights_of_wrong_architecture(env, bracket, tmp_path):

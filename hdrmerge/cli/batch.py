@@ -20,6 +20,8 @@ from hdrmerge.cli.common import (
     DebugOpt,
     Device,
     DeviceOpt,
+    DngDtype,
+    DngDtypeOpt,
     ExrCompression,
     ExrCompressionOpt,
     ExrDtype,
@@ -57,6 +59,7 @@ EXIT_INTERRUPTED = 130
 class Format(str, Enum):
     exr = "exr"
     hdr = "hdr"
+    dng = "dng"
 
 
 class _StopFlag:
@@ -132,6 +135,7 @@ def batch(
     normalize: NormalizeOpt = Normalize.reference,
     exr_dtype: ExrDtypeOpt = ExrDtype.half,
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
+    dng_dtype: DngDtypeOpt = DngDtype.half,
     no_preview: Annotated[bool, typer.Option("--no-preview", help="Write no previews.")] = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -155,7 +159,10 @@ def batch(
         raise InputError(f"--jobs {jobs}: must be at least 1")
     if gap < 0:
         raise InputError(f"--gap {gap}: must not be negative")
-    options = fuse_options(flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact)
+    options = fuse_options(
+        flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact,
+        dng_dtype=dng_dtype.value,
+    )
     outdir = outdir or folder / "hdr"
     files = scan(folder, recursive=recursive, exclude=[outdir])
     if not files:

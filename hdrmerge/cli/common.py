@@ -127,6 +127,11 @@ class ExrDtype(str, Enum):
     float = "float"
 
 
+class DngDtype(str, Enum):
+    half = "half"
+    float = "float"
+
+
 class ExrCompression(str, Enum):
     zip = "zip"
     piz = "piz"
@@ -195,6 +200,10 @@ NormalizeOpt = Annotated[
     ),
 ]
 ExrDtypeOpt = Annotated[ExrDtype, typer.Option("--exr-dtype", help="Sample type of .exr output.", case_sensitive=False)]
+DngDtypeOpt = Annotated[
+    DngDtype,
+    typer.Option("--dng-dtype", help="Floating-point sample type of .dng output (see docs/formats.md).", case_sensitive=False),
+]
 ExrCompressionOpt = Annotated[
     ExrCompression, typer.Option("--exr-compression", help="Lossless compression of .exr output.", case_sensitive=False)
 ]

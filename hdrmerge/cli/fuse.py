@@ -12,6 +12,8 @@ from hdrmerge.cli.common import (
     DebugOpt,
     Device,
     DeviceOpt,
+    DngDtype,
+    DngDtypeOpt,
     ExrCompression,
     ExrCompressionOpt,
     ExrDtype,
@@ -49,7 +51,7 @@ def fuse(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance) or .exr (OpenEXR).", show_default=False),
+        typer.Option("--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance), .exr (OpenEXR) or .dng (floating-point DNG for raw editors).", show_default=False),
     ],
     ev: Annotated[
         str | None,
@@ -68,6 +70,7 @@ def fuse(
     normalize: NormalizeOpt = Normalize.reference,
     exr_dtype: ExrDtypeOpt = ExrDtype.half,
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
+    dng_dtype: DngDtypeOpt = DngDtype.half,
     preview: Annotated[
         Path | None,
         typer.Option("--preview", metavar="PATH", help="Where to write the preview (default: <output file name>.preview.jpg, e.g. out.exr.preview.jpg).", show_default=False),
@@ -92,7 +95,7 @@ def fuse(
         raise InputError("--preview and --no-preview contradict each other; give one")
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
-        response, exact, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir,
+        response, exact, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
     )
     chatty = not (quiet or json_)
     started = time.perf_counter()
