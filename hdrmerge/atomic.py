@@ -15,9 +15,19 @@ from pathlib import Path
 from hdrmerge.errors import InputError, OutputError
 
 
-def check_writable(dest: Path, *, overwrite: bool) -> None:
+def may_replace(dest: Path, *, overwrite: bool, replace_own: bool = False) -> bool:
+    """Whether an existing ``dest`` may be replaced: with ``overwrite``, or with
+    ``replace_own`` when hdrmerge wrote it (its software tag, checked now)."""
+    if overwrite:
+        return True
+    from hdrmerge.provenance import made_by_hdrmerge
+
+    return replace_own and made_by_hdrmerge(dest)
+
+
+def check_writable(dest: Path, *, overwrite: bool, replace_own: bool = False) -> None:
     """Fail early (before any work) if ``dest`` cannot or must not be written."""
-    if dest.exists() and not overwrite:
+    if dest.exists() and not may_replace(dest, overwrite=overwrite, replace_own=replace_own):
         raise InputError(f"{dest} exists already; pass --overwrite to replace it")
     if dest.is_dir():
         raise InputError(f"{dest} is a directory; give a file name")
@@ -57,15 +67,24 @@ class StagedOutputs:
     ``commit()`` renames every staged file into place. Leaving the ``with``
     block without committing (an exception, Ctrl-C) deletes the temporaries,
     so no partial or corrupt output is ever left behind.
+
+    Files are renamed in the order they were staged: stage the main output
+    last, so that a kill between two renames never leaves it beside missing
+    companions (a set whose main file exists looks done).
+
+    ``replace_own``: an existing file that hdrmerge wrote may be replaced even
+    without ``overwrite`` (``batch`` redoing an incomplete output set); the
+    file's tag is checked again just before the rename.
     """
 
-    def __init__(self, *, overwrite: bool = False) -> None:
+    def __init__(self, *, overwrite: bool = False, replace_own: bool = False) -> None:
         self.overwrite = overwrite
+        self.replace_own = replace_own
         self._staged: list[tuple[Path, Path]] = []
 
     def check(self, dest: Path) -> None:
         """Refuse early, before any work, an output that must not be written."""
-        check_writable(Path(dest), overwrite=self.overwrite)
+        check_writable(Path(dest), overwrite=self.overwrite, replace_own=self.replace_own)
 
     def stage(self, dest: Path) -> Path:
         dest = Path(dest)
@@ -84,7 +103,7 @@ class StagedOutputs:
         for tmp, dest in self._staged:
             if not tmp.exists() or tmp.stat().st_size == 0:
                 raise OutputError(f"writing {dest} produced no data")
-            if not self.overwrite and dest.exists():
+            if dest.exists() and not may_replace(dest, overwrite=self.overwrite, replace_own=self.replace_own):
                 raise InputError(f"{dest} appeared while writing; pass --overwrite to replace it")
         done = []
         for tmp, dest in self._staged:

@@ -226,6 +226,12 @@ class PlannedBracket:
     choice: Choice | None = None
     output: Path | None = None
     preview: Path | None = None
+    #: Why an incomplete output set is redone (its files that exist are hdrmerge's own, and may be replaced).
+    redo: str = ""
+
+    @property
+    def replace_own(self) -> bool:
+        return bool(self.redo)
 
     def to_json(self) -> dict:
         return {
@@ -235,7 +241,7 @@ class PlannedBracket:
             "reason": self.reason,
             "chosen": [str(s.path) for s in self.choice.shots] if self.choice else None,
             "output": str(self.output) if self.output else None,
-        }
+        } | ({"redo": self.redo} if self.redo else {})
 
 
 _NAME_FIELDS = ("stem", "index", "date", "time", "camera")
@@ -325,12 +331,40 @@ def plan(
                     f"{pb.output.name}; include {{stem}} or {{index}}"
                 )
             seen[pb.output] = i
-            if pb.output.exists() and not overwrite:
-                pb.status, pb.reason = "done", f"{pb.output.name} exists (--overwrite to redo)"
+            if not overwrite:
+                resume(pb)
         result.brackets.append(pb)
     for i, (p, why) in enumerate(unreadable, start=len(groups) + 1):
         result.brackets.append(PlannedBracket(i, [Shot(p, Exif(), None, None)], "failed", why))
     return result
+
+
+def resume(pb: PlannedBracket) -> None:
+    """Mark a bracket done, to redo, or failed, from the outputs that exist already.
+
+    Done only when its whole output set (the HDR and, if wanted, the preview)
+    is there, tagged by hdrmerge and complete (:mod:`hdrmerge.provenance`).
+    An incomplete set whose existing files are all hdrmerge's own is redone,
+    replacing them; a file hdrmerge did not write fails the bracket, untouched.
+    """
+    from hdrmerge.provenance import check_output
+
+    assert pb.output is not None
+    wanted = [p for p in (pb.preview, pb.output) if p is not None]
+    found = {p: check_output(p) for p in wanted if p.exists()}
+    if not found:
+        return
+    foreign = [p for p, c in found.items() if not c.ours]
+    if foreign:
+        pb.status = "failed"
+        pb.reason = f"{foreign[0]} exists and was not written by hdrmerge; move it away, or pass --overwrite to replace it"
+    elif len(found) == len(wanted) and all(c.whole for c in found.values()):
+        pb.status, pb.reason = "done", f"{pb.output.name} exists (--overwrite to redo)"
+    else:
+        missing = [p.name for p in wanted if p not in found]
+        broken = [p.name for p, c in found.items() if not c.whole]
+        what = ([f"{', '.join(missing)} missing"] if missing else []) + ([f"{', '.join(broken)} incomplete"] if broken else [])
+        pb.redo = f"redone: {'; '.join(what)} (hdrmerge's own files replaced)"
 
 
 def describe_ev(shots: Sequence[Shot]) -> str:

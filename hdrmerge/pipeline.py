@@ -54,6 +54,7 @@ class FuseOptions:
     debug_dir: Path | None = None
     overwrite: bool = False
     response: ResponseChoice = field(default_factory=ResponseChoice)  # --response / --exact
+    replace_own: bool = False  # replace existing outputs hdrmerge wrote itself (batch resume)
 
 
 @dataclass
@@ -264,7 +265,7 @@ def prepare(
     """
     t = time.perf_counter()
     targets = output_paths(output, options)
-    probe = StagedOutputs(overwrite=options.overwrite)
+    probe = StagedOutputs(overwrite=options.overwrite, replace_own=options.replace_own)
     if options.debug_dir is not None and options.debug_dir.exists() and not options.debug_dir.is_dir():
         raise InputError(f"--debug-dir {options.debug_dir} is not a directory")
     for dest in targets.values():
@@ -326,7 +327,7 @@ def run_prepared(
     t = time.perf_counter()
     if options.debug_dir is not None:
         options.debug_dir.mkdir(parents=True, exist_ok=True)
-    with StagedOutputs(overwrite=options.overwrite) as staged:
+    with StagedOutputs(overwrite=options.overwrite, replace_own=options.replace_own) as staged:
         fmt = output_format(output)
         # The preview and debug images use the short-exposure domain: write
         # them first, then scale the (large) HDR in place instead of copying it.
@@ -342,6 +343,8 @@ def run_prepared(
             write_png(staged.stage(targets["debug_hdr_m"]), mu_law(result.hdr_m))  # type: ignore[arg-type]
             write_png(staged.stage(targets["debug_hdr"]), mu_law(result.hdr))
             report["flow_max_px"] = round(scale, 3)
+        # The HDR is staged last, so it is renamed into place last: a kill
+        # between two renames leaves a set without its HDR, which batch redoes.
         hdr_out = result.hdr
         hdr_out *= np.float32(gain)
         if fmt == "exr":

@@ -145,10 +145,29 @@ def tonemap_u8(hdr_short: np.ndarray, band: int = 256) -> np.ndarray:
 
 
 def write_preview(tmp: Path, hdr_short: np.ndarray, quality: int = 95) -> None:
-    """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR."""
-    import cv2
+    """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR.
 
-    _imwrite(tmp, tonemap_u8(hdr_short), [cv2.IMWRITE_JPEG_QUALITY, quality], ext=".jpg")
+    Its EXIF Software tag says ``hdrmerge <version>``, so that a later batch
+    knows the file as its own (see :mod:`hdrmerge.provenance`).
+    """
+    import cv2
+    from PIL import Image
+
+    from hdrmerge import __version__
+
+    img = cv2.cvtColor(np.ascontiguousarray(tonemap_u8(hdr_short)), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OutputError(f"could not encode {tmp.name}")
+    exif = Image.Exif()
+    exif[0x0131] = f"hdrmerge {__version__}"  # Software
+    app1 = exif.tobytes()  # b"Exif\0\0" + a TIFF structure: the payload of an APP1 segment
+    jpeg = buf.tobytes()
+    try:
+        # The APP1 segment goes right after the start-of-image marker.
+        tmp.write_bytes(jpeg[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg[2:])
+    except OSError as exc:
+        raise OutputError(f"cannot write {tmp}: {exc.strerror}") from exc
 
 
 def flow_to_rgb(flow: np.ndarray, max_px: float | None = None) -> np.ndarray:

@@ -397,3 +397,141 @@ def test_unexpected_exceptions_fail_only_their_bracket(env, tmp_path):
     ]
     assert rows[-1]["summary"]["failed"] == 2 and rows[-1]["summary"]["merged"] == 2
     assert sorted(p.name for p in (card / "hdr").iterdir()) == ["B01_DSC08196_hdr.exr", "B03_DSC08196_hdr.exr"]
+
+
+# --- resuming: output sets that are incomplete, damaged or not hdrmerge's --------------------
+
+
+def _read_exr_software(path: Path) -> str:
+    """The software attribute and pixel shape, read back by the OpenEXR library itself."""
+    import OpenEXR
+
+    f = OpenEXR.File(str(path))
+    assert f.channels()["RGB"].pixels.shape == (48, 64, 3)
+    return f.header()["software"]
+
+
+def _preview_software(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()  # decodes the whole image: a cut-short file raises here
+        assert im.size == (64, 48)
+        return im.getexif()[0x0131]
+
+
+_KILL_AFTER_PREVIEW = """
+import os, signal, sys
+real_replace = os.replace
+
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if str(dst).endswith(".preview.jpg"):  # killed between the two renames of one output set
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+from hdrmerge.cli import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def test_kill_between_renames_leaves_no_done_looking_set_and_resume_redoes_it(env, tmp_path):
+    card = tmp_path / "card"
+    _bif_card(card, 1)
+    out = card / "hdr"
+    r = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_PREVIEW, "batch", str(card), "--json"],
+        env=dict(os.environ, **env), capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == -signal.SIGKILL
+    # The preview was renamed first; the HDR, renamed last, is not there: the set does not look done.
+    assert (out / "B01_DSC08196_hdr.preview.jpg").is_file()
+    assert not (out / "B01_DSC08196_hdr.exr").exists()
+    r = run_cli("batch", str(card), "--json", env=env)  # no --overwrite
+    assert r.returncode == 0, r.stderr
+    row = _json_lines(r.stdout)[0]
+    assert row["status"] == "merged"
+    assert row["reason"] == "redone: B01_DSC08196_hdr.exr missing (hdrmerge's own files replaced)"
+    assert _read_exr_software(out / "B01_DSC08196_hdr.exr") == "hdrmerge 0.1.0"
+    assert _preview_software(out / "B01_DSC08196_hdr.preview.jpg") == "hdrmerge 0.1.0"
+
+
+def test_resume_redoes_each_kind_of_incomplete_set_without_overwrite(env, tmp_path):
+    card = tmp_path / "card"
+    _bif_card(card, 5)
+    out = card / "hdr"
+    r = run_cli("batch", str(card), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    names = [f"B0{i}_DSC08196_hdr" for i in range(1, 6)]
+    (out / f"{names[0]}.exr").unlink()  # the user deleted the HDR
+    (out / f"{names[1]}.preview.jpg").unlink()  # ... or the preview
+    for name, suffix in ((names[2], ".exr"), (names[3], ".preview.jpg")):  # cut short (a bad copy, a full disk)
+        data = (out / f"{name}{suffix}").read_bytes()
+        (out / f"{name}{suffix}").write_bytes(data[: len(data) // 2])
+    untouched = (out / f"{names[4]}.exr").stat().st_mtime_ns
+    r = run_cli("batch", str(card), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = {row["index"]: row for row in _json_lines(r.stdout)[:-1]}
+    assert [(rows[i]["status"], rows[i]["reason"]) for i in range(1, 6)] == [
+        ("merged", f"redone: {names[0]}.exr missing (hdrmerge's own files replaced)"),
+        ("merged", f"redone: {names[1]}.preview.jpg missing (hdrmerge's own files replaced)"),
+        ("merged", f"redone: {names[2]}.exr incomplete (hdrmerge's own files replaced)"),
+        ("merged", f"redone: {names[3]}.preview.jpg incomplete (hdrmerge's own files replaced)"),
+        ("done", f"{names[4]}.exr exists (--overwrite to redo)"),
+    ]
+    for name in names:
+        assert _read_exr_software(out / f"{name}.exr") == "hdrmerge 0.1.0"
+        assert _preview_software(out / f"{name}.preview.jpg") == "hdrmerge 0.1.0"
+    assert (out / f"{names[4]}.exr").stat().st_mtime_ns == untouched
+    # Without previews, an HDR on its own is a complete set.
+    (out / f"{names[0]}.preview.jpg").unlink()
+    r = run_cli("batch", str(card), "--json", "--no-preview", "--dry-run", env=env)
+    assert [row["status"] for row in _json_lines(r.stdout)[:-1]] == ["done"] * 5
+
+
+def test_resume_never_replaces_a_file_hdrmerge_did_not_write(env, tmp_path):
+    card = tmp_path / "card"
+    _bif_card(card, 2)
+    out = card / "hdr"
+    out.mkdir()
+    # A real EXR from elsewhere where bracket 1's HDR goes; a real photo where bracket 2's preview goes.
+    foreign = {out / "B01_DSC08196_hdr.exr": DATA / "openexr_photos" / "Cannon.exr",
+               out / "B02_DSC08196_hdr.preview.jpg": BIF / "DSC08191.JPG"}
+    for dst, src in foreign.items():
+        shutil.copy(src, dst)
+    r = run_cli("batch", str(card), "--json", env=env)
+    assert r.returncode == 1
+    rows = _json_lines(r.stdout)
+    assert [(row["status"], row["reason"]) for row in rows[:-1]] == [
+        ("failed", f"{dst} exists and was not written by hdrmerge; move it away, or pass --overwrite to replace it")
+        for dst in foreign
+    ]
+    assert all(dst.read_bytes() == src.read_bytes() for dst, src in foreign.items())
+    assert sorted(p.name for p in out.iterdir()) == sorted(dst.name for dst in foreign)
+    r = run_cli("batch", str(card), "--json", "--overwrite", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [row["status"] for row in _json_lines(r.stdout)[:-1]] == ["merged", "merged"]
+    assert _read_exr_software(out / "B01_DSC08196_hdr.exr") == "hdrmerge 0.1.0"
+
+
+def test_provenance_tags_and_completeness_of_each_output_format(tmp_path):
+    import cv2
+    import numpy as np
+
+    from hdrmerge.provenance import FileCheck, check_output
+    from hdrmerge.writing import write_exr, write_hdr, write_preview
+
+    rgb = np.random.default_rng(0).random((40, 60, 3), dtype=np.float32) * 4
+    write_exr(tmp_path / "a.exr", rgb, {"software": "hdrmerge 0.1.0"})
+    write_hdr(tmp_path / "a.hdr", rgb, {"SOFTWARE": "hdrmerge 0.1.0"})
+    write_preview(tmp_path / "a.jpg", rgb)
+    cv2.imwrite(str(tmp_path / "other.hdr"), rgb)  # a Radiance file from another program
+    for name in ("a.exr", "a.hdr", "a.jpg"):
+        assert check_output(tmp_path / name) == FileCheck(ours=True, whole=True), name
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[: len(data) - 40])
+        assert check_output(tmp_path / f"cut_{name}") == FileCheck(ours=True, whole=False), name
+    assert check_output(tmp_path / "other.hdr") == FileCheck(ours=False, whole=True)
+    assert check_output(DATA / "openexr_photos" / "Desk.exr").ours is False  # scanline, another writer
+    assert check_output(DATA / "openexr_photos" / "GoldenGate.exr") == FileCheck(ours=False, whole=False)  # tiled
+    assert check_output(BIF / "DSC08191.JPG") == FileCheck(ours=False, whole=True)

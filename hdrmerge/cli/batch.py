@@ -95,6 +95,8 @@ def _plan_table(rows: list[Any], title: str) -> Table:
     for b in rows:
         names = ", ".join(s.label for s in b.shots)
         detail = b.output.name if b.output and b.status in ("merge", "merged") else b.reason
+        if b.status in ("merge", "merged") and b.redo:
+            detail += f"\n{b.redo}"
         if b.status in ("merge", "merged") and b.choice and len(b.shots) > 3:
             detail += f"\n{b.reason}"
         table.add_row(str(b.index), names, describe_ev(b.shots), b.status, detail)
@@ -248,7 +250,7 @@ def batch(
                 continue
             finally:
                 del prepared
-            emit(b, "merged", b.reason if len(b.shots) > 3 else "", report)
+            emit(b, "merged", "; ".join(x for x in (b.redo, b.reason if len(b.shots) > 3 else "") if x), report)
         # Stopped early if Ctrl-C left brackets unprocessed (cancelled or never queued).
         interrupted = interrupted or (stop.event.is_set() and bool(queue))
 
@@ -300,7 +302,7 @@ def _with_preview(options: Any, b: Any) -> Any:
     """The shared options with this bracket's preview path."""
     from dataclasses import replace
 
-    return replace(options, preview=b.preview, no_preview=b.preview is None)
+    return replace(options, preview=b.preview, no_preview=b.preview is None, replace_own=b.replace_own)
 
 
 def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summary: dict[str, Any], interrupted: bool, quiet: bool) -> None:
