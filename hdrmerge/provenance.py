@@ -1,15 +1,15 @@
 """Which output files hdrmerge wrote itself, and whether they are whole.
 
 Every file hdrmerge writes says so: the OpenEXR ``software`` attribute, the
-Radiance ``SOFTWARE=`` header line and the preview's EXIF Software tag all read
-``hdrmerge <version>``. ``batch`` reads them back to resume: an output set is
+Radiance ``SOFTWARE=`` header line, the DNG's and the preview's Software tag
+all read ``hdrmerge <version>``. ``batch`` reads them back to resume: an output set is
 done only when each of its files is there, tagged and whole; a set that is not
 (a kill between two renames, a file deleted or cut short) is redone without
 ``--overwrite`` when every file of it that exists is hdrmerge's own, and a file
 without the tag is never replaced without ``--overwrite``.
 
-The checks read headers and file ends only (the EXR offset table, the JPEG end
-marker), so resuming a card of a thousand brackets stays fast; only a Radiance
+The checks read headers and file ends only (the EXR offset table, the DNG's
+strip and tile table, the JPEG end marker), so resuming a card of a thousand brackets stays fast; only a Radiance
 file is decoded, as its format has no index to check.
 """
 
@@ -40,7 +40,7 @@ class FileCheck:
 def check_output(path: Path) -> FileCheck:
     """Read the software tag and check the completeness of an existing output file.
 
-    Anything that is not an OpenEXR, Radiance or JPEG file, or cannot be read,
+    Anything that is not an OpenEXR, Radiance, TIFF/DNG or JPEG file, or cannot be read,
     is neither ours nor whole.
     """
     try:
@@ -55,6 +55,8 @@ def check_output(path: Path) -> FileCheck:
         return _check_radiance(Path(path), head)
     if head.startswith(b"\xff\xd8\xff"):
         return _check_jpeg(Path(path), size)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _check_tiff(Path(path), size)
     return FileCheck(False, False)
 
 
@@ -138,3 +140,62 @@ def _check_jpeg(path: Path, size: int) -> FileCheck:
     # A preview is a plain baseline JPEG: its end marker closes the file (an
     # end marker cannot occur inside the scan data, where 0xFF is escaped).
     return FileCheck(software.startswith(SOFTWARE_PREFIX), tail.rstrip(b"\0").endswith(b"\xff\xd9"))
+
+
+def _check_tiff(path: Path, size: int) -> FileCheck:
+    """DNG (a TIFF): Software of the first IFD; whole when every strip, tile and
+    tag value of every IFD and SubIFD lies inside the file, and so does the
+    EXIF IFD (hdrmerge appends it last)."""
+    import logging
+
+    import tifffile
+
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)  # tifffile logs what it cannot parse; the verdict says it
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            ours = str(pages[0].tags.valueof("Software") or "").startswith(SOFTWARE_PREFIX)
+            ends = []
+            for page in pages:
+                for sub in [page, *(page.pages if getattr(page, "pages", None) else [])]:
+                    data = [off + n for off, n in zip(sub.dataoffsets, sub.databytecounts) if n > 0]
+                    if not data:
+                        return FileCheck(ours, False)
+                    ends += data + [tag.valueoffset + tag.valuebytecount for tag in sub.tags.values()]
+            exif_ifd = pages[0].tags.get(34665)
+            exif_at = exif_ifd.offset + 8 if exif_ifd is not None else None  # the entry's value field
+            little = tif.byteorder == "<"
+    except Exception:  # tifffile raises assorted errors on damaged files
+        return FileCheck(False, False)
+    finally:
+        log.setLevel(level)
+    if max(ends) > size:
+        return FileCheck(ours, False)
+    if exif_at is not None and little and not _ifd_inside(path, exif_at, size):
+        return FileCheck(ours, False)
+    return FileCheck(ours, True)
+
+
+def _ifd_inside(path: Path, pointer_at: int, size: int) -> bool:
+    """Whether the little-endian classic-TIFF IFD pointed to from ``pointer_at``,
+    and every value it stores outside its entries, lie inside the file."""
+    sizes = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+    with path.open("rb") as f:
+        f.seek(pointer_at)
+        (at,) = struct.unpack("<I", f.read(4))
+        f.seek(at)
+        raw = f.read(2)
+        if len(raw) != 2:
+            return False
+        (n,) = struct.unpack("<H", raw)
+        entries = f.read(12 * n + 4)
+    if len(entries) != 12 * n + 4:
+        return False
+    for k in range(n):
+        _, typ, count, value = struct.unpack_from("<HHII", entries, 12 * k)
+        length = sizes.get(typ, 1) * count
+        if length > 4 and value + length > size:
+            return False
+    return True

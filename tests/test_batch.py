@@ -445,7 +445,7 @@ def test_kill_between_renames_leaves_no_done_looking_set_and_resume_redoes_it(en
     )
     assert r.returncode == -signal.SIGKILL
     # The preview was renamed first; the HDR, renamed last, is not there: the set does not look done.
-    assert (out / "B01_DSC08196_hdr.preview.jpg").is_file()
+    assert (out / "B01_DSC08196_hdr.exr.preview.jpg").is_file()
     assert not (out / "B01_DSC08196_hdr.exr").exists()
     r = run_cli("batch", str(card), "--json", env=env)  # no --overwrite
     assert r.returncode == 0, r.stderr
@@ -453,7 +453,7 @@ def test_kill_between_renames_leaves_no_done_looking_set_and_resume_redoes_it(en
     assert row["status"] == "merged"
     assert row["reason"] == "redone: B01_DSC08196_hdr.exr missing (hdrmerge's own files replaced)"
     assert _read_exr_software(out / "B01_DSC08196_hdr.exr") == "hdrmerge 0.1.0"
-    assert _preview_software(out / "B01_DSC08196_hdr.preview.jpg") == "hdrmerge 0.1.0"
+    assert _preview_software(out / "B01_DSC08196_hdr.exr.preview.jpg") == "hdrmerge 0.1.0"
 
 
 def test_resume_redoes_each_kind_of_incomplete_set_without_overwrite(env, tmp_path):
@@ -464,8 +464,8 @@ def test_resume_redoes_each_kind_of_incomplete_set_without_overwrite(env, tmp_pa
     assert r.returncode == 0, r.stderr
     names = [f"B0{i}_DSC08196_hdr" for i in range(1, 6)]
     (out / f"{names[0]}.exr").unlink()  # the user deleted the HDR
-    (out / f"{names[1]}.preview.jpg").unlink()  # ... or the preview
-    for name, suffix in ((names[2], ".exr"), (names[3], ".preview.jpg")):  # cut short (a bad copy, a full disk)
+    (out / f"{names[1]}.exr.preview.jpg").unlink()  # ... or the preview
+    for name, suffix in ((names[2], ".exr"), (names[3], ".exr.preview.jpg")):  # cut short (a bad copy, a full disk)
         data = (out / f"{name}{suffix}").read_bytes()
         (out / f"{name}{suffix}").write_bytes(data[: len(data) // 2])
     untouched = (out / f"{names[4]}.exr").stat().st_mtime_ns
@@ -474,17 +474,17 @@ def test_resume_redoes_each_kind_of_incomplete_set_without_overwrite(env, tmp_pa
     rows = {row["index"]: row for row in _json_lines(r.stdout)[:-1]}
     assert [(rows[i]["status"], rows[i]["reason"]) for i in range(1, 6)] == [
         ("merged", f"redone: {names[0]}.exr missing (hdrmerge's own files replaced)"),
-        ("merged", f"redone: {names[1]}.preview.jpg missing (hdrmerge's own files replaced)"),
+        ("merged", f"redone: {names[1]}.exr.preview.jpg missing (hdrmerge's own files replaced)"),
         ("merged", f"redone: {names[2]}.exr incomplete (hdrmerge's own files replaced)"),
-        ("merged", f"redone: {names[3]}.preview.jpg incomplete (hdrmerge's own files replaced)"),
+        ("merged", f"redone: {names[3]}.exr.preview.jpg incomplete (hdrmerge's own files replaced)"),
         ("done", f"{names[4]}.exr exists (--overwrite to redo)"),
     ]
     for name in names:
         assert _read_exr_software(out / f"{name}.exr") == "hdrmerge 0.1.0"
-        assert _preview_software(out / f"{name}.preview.jpg") == "hdrmerge 0.1.0"
+        assert _preview_software(out / f"{name}.exr.preview.jpg") == "hdrmerge 0.1.0"
     assert (out / f"{names[4]}.exr").stat().st_mtime_ns == untouched
     # Without previews, an HDR on its own is a complete set.
-    (out / f"{names[0]}.preview.jpg").unlink()
+    (out / f"{names[0]}.exr.preview.jpg").unlink()
     r = run_cli("batch", str(card), "--json", "--no-preview", "--dry-run", env=env)
     assert [row["status"] for row in _json_lines(r.stdout)[:-1]] == ["done"] * 5
 
@@ -496,7 +496,7 @@ def test_resume_never_replaces_a_file_hdrmerge_did_not_write(env, tmp_path):
     out.mkdir()
     # A real EXR from elsewhere where bracket 1's HDR goes; a real photo where bracket 2's preview goes.
     foreign = {out / "B01_DSC08196_hdr.exr": DATA / "openexr_photos" / "Cannon.exr",
-               out / "B02_DSC08196_hdr.preview.jpg": BIF / "DSC08191.JPG"}
+               out / "B02_DSC08196_hdr.exr.preview.jpg": BIF / "DSC08191.JPG"}
     for dst, src in foreign.items():
         shutil.copy(src, dst)
     r = run_cli("batch", str(card), "--json", env=env)
@@ -519,14 +519,16 @@ def test_provenance_tags_and_completeness_of_each_output_format(tmp_path):
     import numpy as np
 
     from hdrmerge.provenance import FileCheck, check_output
+    from hdrmerge.dng import DngMetadata, write_dng
     from hdrmerge.writing import write_exr, write_hdr, write_preview
 
     rgb = np.random.default_rng(0).random((40, 60, 3), dtype=np.float32) * 4
     write_exr(tmp_path / "a.exr", rgb, {"software": "hdrmerge 0.1.0"})
     write_hdr(tmp_path / "a.hdr", rgb, {"SOFTWARE": "hdrmerge 0.1.0"})
     write_preview(tmp_path / "a.jpg", rgb)
+    write_dng(tmp_path / "a.dng", rgb, DngMetadata(Exif(), software="hdrmerge 0.1.0"))
     cv2.imwrite(str(tmp_path / "other.hdr"), rgb)  # a Radiance file from another program
-    for name in ("a.exr", "a.hdr", "a.jpg"):
+    for name in ("a.exr", "a.hdr", "a.jpg", "a.dng"):
         assert check_output(tmp_path / name) == FileCheck(ours=True, whole=True), name
         data = (tmp_path / name).read_bytes()
         (tmp_path / f"cut_{name}").write_bytes(data[: len(data) - 40])
@@ -535,3 +537,4 @@ def test_provenance_tags_and_completeness_of_each_output_format(tmp_path):
     assert check_output(DATA / "openexr_photos" / "Desk.exr").ours is False  # scanline, another writer
     assert check_output(DATA / "openexr_photos" / "GoldenGate.exr") == FileCheck(ours=False, whole=False)  # tiled
     assert check_output(BIF / "DSC08191.JPG") == FileCheck(ours=False, whole=True)
+    assert check_output(DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC").ours is False
