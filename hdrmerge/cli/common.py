@@ -211,6 +211,7 @@ ResponseOpt = Annotated[
     str,
     typer.Option(
         "--response",
+        metavar="auto|gamma2.2|srgb|linear|FILE",
         help="Camera response of JPEG/PNG/TIFF shots: auto (metadata, then the pixels), gamma2.2, srgb, "
         "linear, or a response file from `hdrmerge calibrate`. RAW ignores it. See docs/radiometry.md.",
     ),

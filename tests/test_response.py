@@ -1,0 +1,285 @@
+"""Camera response (hdrmerge/response.py, hdrmerge/calibrate.py): metadata, estimation, files, calibrate."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hdrmerge.exposure import estimate_from_pixels
+from hdrmerge.reading import read_frames
+from hdrmerge.response import (
+    ResponseChoice,
+    builtin_curve,
+    choose_response,
+    load_response_file,
+    parse_response_option,
+    to_network_domain,
+)
+from tests.conftest import DATA, run_cli
+
+FROBISHER = [DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg" for i in range(3)]
+PINGPONG = [DATA / "ius_pingpong" / f"Img{i}.JPG" for i in (1, 2, 3)]
+KALANTARI = [DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif" for i in (1, 2, 3)]
+SEAROCK = [DATA / "merianos_fusion_noexif" / "SeaRock" / f"SeaRock{i}.jpg" for i in (1, 2, 3)]
+MID = np.linspace(0.1, 0.98, 200)
+
+
+def _steps(frames) -> np.ndarray:
+    ev = sorted(estimate_from_pixels(frames))
+    return np.diff(ev)
+
+
+def _synth(tmp_path: Path, encoding: str, fmt: str, photos: tuple[str, ...] = ("MtTamWest",), **extra: str) -> Path:
+    """A synthetic test set (hdrmerge synth) from some of the OpenEXR photographs."""
+    src = tmp_path / "photos"
+    src.mkdir(exist_ok=True)
+    for name in photos:
+        (src / f"{name}.exr").symlink_to(DATA / "openexr_photos" / f"{name}.exr")
+    out = tmp_path / f"{encoding}-{fmt}"
+    args = ["synth", str(src), str(out), "--encoding", encoding, "--format", fmt, "--max-side", "400", "-q"]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", v]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+# --- real brackets ----------------------------------------------------------
+
+
+def test_frobisher_camera_jpegs_estimated_curve_makes_pixels_agree_with_exif():
+    frames = read_frames(FROBISHER)
+    before = _steps(frames)
+    r = choose_response(frames, ResponseChoice())
+    assert (r.name, r.source) == ("estimated", "estimated")
+    after = _steps([to_network_domain(f, r) for f in frames])
+    # EXIF says 3 + 3 stops; under gamma 2.2 the camera's tone curve reads as 4.3 + 4.0.
+    assert np.all(np.abs(before - 3.0) > 0.9)
+    assert np.all(np.abs(after - 3.0) < 0.1)
+
+
+def test_pingpong_estimated_curve_with_large_motion_brings_exposure_steps_closer_to_exif():
+    frames = read_frames(PINGPONG)
+    before = _steps(frames)
+    r = choose_response(frames, ResponseChoice())
+    after = _steps([to_network_domain(f, r) for f in frames])
+    assert r.source == "estimated"
+    assert np.abs(after - 2.0).max() < 0.3 < np.abs(before - 2.0).max()
+
+
+def test_kalantari_gamma22_shots_keep_gamma22_despite_exif_colorspace_srgb():
+    frames = read_frames(KALANTARI)
+    r = choose_response(frames, ResponseChoice(), ev=[0.0, 3.0, 6.0])
+    assert (r.name, r.source) == ("gamma2.2", "estimated")
+    assert all(to_network_domain(f, r) is f for f in frames)  # untouched: same result as before
+
+
+def test_merianos_without_exif_chooses_among_builtins_only():
+    r = choose_response(read_frames(SEAROCK), ResponseChoice())
+    assert (r.name, r.source) == ("gamma2.2", "estimated")
+    assert "exposures unknown" in r.detail
+
+
+def test_flat_frames_fall_back_to_gamma22_with_a_warning(tmp_path):
+    for i, v in enumerate((40, 90, 160)):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((64, 64, 3), v, np.uint8))
+    frames = read_frames([tmp_path / f"f{i}.png" for i in range(3)])
+    r = choose_response(frames, ResponseChoice(), ev=[-2.0, 0.0, 2.0])
+    assert (r.name, r.source) == ("gamma2.2", "fallback")
+    assert r.warnings == ("cannot estimate the camera response (the shots cover too narrow a range of tones); "
+                          "assuming gamma 2.2 (pass --response to set it)",)
+
+
+def test_raw_ignores_a_named_response_and_says_so():
+    frames = read_frames([DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC"] * 3)
+    r = choose_response(frames, parse_response_option("srgb"))
+    assert r.source == "raw" and r.warnings == ("camera RAW files are decoded linearly; --response srgb is ignored",)
+
+
+# --- synthetic sets with a known curve --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "fmt", "bits", "expected"),
+    [("gamma2.2", "tif", "16", "gamma2.2"), ("linear", "tif", "16", "linear"), ("srgb", "jpg", None, "srgb"), ("camera-mild", "jpg", None, "estimated")],
+)
+def test_auto_finds_the_true_curve_of_synthetic_brackets(tmp_path, encoding, fmt, bits, expected):
+    out = _synth(tmp_path, encoding, fmt, **({"bits": bits} if bits else {}))
+    truth = load_response_file(out / "response.json")
+    paths = sorted((out / "MtTamWest").glob("input_*"))
+    frames = read_frames(paths)
+    r = choose_response(frames, ResponseChoice(), ev=[-2.0, 0.0, 2.0])
+    assert r.name == expected
+    err = max(np.abs(np.log(r.linear(MID, c) / truth.linear(MID, c))).mean() for c in range(3))
+    if expected != "estimated":
+        assert err < 0.001
+    else:  # a camera curve: the estimate is nearer the truth than sRGB, the metadata's prior (0.114 against 0.122 when written)
+        srgb = np.abs(np.log(builtin_curve("srgb", MID) / truth.linear(MID, 1))).mean()
+        assert err < srgb, (err, srgb)
+
+
+def test_calibration_from_several_brackets_beats_each_single_bracket(tmp_path):
+    from hdrmerge.calibrate import calibrate
+
+    photos = ("Cannon", "Desk", "GoldenGate", "MtTamWest", "StillLife", "Tree")
+    out = _synth(tmp_path, "camera-mild", "jpg", photos)
+    truth = load_response_file(out / "response.json")
+    brackets = [sorted((out / p).glob("input_*.jpg")) for p in photos]
+
+    def error(response) -> float:
+        return float(np.mean([np.abs(np.log(response.linear(MID, c) / truth.linear(MID, c))).mean() for c in range(3)]))
+
+    singles = [error(calibrate([b]).response) for b in brackets]
+    pooled = error(calibrate(brackets).response)
+    assert pooled < min(singles), (pooled, singles)
+    assert pooled < 0.03
+
+
+# --- metadata ---------------------------------------------------------------
+
+
+def _srgb_icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _linear_icc() -> bytes:
+    """The sRGB profile with each tone curve replaced by an empty ``curv`` (identity)."""
+    icc = bytearray(_srgb_icc())
+    (n,) = struct.unpack_from(">I", icc, 128)
+    for i in range(n):
+        sig, off, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
+        if sig in (b"rTRC", b"gTRC", b"bTRC"):
+            icc[off : off + 12] = b"curv" + bytes(8)
+    return bytes(icc)
+
+
+def _write_with_icc(path: Path, rgb: np.ndarray, icc: bytes) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path, icc_profile=icc)
+
+
+def _png_with_gamma(path: Path, rgb: np.ndarray, gamma: float) -> None:
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    data = path.read_bytes()
+    body = b"gAMA" + struct.pack(">I", int(round(gamma * 100000)))
+    chunk = struct.pack(">I", 4) + body + struct.pack(">I", zlib.crc32(body))
+    path.write_bytes(data[:33] + chunk + data[33:])  # after the 8-byte signature and IHDR
+
+
+@pytest.mark.parametrize(
+    ("writer", "name", "detail"),
+    [
+        (lambda p, x: _write_with_icc(p.with_suffix(".png"), x, _srgb_icc()), "srgb", 'ICC profile "sRGB built-in"'),
+        (lambda p, x: _write_with_icc(p.with_suffix(".tif"), x, _srgb_icc()), "srgb", 'ICC profile "sRGB built-in"'),
+        (lambda p, x: _write_with_icc(p.with_suffix(".png"), x, _linear_icc()), "linear", 'ICC profile "sRGB built-in"'),
+        (lambda p, x: _png_with_gamma(p.with_suffix(".png"), x, 1.0), "linear", "PNG gAMA chunk (1)"),
+        (lambda p, x: _png_with_gamma(p.with_suffix(".png"), x, 1 / 2.2), "gamma2.2", "PNG gAMA chunk (0.45455)"),
+    ],
+)
+def test_metadata_states_the_curve(tmp_path, writer, name, detail):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        writer(tmp_path / f"s{i}", (rng.random((32, 48, 3)) * 255).astype(np.uint8))
+    frames = read_frames(sorted(p for p in tmp_path.iterdir()))
+    r = choose_response(frames, ResponseChoice())
+    assert (r.name, r.source, r.detail) == (name, "metadata", detail)
+    x = np.linspace(0, 1, 50)
+    assert np.abs(r.linear(x, 1) - builtin_curve(name, x)).max() < 1e-3
+
+
+# --- response files ---------------------------------------------------------
+
+
+def test_synth_true_curve_file_is_read_as_written(tmp_path):
+    out = _synth(tmp_path, "srgb", "jpg")
+    doc = json.loads((out / "response.json").read_text())
+    r = load_response_file(out / "response.json")
+    assert (r.source, r.bit_depth) == ("file", 8)
+    assert np.array_equal(r.inverse[0], np.asarray(doc["inverse"]["r"]))
+
+
+def test_calibrate_writes_a_file_and_plot_that_fuse_reuses(tmp_path):
+    out = _synth(tmp_path, "camera-mild", "jpg")
+    shots = sorted((out / "MtTamWest").glob("input_*.jpg"))
+    r = run_cli("calibrate", *map(str, shots), "-o", str(tmp_path / "cam.json"), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["bit_depth"] == 8 and len(report["brackets"]) == 1
+    doc = json.loads((tmp_path / "cam.json").read_text())
+    assert (doc["format"], doc["version"], doc["bit_depth"], doc["camera"]) == ("hdrmerge-response", 1, 8, "hdrmerge synth")
+    assert all(len(doc["inverse"][c]) == 256 and doc["inverse"][c][-1] == 1.0 for c in "rgb")
+    loaded = load_response_file(tmp_path / "cam.json")
+    assert np.allclose(loaded.inverse[1], doc["inverse"]["g"])
+    plot = cv2.imread(str(tmp_path / "cam.png"))
+    assert plot is not None and plot.shape[1] > 3 * plot.shape[0] // 2
+    # Reused by --response FILE: the frames are converted with exactly that curve.
+    frames = read_frames(shots)
+    choice = parse_response_option(str(tmp_path / "cam.json"))
+    used = choose_response(frames, choice)
+    assert (used.source, used.name) == ("file", "cam.json")
+    conv = to_network_domain(frames[1], used)
+    code = frames[1].pixels[10, 10]
+    expected = [round(doc["inverse"][c][code[i]] ** (1 / 2.2) * 65535) for i, c in enumerate("rgb")]
+    assert np.abs(conv.pixels[10, 10].astype(int) - expected).max() <= 1
+    # An existing file is not replaced without --overwrite.
+    r = run_cli("calibrate", *map(str, shots), "-o", str(tmp_path / "cam.json"))
+    assert r.returncode == 2 and "exists" in r.stderr
+
+
+GOOD = {"format": "hdrmerge-response", "version": 1, "bit_depth": 8,
+        "inverse": {c: [(k / 255) ** 2 for k in range(256)] for c in "rgb"}}
+
+
+def _bad(change):
+    doc = json.loads(json.dumps(GOOD))
+    change(doc)
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file; give auto, gamma2.2, srgb, linear or a response file (write one with `hdrmerge calibrate`)"),
+        ("{not json", "malformed JSON (line 1, column 2: Expecting property name enclosed in double quotes); write one with `hdrmerge calibrate`"),
+        (_bad(lambda d: d.update(version=2)), "version 2 is not supported (this hdrmerge reads version 1); recalibrate with `hdrmerge calibrate`"),
+        (_bad(lambda d: d["inverse"]["g"].__setitem__(100, 0.01)), "inverse.g is not monotone: it falls from 0.150727 to 0.01 at index 100"),
+        (_bad(lambda d: d["inverse"]["b"].__setitem__(7, float("nan"))), "inverse.b has a non-finite value (nan) at index 7"),
+        (_bad(lambda d: d["inverse"]["r"].pop(3)), "channels have different lengths (r 255, g 256, b 256); each needs the same knots"),
+        (_bad(lambda d: d.update(bit_depth=12)), "bit_depth 12: must be 8 or 16"),
+        (_bad(lambda d: d.pop("format")), 'not an hdrmerge response file (no "format": "hdrmerge-response"); write one with `hdrmerge calibrate`'),
+    ],
+)
+def test_bad_response_file_exit_2_one_line(tmp_path, content, message):
+    path = tmp_path / "resp.json"
+    if content is not None:
+        path.write_text(content)
+    r = run_cli("fuse", *map(str, FROBISHER), "-o", str(tmp_path / "o.exr"), "--response", str(path))
+    assert r.returncode == 2
+    assert r.stderr == f"error: --response {path}: {message}\n"
+    assert not (tmp_path / "o.exr").exists()
+
+
+def test_response_file_for_another_bit_depth_is_refused(tmp_path):
+    doc = json.loads(json.dumps(GOOD))
+    doc["bit_depth"] = 16
+    doc["inverse"] = {c: [(k / 1023) ** 2 for k in range(1024)] for c in "rgb"}
+    (tmp_path / "r16.json").write_text(json.dumps(doc))
+    r = run_cli("fuse", *map(str, FROBISHER), "-o", str(tmp_path / "o.exr"), "--response", str(tmp_path / "r16.json"))
+    assert r.returncode == 2
+    assert r.stderr == ("error: --response r16.json was made for 16-bit shots but IMG_2600.jpg has 8-bit samples; "
+                        "calibrate a response from 8-bit shots\n")
+
+
+def test_exact_refuses_another_response(tmp_path):
+    r = run_cli("fuse", *map(str, FROBISHER), "-o", str(tmp_path / "o.exr"), "--exact", "--response", "linear")
+    assert r.returncode == 2
+    assert r.stderr == "error: --exact runs the network authors' pipeline with gamma 2.2; it cannot be combined with --response linear\n"
