@@ -212,7 +212,7 @@ def choose_three(shots: Sequence[Shot]) -> Choice:
 
 
 #: What the plan does with a group, in the order the dry-run summary lists them.
-PLAN_STATUSES = ("merge", "done", "single", "incomplete", "unusable")
+PLAN_STATUSES = ("merge", "done", "single", "incomplete", "unusable", "failed")
 
 
 @dataclass

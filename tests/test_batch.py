@@ -116,7 +116,7 @@ def test_bif_thumbs_exact_groups_dry_run(env, tmp_path):
     assert [row["status"] for row in rows[:-1]] == ["single", "single", "single", "incomplete", "merge", "merge"]
     assert [Path(f).name for f in rows[4]["chosen"]] == ["DSC08199.JPG", "DSC08196.JPG", "DSC08200.JPG"]
     # Every planned status is counted, as docs/batch.md lists them.
-    assert rows[-1] == {"summary": {"merge": 2, "done": 0, "single": 3, "incomplete": 1, "unusable": 0}, "dry_run": True}
+    assert rows[-1] == {"summary": {"merge": 2, "done": 0, "single": 3, "incomplete": 1, "unusable": 0, "failed": 0}, "dry_run": True}
     assert not (tmp_path / "card" / "hdr").exists()  # a dry run writes nothing
 
 
@@ -141,7 +141,7 @@ def test_bif_thumbs_merge_then_rerun_redoes_nothing(env, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = _json_lines(r.stdout)
     assert rows[-1]["summary"] | {"seconds": 0} == {
-        "merged": 2, "done": 0, "single": 3, "incomplete": 1, "failed": 0, "not_started": 0, "seconds": 0, "exit_code": 0,
+        "merged": 2, "done": 0, "single": 3, "incomplete": 1, "failed": 0, "locked": 0, "not_started": 0, "seconds": 0, "exit_code": 0,
     }
     written = sorted(p.name for p in (card / "hdr").iterdir())
     assert written == ["DSC08196_hdr.exr", "DSC08196_hdr.exr.preview.jpg", "DSC08201_hdr.exr", "DSC08201_hdr.exr.preview.jpg"]
@@ -349,7 +349,7 @@ def test_one_bad_file_among_20_brackets_leaves_19_merged(env, tmp_path, bad):
     reason = by_index[bad]["reason"]
     assert reason.startswith(f"{broken}: ") or reason.startswith("unexpected "), reason
     assert rows[-1]["summary"] | {"seconds": 0} == {
-        "merged": 19, "done": 0, "single": 0, "incomplete": 0, "failed": 1, "not_started": 0, "seconds": 0, "exit_code": 1,
+        "merged": 19, "done": 0, "single": 0, "incomplete": 0, "failed": 1, "locked": 0, "not_started": 0, "seconds": 0, "exit_code": 1,
     }
     written = sorted(p.name for p in (card / "hdr").iterdir())
     assert written == sorted(f"B{i:02d}_DSC08196_hdr.exr" for i in range(1, 21) if i != bad)
@@ -538,3 +538,82 @@ def test_provenance_tags_and_completeness_of_each_output_format(tmp_path):
     assert check_output(DATA / "openexr_photos" / "GoldenGate.exr") == FileCheck(ours=False, whole=False)  # tiled
     assert check_output(BIF / "DSC08191.JPG") == FileCheck(ours=False, whole=True)
     assert check_output(DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC").ours is False
+
+
+# --- two runs on one folder ----------------------------------------------------------------
+
+_PAUSED_BATCH = """
+import os, sys, time
+from pathlib import Path
+import hdrmerge.pipeline
+run_prepared = hdrmerge.pipeline.run_prepared
+signals = Path(os.environ["TEST_SIGNALS"])
+
+def paused(prepared, *args, **kwargs):
+    if prepared.output.name.startswith("B01"):  # holds bracket 1's lock until told to go on
+        (signals / "holding").touch()
+        while not (signals / "go").exists():
+            time.sleep(0.05)
+    return run_prepared(prepared, *args, **kwargs)
+
+hdrmerge.pipeline.run_prepared = paused
+from hdrmerge.cli import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def _start_paused_batch(card: Path, signals: Path, env: dict) -> subprocess.Popen:
+    signals.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_BATCH, "batch", str(card), "--json"],
+        env=dict(os.environ, **env, TEST_SIGNALS=str(signals)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 300
+    while not (signals / "holding").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    return proc
+
+
+def test_second_run_leaves_brackets_another_run_is_writing(env, tmp_path):
+    card = tmp_path / "card"
+    _bif_card(card, 3)
+    out = card / "hdr"
+    first = _start_paused_batch(card, tmp_path / "signals", env)
+    try:
+        second = run_cli("batch", str(card), "--json", env=env)
+        assert second.returncode == 1, second.stderr
+        rows = {row["index"]: row for row in _json_lines(second.stdout)[:-1]}
+        # The first run holds bracket 1 (paused in the network stage) and bracket 2 (decoded
+        # meanwhile); the second leaves both to it, saying so, and merges bracket 3.
+        assert [(rows[i]["status"], rows[i]["reason"]) for i in (1, 2)] == [
+            ("locked", f"another hdrmerge run (process {first.pid}) is writing B0{i}_DSC08196_hdr.exr; left to it")
+            for i in (1, 2)
+        ]
+        assert "--overwrite" not in second.stdout + second.stderr
+        assert rows[3]["status"] == "merged"
+        assert _json_lines(second.stdout)[-1]["summary"]["locked"] == 2
+        (tmp_path / "signals" / "go").touch()
+        stdout, stderr = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    # The first run merges its brackets and finds the last one finished by the second.
+    assert first.returncode == 0, stderr
+    rows = {row["index"]: row for row in _json_lines(stdout)[:-1]}
+    assert [rows[i]["status"] for i in (1, 2, 3)] == ["merged", "merged", "done"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"B0{i}_DSC08196_hdr{ext}" for i in (1, 2, 3) for ext in (".exr", ".exr.preview.jpg")
+    )  # no lock file left
+
+
+def test_lock_of_a_killed_run_is_released_by_the_kernel(env, tmp_path):
+    card = tmp_path / "card"
+    _bif_card(card, 1)
+    first = _start_paused_batch(card, tmp_path / "signals", env)
+    assert (card / "hdr" / ".B01_DSC08196_hdr.exr.lock").read_text() == f"{first.pid}\n"
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    r = run_cli("batch", str(card), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert _json_lines(r.stdout)[0]["status"] == "merged"
+    assert sorted(p.name for p in (card / "hdr").iterdir()) == ["B01_DSC08196_hdr.exr", "B01_DSC08196_hdr.exr.preview.jpg"]

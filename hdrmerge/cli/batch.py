@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -150,11 +151,12 @@ def batch(
     """Find the brackets in a folder and merge each one.
 
     Exit codes: 0 when every bracket was merged or already done; 1 when any
-    bracket failed; 2 bad usage; 130 stopped by Ctrl-C.
+    bracket failed or was left to another run writing it; 2 bad usage; 130
+    stopped by Ctrl-C.
     """
-    from hdrmerge.batch import PLAN_STATUSES
+    from hdrmerge.batch import PLAN_STATUSES, resume, scan
     from hdrmerge.batch import plan as make_plan
-    from hdrmerge.batch import scan
+    from hdrmerge.locking import OutputLock
     from hdrmerge.pipeline import prepare, run_prepared
 
     if jobs < 1:
@@ -206,6 +208,8 @@ def batch(
             print_json(row)
         elif state == "failed":
             warn(f"bracket {b.index} ({b.shots[0].label}…) failed: {reason}", quiet=quiet)
+        elif state == "locked":
+            warn(f"bracket {b.index} ({b.shots[0].label}…) skipped: {reason}", quiet=quiet)
         elif state == "merged":
             for w in report["warnings"] if report else []:
                 warn(f"bracket {b.index}: {w}", quiet=quiet)
@@ -216,15 +220,40 @@ def batch(
             emit(b, b.status, b.reason)
 
     interrupted = False
-    with _StopFlag(quiet=quiet) as stop, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="decode") as pool:
+    # One lock per output, held from the bracket's decoding to its last
+    # rename: a second run on the same folder leaves those brackets alone.
+    locks: dict[int, OutputLock] = {}
+
+    def unlock(b: Any) -> None:
+        if (lock := locks.pop(b.index, None)) is not None:
+            lock.release()
+
+    with contextlib.ExitStack() as cleanup, _StopFlag(quiet=quiet) as stop, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="decode") as pool:
+        cleanup.callback(lambda: [lock.release() for lock in locks.values()])
         pending: deque[tuple[Any, Future]] = deque()
         queue = deque(todo)
 
         def submit_next() -> None:
-            if queue:
+            while queue:
                 b = queue.popleft()
+                lock = OutputLock(b.output)
+                if not lock.acquire():
+                    pid = lock.holder()
+                    emit(b, "locked", f"another hdrmerge run{f' (process {pid})' if pid else ''} is writing "
+                         f"{b.output.name}; left to it")
+                    continue
+                if not overwrite:
+                    # Another run may have finished this bracket since it was planned.
+                    b.redo = ""
+                    resume(b)
+                    if b.status != "merge":
+                        lock.release()
+                        emit(b, b.status, b.reason)
+                        continue
+                locks[b.index] = lock
                 paths = [s.path for s in b.choice.shots]
                 pending.append((b, pool.submit(prepare, paths, b.output, _with_preview(options, b))))
+                return
 
         for _ in range(jobs):
             submit_next()
@@ -232,11 +261,13 @@ def batch(
             b, fut = pending.popleft()
             if stop.event.is_set():
                 interrupted = True
-                fut.cancel()
+                if fut.cancel():
+                    unlock(b)
                 continue
             try:
                 prepared = fut.result()
             except Exception as exc:  # one bad bracket never ends the batch, whatever it raises
+                unlock(b)
                 submit_next()
                 emit(b, "failed", _failure_reason(exc, debug))
                 continue
@@ -250,6 +281,7 @@ def batch(
                 continue
             finally:
                 del prepared
+                unlock(b)
             emit(b, "merged", "; ".join(x for x in (b.redo, b.reason if len(b.shots) > 3 else "") if x), report)
         # Stopped early if Ctrl-C left brackets unprocessed (cancelled or never queued).
         interrupted = interrupted or (stop.event.is_set() and bool(queue))
@@ -261,13 +293,15 @@ def batch(
     if not_run:
         counts["not started"] = not_run
     failed = counts.get("failed", 0)
-    code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILURE if failed else 0)
+    locked = counts.get("locked", 0)
+    code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILURE if failed or locked else 0)
     summary = {
         "merged": counts.get("merged", 0),
         "done": counts.get("done", 0),
         "single": counts.get("single", 0),
         "incomplete": counts.get("incomplete", 0) + counts.get("unusable", 0),
         "failed": failed,
+        "locked": locked,
         "not_started": not_run,
         "seconds": round(time.perf_counter() - started, 2),
         "exit_code": code,
@@ -320,6 +354,7 @@ def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summ
     line = (
         f"merged {summary['merged']}, already done {summary['done']}, singles {summary['single']}, "
         f"incomplete {summary['incomplete']}, failed {summary['failed']}"
+        + (f", held by another run {summary['locked']}" if summary["locked"] else "")
         + (f", not started {summary['not_started']}" if summary["not_started"] else "")
         + f" in {summary['seconds']:.1f} s"
     )

@@ -1,0 +1,120 @@
+"""Locks on outputs, so that two runs never write the same output at once.
+
+:class:`OutputLock` takes an exclusive operating-system lock (``flock`` on
+POSIX, ``msvcrt.locking`` on Windows) on a hidden file beside the output,
+``.<name>.lock``, holding the process id of the run that holds it. The kernel
+drops the lock when that process ends, however it ends (``kill -9``
+included), so a crashed run never blocks the next one; a lock file it leaves
+behind is reused and removed by the next run that takes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file of output ``dest``: hidden, beside it."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.lock")
+
+
+class OutputLock:
+    """An exclusive, non-blocking lock on one output path (see the module docstring)."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = Path(dest)
+        self.path = lock_path(self.dest)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if no other process holds it; True if taken. Never waits."""
+        if self._fd is not None:
+            return True
+        for _ in range(8):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not _try_lock(fd):
+                    os.close(fd)
+                    return False
+                # A holder that released meanwhile unlinked the file we opened:
+                # our lock would guard no name, so open the path again.
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                    self._fd = fd
+                    return True
+                _unlock(fd)
+                os.close(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+        return False
+
+    def holder(self) -> int | None:
+        """Process id written by the run that holds (or last held) the lock, if readable."""
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (a no-op if not held)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if os.name != "nt":
+            # Unlinked while still locked, so a newcomer either fails on the
+            # old file or finds it gone and locks a new one (see acquire).
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        _unlock(fd)
+        os.close(fd)
+        if os.name == "nt":  # pragma: no cover - Windows cannot unlink an open file
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
