@@ -130,6 +130,9 @@ def test_eval_end_to_end_csv_json_and_baselines(env, tmp_path, two_photos):
     rows = list(csv.reader((tmp_path / "res" / "eval.csv").open()))
     assert rows[0] == ["scene", "method", "psnr_mu", "psnr_l", "ssim_mu", "ssim_l"]
     assert [r[:2] for r in rows[-3:]] == [["mean", "hdrmerge"], ["mean", "reference"], ["mean", "merge"]]
+    # Gamma-2.2 shots (synth's default): auto keeps gamma 2.2, and says how it decided.
+    assert [s["response"].split(" (")[0] for s in data["scenes"]] == ["gamma2.2", "gamma2.2"]
+    assert all(s["response"].startswith("gamma2.2 (estimated: gamma2.2 fits the pixels best") for s in data["scenes"])
     mean = data["mean"]
     # The network removes the ghosts of the moving objects: it beats both baselines.
     assert mean["hdrmerge"]["psnr_mu"] > mean["merge"]["psnr_mu"] + 3

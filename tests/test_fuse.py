@@ -95,6 +95,7 @@ def test_frobisher_hdr_radiance_file(env, tmp_path):
     assert head.startswith("#?RADIANCE\n") and "SOFTWARE=hdrmerge " in head
     assert "# sources: IMG_2600.jpg IMG_2601.jpg IMG_2602.jpg" in head
     assert "\n# camera: Canon EOS 5D Mark II\n" in head  # the make once, not "Canon Canon EOS ..."
+    assert "\n# response: estimated (estimated: fitted to the pixels (residual " in head
     img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)  # OpenCV's own Radiance reader
     assert img.shape == (426, 640, 3) and img.dtype == np.float32
     assert 0.0 <= img.min() and img.max() <= 1.0 + 1e-6  # short domain: clamped to [0, 1]
