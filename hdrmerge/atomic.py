@@ -1,18 +1,205 @@
 """Atomic file creation: write to a temporary file beside the target, then rename.
 
 A reader never sees a half-written file, an interrupted run leaves no partial
-output, and an existing file is only replaced when the caller says so.
+output, an existing file is only replaced when the caller says so, and an
+input file is never replaced at all, whatever the caller says.
+
+Temporaries are named after their owner so that a later run can recognise
+those left by a process that was killed (``kill -9``, a power cut) and remove
+them::
+
+    .<stem>.hdrmerge-<where>-<pid>-<start>-<random>.part<suffix>
+
+``where`` is a short hash of the host, its boot and the PID namespace (PIDs
+only mean something within one of those); ``start`` is when process ``pid``
+started (clock ticks since boot from ``/proc/<pid>/stat`` on Linux, psutil's
+creation time elsewhere when it is installed, ``x`` when unknown). A temporary
+is stale when it was made here and no process with that PID runs any more, or
+the process now holding that PID started at another time. Anything else is
+left alone: a live process's temporary is never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import re
+import signal
+import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hdrmerge.errors import InputError, OutputError
+
+#: Files renamed into place by this process so far (for "nothing written").
+_written: list[Path] = []
+
+
+def written() -> list[Path]:
+    """The files this process has committed so far, in order."""
+    return list(_written)
+
+
+# --- paths ------------------------------------------------------------------
+
+
+def resolve(path: Path) -> Path:
+    """``path`` made absolute with every symlink followed; InputError on a symlink loop."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError up to Python 3.12, OSError(ELOOP) later
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise
+        raise InputError(f"{path} is a symlink loop; make it point at a file") from None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file.
+
+    True for the same resolved path (``./x`` and ``$PWD/x``, a symlinked
+    folder) and, when both exist, for the same inode: hard links, and other
+    spellings on a case-insensitive file system.
+    """
+    if resolve(a) == resolve(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
+def refuse_input(dest: Path, inputs: Iterable[Path], what: str = "the output", remedy: str = "") -> None:
+    """InputError if ``dest`` is one of ``inputs``: an input is never replaced.
+
+    ``what`` names the output in the message (``the preview``…), ``remedy``
+    says what to do (default: choose another path for it). The message
+    deliberately does not mention --overwrite: no flag allows this.
+    """
+    for inp in inputs:
+        if same_file(dest, inp):
+            which = "an input file" if str(dest) == str(inp) else f"the input file {inp}"
+            raise InputError(
+                f"{what} {dest} is {which}; inputs are never overwritten, "
+                f"so {remedy or f'choose another path for {what}'}"
+            )
+
+
+# --- owners of temporaries --------------------------------------------------
+
+_GONE = "gone"  # _start_token: no process with that PID
+
+
+def _start_token(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque token; ``_GONE`` if none runs, None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return _GONE
+    except OSError:
+        return None
+    else:
+        # The command name (field 2) may hold spaces and parentheses: split
+        # after its closing one. starttime is field 22.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        return fields[19].decode() if len(fields) > 19 else None
+    try:
+        import psutil
+    except ImportError:
+        if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return _GONE
+        except OSError:
+            pass
+        return None
+    try:
+        return f"{psutil.Process(pid).create_time():.3f}".replace(".", "")
+    except psutil.NoSuchProcess:
+        return _GONE
+    except psutil.Error:
+        return None
+
+
+def _where() -> str:
+    """8 hex digits naming this host, its boot and PID namespace."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink(source) if source.endswith("/pid") else Path(source).read_text().strip())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+_owner_cache: dict[int, str] = {}
+
+
+def owner_tag() -> str:
+    """``<where>-<pid>-<start>`` of this process (computed again after a fork)."""
+    pid = os.getpid()
+    if pid not in _owner_cache:
+        start = _start_token(pid)
+        _owner_cache[pid] = f"{_where()}-{pid}-{start if start not in (None, _GONE) else 'x'}"
+    return _owner_cache[pid]
+
+
+_TEMP = re.compile(r"hdrmerge-(?P<where>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>[0-9x]+)-[a-z0-9_]+\.part(\..*)?")
+
+
+def _is_stale(name: str) -> bool:
+    """Whether a temporary (its name after ``.<stem>.``) was left by a process that is gone."""
+    m = _TEMP.fullmatch(name)
+    if m is None or m["where"] != owner_tag().split("-")[0]:
+        return False  # not ours to judge: another host, container or naming
+    pid = int(m["pid"])
+    if pid == os.getpid():
+        return False
+    now = _start_token(pid)
+    if now == _GONE:
+        return True
+    return now is not None and m["start"] != "x" and now != m["start"]
+
+
+def remove_stale_temporaries(dest: Path) -> list[Path]:
+    """Delete the temporaries of ``dest`` left by dead processes; return what was removed."""
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    removed = []
+    with contextlib.suppress(OSError):
+        for tmp in parent.glob(f".{_glob_escape(dest.stem)}.hdrmerge-*.part{_glob_escape(dest.suffix)}"):
+            if _is_stale(tmp.name[len(dest.stem) + 2 :]):
+                try:
+                    tmp.unlink()
+                except FileNotFoundError:
+                    continue  # another run cleaned it up first
+                except OSError:
+                    continue  # read-only: nothing we can do, and it does no harm
+                removed.append(tmp)
+    return removed
+
+
+def describe_removed(removed: list[Path]) -> str:
+    """One warning line for the stale temporaries :func:`remove_stale_temporaries` deleted."""
+    owners = sorted({m["pid"] for p in removed if (m := _TEMP.search(p.name))}, key=int)
+    files = "s" if len(removed) > 1 else ""
+    return (
+        f"removed {len(removed)} temporary file{files} left by an interrupted run "
+        f"(process {', '.join(owners)}, no longer running): {', '.join(str(p) for p in removed)}"
+    )
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+# --- checks and staging -----------------------------------------------------
 
 
 def may_replace(dest: Path, *, overwrite: bool, replace_own: bool = False) -> bool:
@@ -37,13 +224,28 @@ def check_writable(dest: Path, *, overwrite: bool, replace_own: bool = False) ->
     # Probe by creating a file: permission bits say nothing for root, and
     # read-only mounts or full disks only show when a file is made.
     try:
-        fd, probe = tempfile.mkstemp(prefix=".hdrmerge-probe-", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=f".hdrmerge-probe-{owner_tag()}-", dir=parent)
     except OSError as exc:
         raise InputError(
             f"output directory {parent} is not writable ({exc.strerror}); choose another output path"
         ) from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _write_failure(dest: Path, exc: BaseException) -> str:
+    """The one-line message for a failed write of ``dest``, naming it (not its temporary)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    code = getattr(cause, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {dest}: no space left on the device; free some space or choose another output folder"
+    if code == errno.EROFS:
+        return f"cannot write {dest}: the file system is read-only; choose another output folder"
+    if cause is not None and cause.strerror:
+        return f"cannot write {dest}: {cause.strerror}; check the output folder"
+    return f"cannot write {dest}: {exc}"
 
 
 @contextlib.contextmanager
@@ -66,7 +268,8 @@ class StagedOutputs:
     ``stage(dest)`` returns a temporary path beside ``dest`` to write to;
     ``commit()`` renames every staged file into place. Leaving the ``with``
     block without committing (an exception, Ctrl-C) deletes the temporaries,
-    so no partial or corrupt output is ever left behind.
+    so no partial or corrupt output is ever left behind. A write that fails
+    inside the block is reported naming ``dest``, not the hidden temporary.
 
     Files are renamed in the order they were staged: stage the main output
     last, so that a kill between two renames never leaves it beside missing
@@ -75,22 +278,33 @@ class StagedOutputs:
     ``replace_own``: an existing file that hdrmerge wrote may be replaced even
     without ``overwrite`` (``batch`` redoing an incomplete output set); the
     file's tag is checked again just before the rename.
+
+    ``protect``: input files no output may ever resolve to, even with
+    ``overwrite``. ``removed``: stale temporaries of the outputs, left by
+    dead processes, that :meth:`check` deleted.
     """
 
-    def __init__(self, *, overwrite: bool = False, replace_own: bool = False) -> None:
+    def __init__(self, *, overwrite: bool = False, replace_own: bool = False, protect: Iterable[Path] = ()) -> None:
         self.overwrite = overwrite
         self.replace_own = replace_own
+        self.protect = tuple(Path(p) for p in protect)
+        self.removed: list[Path] = []
         self._staged: list[tuple[Path, Path]] = []
 
-    def check(self, dest: Path) -> None:
+    def check(self, dest: Path, what: str = "the output") -> None:
         """Refuse early, before any work, an output that must not be written."""
-        check_writable(Path(dest), overwrite=self.overwrite, replace_own=self.replace_own)
+        dest = Path(dest)
+        refuse_input(dest, self.protect, what)
+        check_writable(dest, overwrite=self.overwrite, replace_own=self.replace_own)
+        self.removed += remove_stale_temporaries(dest)
 
     def stage(self, dest: Path) -> Path:
         dest = Path(dest)
         self.check(dest)
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent)
+            fd, name = tempfile.mkstemp(
+                prefix=f".{dest.stem}.hdrmerge-{owner_tag()}-", suffix=f".part{dest.suffix}", dir=dest.parent
+            )
         except OSError as exc:
             raise OutputError(f"cannot create a file in {dest.parent}: {exc.strerror}") from exc
         os.close(fd)
@@ -103,14 +317,18 @@ class StagedOutputs:
         for tmp, dest in self._staged:
             if not tmp.exists() or tmp.stat().st_size == 0:
                 raise OutputError(f"writing {dest} produced no data")
+            refuse_input(dest, self.protect)
             if dest.exists() and not may_replace(dest, overwrite=self.overwrite, replace_own=self.replace_own):
                 raise InputError(f"{dest} appeared while writing; pass --overwrite to replace it")
         done = []
-        for tmp, dest in self._staged:
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, dest)
-            done.append(dest)
-        self._staged.clear()
+        # All renames or none: a Ctrl-C arriving between two of them waits until the last.
+        with _sigint_deferred():
+            for tmp, dest in self._staged:
+                os.chmod(tmp, 0o666 & ~umask)
+                os.replace(tmp, dest)
+                done.append(dest)
+                _written.append(dest)
+            self._staged.clear()
         return done
 
     def discard(self) -> None:
@@ -122,5 +340,38 @@ class StagedOutputs:
     def __enter__(self) -> StagedOutputs:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        staged = list(self._staged)
         self.discard()
+        if isinstance(exc, (OSError, OutputError)):
+            text = str(exc)
+            for tmp, dest in staged:
+                if tmp.name in text or _caused_by_write_of(exc, tmp):
+                    raise OutputError(_write_failure(dest, exc)) from exc
+
+
+def _caused_by_write_of(exc: BaseException, tmp: Path) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.filename is not None and Path(os.fsdecode(cause.filename)).name == tmp.name:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back SIGINT (main thread only) until the block is done, then raise it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(signal.SIGINT, caught[0])
+    elif caught and previous == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)

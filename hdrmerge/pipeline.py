@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hdrmerge import __version__
-from hdrmerge.atomic import StagedOutputs
+from hdrmerge.atomic import StagedOutputs, describe_removed, refuse_input, resolve, same_file
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
 from hdrmerge.reading import Frame, check_shot, read_frames
@@ -109,7 +109,7 @@ def load_bracket(
         )
     if ev is not None and len(ev) != 3:
         raise InputError(f"--ev has {len(ev)} values; give 3, one per input in input order (e.g. --ev -2,0,2)")
-    if len({Path(p).resolve() for p in paths}) != 3:
+    if any(same_file(a, b) for i, a in enumerate(paths) for b in paths[i + 1 :]):
         raise InputError("the same file is given twice; a bracket needs three different shots")
     for p in paths:
         check_shot(p)
@@ -135,7 +135,11 @@ def load_bracket(
 
 
 def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
-    """Every file a run will write, by role; checked before any work."""
+    """Every file a run will write, by role; checked before any work.
+
+    Two roles may not name one file, however it is spelled (``./x.exr`` and
+    ``$PWD/x.exr``, a symlinked folder, a hard link).
+    """
     output_format(output)
     paths = {"hdr": output}
     if not options.no_preview:
@@ -143,9 +147,39 @@ def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
     if options.debug_dir is not None:
         for name in ("flow0", "flow2", "mask0", "mask2", "hdr_m", "hdr"):
             paths[f"debug_{name}"] = options.debug_dir / f"{name}.png"
-    if len(set(paths.values())) != len(paths):
-        raise InputError("two outputs would have the same name; choose another --preview path")
+    roles = list(paths)
+    for i, a in enumerate(roles):
+        for b in roles[i + 1 :]:
+            if same_file(paths[a], paths[b]):
+                raise InputError(
+                    f"{describe_role(b)} {paths[b]} is the same file as {describe_role(a)} {paths[a]}; "
+                    f"{remedy_for(b)}"
+                )
     return paths
+
+
+def describe_role(role: str) -> str:
+    """How messages name an output role of :func:`output_paths`."""
+    if role == "hdr":
+        return "the output"
+    if role == "preview":
+        return "the preview"
+    return "the debug image"
+
+
+def remedy_for(role: str) -> str:
+    """What to do when an output of ``role`` collides with another file."""
+    if role == "hdr":
+        return "choose another output path"
+    if role == "preview":
+        return "choose another path for the preview"
+    return "choose another --debug-dir"
+
+
+def refuse_inputs_as_outputs(targets: dict[str, Path], inputs: Sequence[Path]) -> None:
+    """InputError if any output would replace an input file, whatever --overwrite says."""
+    for role, dest in targets.items():
+        refuse_input(dest, inputs, describe_role(role), remedy_for(role))
 
 
 def normalisation_gain(bracket: Bracket, normalize: str) -> float:
@@ -249,6 +283,7 @@ class Prepared:
     targets: dict[str, Path]
     gain: float
     read_s: float
+    warnings: list[str] = field(default_factory=list)  # stale temporaries removed, …
 
 
 def prepare(
@@ -264,8 +299,12 @@ def prepare(
     ``on_checked``: see :func:`load_bracket`.
     """
     t = time.perf_counter()
+    for p in paths:
+        resolve(p)  # a symlink loop is the user's input problem, not a crash
     targets = output_paths(output, options)
-    probe = StagedOutputs(overwrite=options.overwrite, replace_own=options.replace_own)
+    # First of all, since no flag can allow it: an output must not be an input.
+    refuse_inputs_as_outputs(targets, paths)
+    probe = StagedOutputs(overwrite=options.overwrite, replace_own=options.replace_own, protect=paths)
     if options.debug_dir is not None and options.debug_dir.exists() and not options.debug_dir.is_dir():
         raise InputError(f"--debug-dir {options.debug_dir} is not a directory")
     for dest in targets.values():
@@ -274,7 +313,8 @@ def prepare(
         probe.check(dest)
     bracket = load_bracket(paths, options.ev, response=options.response, on_checked=on_checked)
     gain = normalisation_gain(bracket, options.normalize)
-    return Prepared(bracket, output, targets, gain, time.perf_counter() - t)
+    warnings = [describe_removed(probe.removed)] if probe.removed else []
+    return Prepared(bracket, output, targets, gain, time.perf_counter() - t, warnings)
 
 
 def run_prepared(
@@ -319,7 +359,7 @@ def run_prepared(
             "tiles": result.tiles,
             "normalize": options.normalize,
             "normalize_gain": gain,
-            "warnings": list(bracket.exposures.warnings),
+            "warnings": [*prepared.warnings, *bracket.exposures.warnings],
         }
     )
 
@@ -327,7 +367,9 @@ def run_prepared(
     t = time.perf_counter()
     if options.debug_dir is not None:
         options.debug_dir.mkdir(parents=True, exist_ok=True)
-    with StagedOutputs(overwrite=options.overwrite, replace_own=options.replace_own) as staged:
+    with StagedOutputs(
+        overwrite=options.overwrite, replace_own=options.replace_own, protect=[f.path for f in bracket.frames]
+    ) as staged:
         fmt = output_format(output)
         # The preview and debug images use the short-exposure domain: write
         # them first, then scale the (large) HDR in place instead of copying it.
