@@ -190,8 +190,8 @@ def describe_removed(removed: list[Path]) -> str:
     owners = sorted({m["pid"] for p in removed if (m := _TEMP.search(p.name))}, key=int)
     files = "s" if len(removed) > 1 else ""
     return (
-        f"removed {len(removed)} temporary file{files} left by an interrupted run "
-        f"(process {', '.join(owners)}, no longer running): {', '.join(str(p) for p in removed)}"
+        f"removed {len(removed)} temporary file{files} left by a killed run "
+        f"(process {', '.join(owners)}): {', '.join(str(p) for p in removed)}"
     )
 
 

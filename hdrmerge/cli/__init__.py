@@ -1,14 +1,16 @@
 """The ``hdrmerge`` command: one Typer app, one module per command.
 
 :func:`main` is the console-script entry point. It turns every failure into one
-line on stderr and an exit code (0 success, 1 failure, 2 bad usage or input);
-full tracebacks only with ``--debug`` or ``HDRMERGE_DEBUG=1``.
+line on stderr and an exit code (0 success, 1 failure, 2 bad usage or input,
+130 interrupted); full tracebacks only with ``--debug`` or ``HDRMERGE_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Annotated
 
@@ -24,7 +26,7 @@ from hdrmerge.cli import fuse as fuse_cmd
 from hdrmerge.cli import synth as synth_cmd
 from hdrmerge.cli import weights as weights_cmd
 from hdrmerge.cli.common import DebugOpt, ReadmeCommand
-from hdrmerge.errors import EXIT_FAILURE, EXIT_USAGE, HdrmergeError
+from hdrmerge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, HdrmergeError
 
 app = typer.Typer(
     name="hdrmerge",
@@ -92,6 +94,28 @@ def _error(message: str, code: int) -> int:
     return code
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C, raised past click, which would print a blank line and turn it into Abort."""
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def _interrupted(debug: bool) -> int:
+    """The one line for Ctrl-C (exit 130); says truly what was written."""
+    from hdrmerge.atomic import written
+
+    if debug:
+        traceback.print_exc()
+    done = written()
+    sys.stderr.write(
+        ("interrupted after writing " + ", ".join(map(str, done)) if done else "interrupted; nothing written") + "\n"
+    )
+    sys.stderr.flush()
+    return EXIT_INTERRUPTED
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -99,6 +123,25 @@ def run(argv: list[str] | None = None) -> int:
     if debug:
         # Modules deeper down (downloads) read this to keep library logs on.
         os.environ["HDRMERGE_DEBUG"] = "1"
+    # Only where Python itself would raise KeyboardInterrupt: a shell that
+    # starts us in the background with SIGINT ignored keeps it ignored.
+    own_sigint = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if own_sigint:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _run(argv, debug)
+    except (_Interrupted, KeyboardInterrupt):
+        # Staged outputs were discarded on the way up (hdrmerge.atomic).
+        return _interrupted(debug)
+    finally:
+        if own_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     try:
         result = app(args=argv, prog_name="hdrmerge", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -118,10 +161,6 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return _error(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        return _error("interrupted", 130)
     except Exception as exc:  # last resort: still one line, traceback behind --debug
         if debug:
             traceback.print_exc()

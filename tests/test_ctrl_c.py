@@ -1,0 +1,93 @@
+"""Ctrl-C (a real SIGINT sent to a running ``hdrmerge fuse``) exits 130 with
+exactly one line, ``interrupted; nothing written``, and that line is true: no
+output and no temporary is left, whether the signal came while the network
+ran or while the outputs were being written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hdrmerge.synthetic import write_bracket
+from tests.conftest import SHARED
+
+
+def start_fuse(shots: list[Path], out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hdrmerge", "fuse", *map(str, shots), "-o", str(out / "o.exr"), *extra],
+        env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_temporaries(proc: subprocess.Popen, folder: Path, timeout: float = 300) -> list[Path]:
+    """The first staged temporaries to appear under ``folder`` while ``proc`` runs ([] if none did)."""
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        found = [p for p in folder.rglob("*") if ".part" in p.name]
+        if found:
+            return found
+        time.sleep(0.001)
+    return []
+
+
+def wait_for_torch(proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``proc`` has loaded PyTorch (the network is about to run)."""
+    end = time.monotonic() + timeout
+    maps = Path(f"/proc/{proc.pid}/maps")
+    while proc.poll() is None and time.monotonic() < end:
+        if "libtorch" in maps.read_text(errors="replace"):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the process ended or never loaded torch")
+
+
+@pytest.fixture
+def env(isolated_env):
+    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+
+
+def _interrupted_cleanly(proc: subprocess.Popen, out: Path) -> None:
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, stderr)
+    assert stderr == "interrupted; nothing written\n"
+    assert stdout == ""
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="finds the network stage through /proc")
+def test_ctrl_c_while_the_network_runs(env, tmp_path):
+    # Big enough that the network still runs a second after PyTorch is loaded.
+    shots = write_bracket(tmp_path / "in", size=(960, 1440))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = start_fuse(shots, out, env)
+    wait_for_torch(proc)
+    time.sleep(1.0)
+    assert proc.poll() is None, "finished before the signal; use a bigger bracket"
+    proc.send_signal(signal.SIGINT)
+    _interrupted_cleanly(proc, out)
+
+
+def test_ctrl_c_while_the_outputs_are_written_removes_the_temporaries(env, tmp_path):
+    shots = write_bracket(tmp_path / "in", size=(96, 128))
+    out = tmp_path / "out"
+    for _attempt in range(3):  # the signal must land while temporaries exist
+        out.mkdir()
+        proc = start_fuse(shots, out, env, "--debug-dir", str(out / "debug"))
+        staged = wait_for_temporaries(proc, out)
+        if staged:
+            proc.send_signal(signal.SIGINT)
+            _interrupted_cleanly(proc, out)
+            return
+        proc.communicate()
+        assert proc.returncode == 0
+        for p in sorted(out.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        out.rmdir()
+    pytest.fail("never caught the writing stage in three runs")
