@@ -74,7 +74,7 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(env, shots, tmp_pat
     assert r.stderr.splitlines() == [
         f"warning: removed 1 temporary file left by a killed run (process {child.pid}): {tmp}"
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["o.exr", "o.preview.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["o.exr", "o.exr.preview.jpg"]
 
 
 def test_temporary_of_a_live_run_is_left_alone(env, shots, tmp_path):
@@ -134,5 +134,5 @@ def test_kill_9_of_a_running_fuse_then_the_same_command_cleans_up(env, tmp_path)
     assert not any(p.exists() for p in left)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "debug/flow0.png", "debug/flow2.png", "debug/hdr.png", "debug/hdr_m.png", "debug/mask0.png", "debug/mask2.png",
-        "o.exr", "o.preview.jpg",
+        "o.exr", "o.exr.preview.jpg",
     ]
