@@ -1,8 +1,11 @@
 """Writing the merged HDR as a LinearRaw DNG that raw editors open.
 
 The DNG holds demosaiced, scene-linear RGB as 16- or 32-bit floating-point
-samples (DNG 1.4), in 256×256 tiles compressed with Deflate and the
-floating-point predictor. Layout, as the DNG specification recommends:
+samples (DNG 1.4), in 256×256 tiles (strips for images under 256 pixels)
+compressed with Deflate and the floating-point predictor; or, for readers
+without floating-point LinearRaw (RawTherapee 5.9), as uncompressed 16-bit
+integers spanning 0 to the white level, in strips. Layout, as the DNG
+specification recommends:
 
 * IFD 0: a small 8-bit RGB thumbnail (NewSubFileType 1) and the tags that
   describe the whole file: DNGVersion, UniqueCameraModel, ColorMatrix1,
@@ -24,9 +27,10 @@ editor applies a profile made for a camera's native RGB.
 
 White level. Floating-point DNG samples are divided by WhiteLevel to get
 values where 1.0 is white; an HDR holds values above the reference shot's
-white. WhiteLevel is therefore the smallest power of two ≥ the image's largest
-value (at least 1), so nothing is clipped by an editor's highlight handling,
-and BaselineExposure = log2(WhiteLevel) tells the editor to brighten by as much
+white. The white level W is therefore the smallest power of two ≥ the image's
+largest value (at least 1): WhiteLevel is W for floating-point samples, and
+65535 = W for integer ones. Nothing is clipped by an editor's highlight handling,
+and BaselineExposure = log2(W) tells the editor to brighten by as much
 by default, which shows stored value 1.0 as white again.
 
 Writing uses tifffile (tiles, Deflate, predictor, SubIFDs); the EXIF IFD,
@@ -49,7 +53,16 @@ import numpy as np
 from hdrmerge.errors import InputError, OutputError
 from hdrmerge.reading import CameraColour
 
-DTYPES = ("half", "float")
+DTYPES = ("half", "float", "uint16")
+#: Sample encoding of each ``--dng-dtype``: numpy type, compression, predictor, DNGBackwardVersion.
+#: RawTherapee 5.9 reads LinearRaw DNGs only as uncompressed integers ("demosaiced
+#: float dng files are not supported"), hence uint16, uncompressed.
+_ENCODINGS: dict[str, tuple[Any, str | None, int | None, tuple[int, int, int, int]]] = {
+    "half": (np.float16, "adobe_deflate", 3, (1, 4, 0, 0)),  # floating point: DNG 1.4
+    "float": (np.float32, "adobe_deflate", 3, (1, 4, 0, 0)),
+    "uint16": (np.uint16, None, None, (1, 1, 0, 0)),
+}
+_UINT16_WHITE = 65535
 #: Long side of the embedded thumbnail, in pixels (what Adobe's converter writes).
 THUMBNAIL_SIZE = 256
 #: Tile side in pixels; readers decode tiles independently (and in parallel).
@@ -262,12 +275,18 @@ def _camera_samples(rgb: np.ndarray, matrix: np.ndarray | None, dtype: Any, band
     return out
 
 
-def _ifd0_tags(meta: DngMetadata, neutral: Sequence[float], xyz_to_camera: np.ndarray, baseline: float) -> list[tuple]:
+def _ifd0_tags(
+    meta: DngMetadata,
+    neutral: Sequence[float],
+    xyz_to_camera: np.ndarray,
+    baseline: float,
+    backward: tuple[int, int, int, int],
+) -> list[tuple]:
     exif = meta.exif
     tags: list[tuple] = [
         (_TAG["DNGVersion"], 1, 4, (1, 4, 0, 0), True),
-        # Floating-point samples first appeared in DNG 1.4: older readers cannot read the file.
-        (_TAG["DNGBackwardVersion"], 1, 4, (1, 4, 0, 0), True),
+        # The oldest specification a reader must know: 1.4 for floating-point samples.
+        (_TAG["DNGBackwardVersion"], 1, 4, backward, True),
         (_TAG["Orientation"], 3, 1, 1, True),  # hdrmerge's frames are upright already
         (_EXIF_PLACEHOLDER, 4, 1, 0, True),  # becomes the ExifIFD pointer, see _finish_ifd0
     ]
@@ -286,9 +305,9 @@ def _ifd0_tags(meta: DngMetadata, neutral: Sequence[float], xyz_to_camera: np.nd
     if meta.colour is not None:
         make, camera = exif.make, exif.model
     else:
-        # LibRaw and RawTherapee replace a DNG's ColorMatrix by their own
-        # table's for a camera they know by Make and Model, which is wrong for
-        # sRGB samples: name hdrmerge instead (the camera goes in the XMP).
+        # LibRaw replaces a DNG's ColorMatrix by its own table's for a camera
+        # it knows by Make and Model, which is wrong for sRGB samples: name
+        # hdrmerge instead (the camera goes in the XMP).
         make, camera = "hdrmerge", "linear sRGB"
     if make:
         tags.append((_TAG["Make"], 2, 0, make, True))
@@ -297,18 +316,34 @@ def _ifd0_tags(meta: DngMetadata, neutral: Sequence[float], xyz_to_camera: np.nd
     return tags
 
 
+def _layout(size: tuple[int, int], *, compressed: bool) -> dict[str, Any]:
+    """tifffile's tile or strip arguments for an image of ``size`` (height, width).
+
+    Compressed data goes in :data:`TILE`-pixel square tiles when the image is
+    at least that large both ways. LibRaw 0.22 fails on tiled floating-point
+    DNGs whose tiles are larger than the image, and on some with small tiles
+    ("unexpected end of file"), but reads every size tried (100 to 1920
+    pixels) as 256-pixel tiles or as strips; so smaller images, and
+    uncompressed data, go in strips of up to TILE rows.
+    """
+    if compressed and min(size) >= TILE:
+        return {"tile": (TILE, TILE)}
+    return {"rowsperstrip": TILE}
+
+
 def write_dng(tmp: Path, rgb: np.ndarray, meta: DngMetadata, *, dtype: str = "half") -> None:
     """Write ``rgb`` (H×W×3 float32, linear sRGB, ≥ 0) as a LinearRaw DNG at ``tmp``.
 
-    ``dtype``: ``half`` (16-bit float samples) or ``float`` (32-bit).
-    OutputError if the values do not fit in half floats or the file cannot be
-    written.
+    ``dtype``: ``half`` (16-bit float samples, Deflate), ``float`` (32-bit,
+    Deflate) or ``uint16`` (16-bit integers spanning 0 to the white level,
+    uncompressed). OutputError if the values do not fit in half floats or the
+    file cannot be written.
     """
     import tifffile
 
     if dtype not in DTYPES:
-        raise InputError(f"--dng-dtype {dtype}: use half or float")
-    np_dtype = np.float16 if dtype == "half" else np.float32
+        raise InputError(f"--dng-dtype {dtype}: use half, float or uint16")
+    _, compression, predictor, backward = _ENCODINGS[dtype]
     thumb = _thumbnail(rgb, meta.preview_gain)
     if meta.colour is not None:
         matrix, neutral = _srgb_to_camera(meta.colour)
@@ -320,22 +355,30 @@ def write_dng(tmp: Path, rgb: np.ndarray, meta: DngMetadata, *, dtype: str = "ha
     peak = float(samples.max(initial=0.0))
     if not math.isfinite(peak):
         raise OutputError("the merged image has non-finite values; cannot write a DNG")
+    level = white_level(peak)
+    stored_white = level
     if dtype == "half":
         if peak > _HALF_MAX:
             raise OutputError("values exceed the half-float range; use --dng-dtype float")
         samples = samples.astype(np.float16)
-    level = white_level(peak)
-    tags0 = _ifd0_tags(meta, neutral, xyz_to_camera, math.log2(level))
+    elif dtype == "uint16":
+        # 0..65535 spans 0..level: 16 linear bits below the brightest value.
+        np.multiply(samples, np.float32(_UINT16_WHITE / level), out=samples)
+        np.rint(samples, out=samples)
+        samples = np.minimum(samples, _UINT16_WHITE).astype(np.uint16)
+        stored_white = _UINT16_WHITE
+    tags0 = _ifd0_tags(meta, neutral, xyz_to_camera, math.log2(level), backward)
     try:
         with tifffile.TiffWriter(tmp, byteorder="<") as tif:
             tif.write(
                 thumb, photometric="rgb", subfiletype=1, subifds=1, extratags=tags0,
                 software=meta.software, metadata=None, datetime=True,
             )
+            layout = _layout(samples.shape[:2], compressed=compression is not None)
             tif.write(
-                samples, photometric=34892, subfiletype=0, tile=(TILE, TILE),
-                compression="adobe_deflate", predictor=3, metadata=None, software=False,
-                extratags=[(_TAG["WhiteLevel"], 4, 1, level, True)],
+                samples, photometric=34892, subfiletype=0, **layout,
+                compression=compression, predictor=predictor, metadata=None, software=False,
+                extratags=[(_TAG["WhiteLevel"], 4, 1, stored_white, True)],
             )
         _finish_ifd0(tmp, meta.exif)
     except OSError as exc:

@@ -35,9 +35,11 @@ def scene() -> np.ndarray:
     return np.maximum(cv2.resize(hdr, (384, 256), interpolation=cv2.INTER_AREA), 0.0)
 
 
-def _raw_ifd(path: Path) -> tifffile.TiffPage:
+def _raw_ifd(path: Path) -> tuple[np.ndarray, int]:
+    """The DNG's image (SubIFD 0) as tifffile reads it, and its tile width (0: strips)."""
     with tifffile.TiffFile(path) as tif:
-        return tif.pages[0].pages[0]
+        page = tif.pages[0].pages[0]
+        return page.asarray(), page.tilewidth
 
 
 @pytest.mark.parametrize("dtype, bits", [("half", 16), ("float", 32)])
@@ -75,6 +77,22 @@ def test_dng_tags_pass_exiftool_validation_and_say_what_the_spec_needs(tmp_path,
     assert XMP_NS.encode() in out.read_bytes()
 
 
+def test_uint16_dng_spans_the_white_level_uncompressed_and_libraw_reads_it_exactly(tmp_path, scene):
+    out = tmp_path / "x.dng"
+    write_dng(out, scene, DngMetadata(EXIF, None, PROVENANCE, 0.25), dtype="uint16")
+    assert exiftool_validate(out) == "OK"
+    t = exiftool_json(out)
+    level = white_level(float(scene.max()))
+    assert t["SubIFD:BitsPerSample"] == "16 16 16" and t["SubIFD:Compression"] == 1 and "SubIFD:TileWidth" not in t
+    assert t["SubIFD:WhiteLevel"] == 65535 and t["IFD0:BaselineExposure"] == pytest.approx(math.log2(level))
+    assert t["IFD0:DNGBackwardVersion"] == "1 1 0 0"  # integer LinearRaw: no DNG 1.4 reader needed
+    stored, _ = _raw_ifd(out)
+    expected = np.rint(np.minimum(scene.astype(np.float64) * 65535 / level, 65535))
+    assert stored.dtype == np.uint16 and np.abs(stored - expected).max() <= 1  # (float32 scaling)
+    with rawpy.imread(str(out)) as raw:
+        assert np.array_equal(raw.raw_image.reshape(256, 384, -1)[..., :3], stored) and raw.white_level == 65535
+
+
 @pytest.mark.parametrize("dtype", ["half", "float"])
 def test_dng_samples_and_thumbnail_read_back_with_tifffile(tmp_path, scene, dtype):
     out = tmp_path / "x.dng"
@@ -110,6 +128,22 @@ def test_libraw_reads_back_the_linear_values(tmp_path, scene, dtype):
     assert np.all(np.abs(values - original) < 1.0 + original * 2.0**-11)
     bright = original >= 2048  # where the integer step is below half-float precision
     assert bright.sum() > 100 and np.all(np.abs(values - original)[bright] <= original[bright] * 2.0**-10)
+
+
+@pytest.mark.parametrize("size", [(120, 180), (256, 200), (300, 384), (530, 790)])
+@pytest.mark.parametrize("dtype", ["half", "float", "uint16"])
+def test_libraw_decodes_every_image_size(tmp_path, scene, size, dtype):
+    """Tiles for images of 256 pixels both ways, strips below: LibRaw 0.22 fails on tiles larger than the image."""
+    image = cv2.resize(np.minimum(scene, 3.0), size[::-1], interpolation=cv2.INTER_AREA)
+    out = tmp_path / "x.dng"
+    write_dng(out, image, DngMetadata(EXIF), dtype=dtype)
+    assert (_raw_ifd(out)[1] == 256) == (dtype != "uint16" and min(size) >= 256)
+    with rawpy.imread(str(out)) as raw:
+        rgb = raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, user_flip=None)
+    assert rgb.shape == (*size, 3)
+    ok = image.min(axis=2) > 0.05
+    ratio = rgb[ok] / image[ok]
+    assert np.abs(ratio / np.median(ratio) - 1).max() < 0.02
 
 
 def test_half_floats_that_overflow_are_refused(tmp_path, scene):
@@ -213,8 +247,8 @@ def _kdc_bracket(folder: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("kind", ["jpeg", "png", "tiff", "dng", "kdc"])
-def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kind):
+@pytest.mark.parametrize("kind, dtype", [("jpeg", "half"), ("png", "float"), ("tiff", "uint16"), ("dng", "half"), ("kdc", "half")])
+def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kind, dtype):
     folder = tmp_path / "in"
     extra: list[str] = []
     if kind == "jpeg":
@@ -228,7 +262,7 @@ def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kin
         paths, size, camera = _kdc_bracket(folder), (512, 768), False  # LibRaw has no matrix for the DC50
         extra = ["--ev=-1,0,1"]
     out = tmp_path / "merged.dng"
-    r = run_cli("fuse", *map(str, paths), "-o", str(out), "--json", *extra, env=env)
+    r = run_cli("fuse", *map(str, paths), "-o", str(out), "--json", "--dng-dtype", dtype, *extra, env=env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["outputs"]["hdr"] == str(out) and Path(report["outputs"]["preview"]).is_file()
@@ -239,5 +273,31 @@ def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kin
     assert t["XMP-hdrmerge:WeightsSha256"] == report["model"]["sha256"]
     assert t["XMP-hdrmerge:Normalize"] == "reference"
     assert t["IFD0:UniqueCameraModel"] == ("Canon Canon EOS 1000D" if camera else SRGB_MODEL)
+    assert t["SubIFD:BitsPerSample"] == ("32 32 32" if dtype == "float" else "16 16 16")
     with rawpy.imread(str(out)) as raw:
         assert (raw.sizes.height, raw.sizes.width) == size
+        assert raw.raw_image.reshape(*size, -1).max() > 0  # decodes
+
+
+def test_batch_format_dng_merges_each_bracket_into_a_valid_dng(env, tmp_path):
+    from datetime import datetime, timedelta
+
+    from hdrmerge.synthetic import write_bracket
+
+    card = tmp_path / "card"
+    start = datetime(2026, 1, 1, 12, 0, 0)
+    for i in range(2):
+        write_bracket(card, size=(64, 96), motion_px=0, start=start + timedelta(minutes=i), prefix=f"b{i + 1}")
+    r = run_cli("batch", str(card), "--format", "dng", "--dng-dtype", "float", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["status"] for row in rows[:-1]] == ["merged", "merged"]
+    outputs = sorted((card / "hdr").glob("*.dng"))
+    assert [p.name for p in outputs] == ["b1_01_hdr.dng", "b2_01_hdr.dng"]
+    for p in outputs:
+        assert exiftool_validate(p) == "OK"
+        t = exiftool_json(p)
+        assert t["SubIFD:BitsPerSample"] == "32 32 32" and t["XMP-hdrmerge:Sources"][0] == p.name.replace("_hdr.dng", ".jpg")
+    # Re-running skips what is done: the DNGs count as outputs like any other.
+    r = run_cli("batch", str(card), "--format", "dng", "--json", env=env)
+    assert [json.loads(line)["status"] for line in r.stdout.splitlines()[:-1]] == ["done", "done"]

@@ -130,6 +130,7 @@ class ExrDtype(str, Enum):
 class DngDtype(str, Enum):
     half = "half"
     float = "float"
+    uint16 = "uint16"
 
 
 class ExrCompression(str, Enum):
@@ -202,7 +203,7 @@ NormalizeOpt = Annotated[
 ExrDtypeOpt = Annotated[ExrDtype, typer.Option("--exr-dtype", help="Sample type of .exr output.", case_sensitive=False)]
 DngDtypeOpt = Annotated[
     DngDtype,
-    typer.Option("--dng-dtype", help="Floating-point sample type of .dng output (see docs/formats.md).", case_sensitive=False),
+    typer.Option("--dng-dtype", help="Sample type of .dng output: half or float (compressed), or uint16 for RawTherapee 5.9 (see docs/formats.md).", case_sensitive=False),
 ]
 ExrCompressionOpt = Annotated[
     ExrCompression, typer.Option("--exr-compression", help="Lossless compression of .exr output.", case_sensitive=False)
