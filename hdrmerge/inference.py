@@ -1,8 +1,12 @@
-"""Running the network: device choice, precision, and one bracket through SAFNet.
+"""Running the network: device choice, precision, and one bracket through it.
 
-Input is three decoded frames sorted short → long and their relative exposures;
-output is numpy arrays (H×W×C, float32) of the HDR in the short-exposure
-linear domain and, on request, the intermediates (flows, masks, first-stage HDR).
+Both engines take the same input, three decoded frames sorted short → long
+(:class:`hdrmerge.reading.Frame`, in the network's gamma-2.2 domain) and their
+relative exposures, and give the same output: numpy arrays (H×W×C, float32)
+of the HDR in the short-exposure linear domain. SAFNet runs through
+:mod:`hdrmerge.tiling` and can also return its intermediates (flows, masks,
+first-stage HDR); AFUNet runs through :mod:`hdrmerge.afunet_tiling` and has
+no such intermediates.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hdrmerge.errors import InputError
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from hdrmerge.weights import LoadedWeights
 
 PRECISIONS = ("auto", "fp32", "fp16")
+NO_AFUNET_INTERMEDIATES = "--debug-dir shows SAFNet's flows and masks; AFUNet has none: drop --debug-dir or use --model safnet-s"
 
 def preload() -> threading.Thread:
     """A thread (not started) that imports torch and the network code.
@@ -60,12 +65,18 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means fp16 on CUDA (see docs/performance.md) and fp32 elsewhere."""
+#: Architectures whose fp16 output has been measured against fp32 (docs/performance.md);
+#: ``auto`` picks fp16 on CUDA only for these. AFUNet's has not been (no GPU was
+#: available), so it runs fp32 unless fp16 is asked for.
+FP16_MEASURED = ("SAFNet", "SAFNet-S")
+
+
+def resolve_precision(precision: str, device: torch.device, arch: str = "SAFNet-S") -> str:
+    """``auto`` means fp16 on CUDA for a measured architecture (docs/performance.md), fp32 elsewhere."""
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision}: unknown; use {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        return "fp16" if device.type == "cuda" and arch in FP16_MEASURED else "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise InputError("--precision fp16 needs a GPU; on the CPU use fp32 (or auto)")
     return precision
@@ -73,12 +84,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 @dataclass
 class Engine:
-    """A loaded network on its device, ready for brackets."""
+    """A loaded network on its device, ready for brackets.
+
+    ``notice`` receives one-line notices meant for the user before a long run
+    (the CLI prints them on stderr unless --quiet).
+    """
 
     model: Model
     weights: LoadedWeights
     device: torch.device
     precision: str
+    notice: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
     @classmethod
     def load(cls, weights: LoadedWeights, device: str = "auto", precision: str = "auto") -> Engine:
@@ -87,11 +103,18 @@ class Engine:
         from hdrmerge.models import build_model
 
         dev = select_device(device)
-        prec = resolve_precision(precision, dev)
+        prec = resolve_precision(precision, dev, weights.arch)
         model = build_model(weights.state, weights.arch, source=str(weights.path)).to(dev)
-        # channels_last convolutions: 0.75x the time of NCHW on the CPU (docs/performance.md).
-        model = model.to(memory_format=torch.channels_last)
+        if model.arch != "AFUNet":
+            # channels_last convolutions: 0.75x the time of NCHW on the CPU (docs/performance.md).
+            # AFUNet works on token maps (B×N×C) between its convolutions; it stays NCHW.
+            model = model.to(memory_format=torch.channels_last)
         return cls(model, weights, dev, prec)
+
+    @property
+    def has_intermediates(self) -> bool:
+        """Whether the network has flows, masks and a first-stage HDR to show (SAFNet only)."""
+        return self.model.arch != "AFUNet"
 
     def describe(self) -> str:
         return f"{self.model.arch} ({self.weights.name or self.weights.path.name}) on {self.device.type}, {self.precision}"
@@ -122,6 +145,8 @@ def merge(
         raise ValueError(f"merge needs 3 frames, got {len(frames)}")
     dev = engine.device
     h, w = frames[0].size
+    if engine.model.arch == "AFUNet":
+        return _merge_afunet(engine, frames, exposures, intermediates=intermediates, tile=tile, max_memory=max_memory)
     budget = max_memory if max_memory is not None else default_budget(dev.type)
     if tile is None:
         tile = choose_tile(engine.model.arch, budget, engine.model.reach, (h, w))
@@ -138,6 +163,60 @@ def merge(
         engine.model, frames, exposures, flow_scale=flow_scale, tile=tile, device=dev,
         autocast=autocast, intermediates=intermediates, decoder_tile=choose_decoder_tile(budget),
     )
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+#: On the CPU, AFUNet's tiles may use up to this much memory: larger tiles mean
+#: less overlap to recompute and outputs closer to a whole-image run (its CAPO
+#: statistics are global), unlike SAFNet's, which only cost memory.
+AFUNET_CPU_BUDGET_CAP = 4 * 2**30
+
+
+def _merge_afunet(
+    engine: Engine,
+    frames: Sequence[Frame],
+    exposures: Sequence[float],
+    *,
+    intermediates: bool,
+    tile: int | None,
+    max_memory: int | None,
+) -> Result:
+    """AFUNet on the bracket (:mod:`hdrmerge.afunet_tiling`), with a warning before a long CPU run."""
+    import torch
+
+    from hdrmerge import afunet_tiling
+    from hdrmerge.tiling import available_memory
+
+    if intermediates:
+        raise InputError(NO_AFUNET_INTERMEDIATES)
+    dev = engine.device
+    size = frames[0].size
+    if tile is None:
+        if max_memory is not None:
+            budget = max_memory
+        else:
+            free = available_memory(dev.type) // 2
+            budget = free if dev.type == "cuda" else min(free, AFUNET_CPU_BUDGET_CAP)
+        tile = afunet_tiling.choose_tile(budget, size)
+    elif tile < afunet_tiling.MIN_TILE:
+        raise InputError(
+            f"--tile {tile}: AFUNet's tiles must be at least {afunet_tiling.MIN_TILE} px "
+            f"(neighbours overlap by {afunet_tiling.OVERLAP} px)"
+        )
+    if dev.type == "cpu":
+        warning = afunet_tiling.cpu_warning(size, afunet_tiling.plan_tiles(*size, tile))
+        if warning:
+            engine.notice(warning)
+    if engine.precision == "fp16":
+        # Code path only: AFUNet's fp16 output has not been measured against fp32 here.
+        autocast = lambda: torch.autocast(device_type=dev.type, dtype=torch.float16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
+    t0 = time.perf_counter()
+    out = afunet_tiling.run_afunet(engine.model, frames, exposures, tile=tile, device=dev, autocast=autocast)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     out.seconds = time.perf_counter() - t0

@@ -35,6 +35,8 @@ from hdrmerge.writing import (
 )
 
 NORMALIZE = ("short", "reference", "absolute")
+#: The paper behind each architecture, for output metadata.
+PAPERS = {"SAFNet": "Kong et al., ECCV 2024", "SAFNet-S": "Kong et al., ECCV 2024", "AFUNet": "Li, Ni, Yang, ICCV 2025"}
 
 
 @dataclass
@@ -206,7 +208,7 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
     e = exif_exposure(exif)
     attrs: dict[str, Any] = {
         "software": f"hdrmerge {__version__}",
-        "comments": "Merged by hdrmerge with SAFNet (Kong et al., ECCV 2024)",
+        "comments": f"Merged by hdrmerge with {meta['model']['arch']} ({PAPERS[meta['model']['arch']]})",
         "hdrmerge:sources": [f.path.name for f in bracket.sorted_frames],
         "hdrmerge:ev": [float(bracket.exposures.ev[i]) for i in bracket.order],
         "hdrmerge:evSource": bracket.exposures.source,
@@ -216,7 +218,7 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
         "hdrmerge:weightsSha256": meta["model"]["sha256"],
         "hdrmerge:normalize": meta["normalize"],
         "hdrmerge:normalizeGain": float(meta["normalize_gain"]),
-        "hdrmerge:flowScale": float(meta["flow_scale"]),
+        "hdrmerge:flowScale": None if meta["flow_scale"] is None else float(meta["flow_scale"]),
         "hdrmerge:response": bracket.response.name,
         "hdrmerge:responseSource": bracket.response.source,
         "hdrmerge:responseDetail": bracket.response.detail or None,
@@ -354,7 +356,8 @@ def run_prepared(
             },
             "device": engine.device.type,
             "precision": engine.precision,
-            "flow_scale": flow_scale,
+            # AFUNet has no flow network: no flow scale to report.
+            "flow_scale": flow_scale if engine.has_intermediates else None,
             "tile": result.tile,
             "tiles": result.tiles,
             "normalize": options.normalize,

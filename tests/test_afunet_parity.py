@@ -88,3 +88,16 @@ def test_debug_case_every_intermediate(model):
         bound = 2e-5 * max(1.0, float(np.abs(ref).max()))
         assert float(np.abs(taps[name] - ref).max()) <= bound, name
     assert float(np.abs(out.numpy() - d["output"]).max()) <= 5e-6
+
+
+def test_window_batches_do_not_change_the_result(model, monkeypatch):
+    # Attention runs WINDOW_BATCH windows at a time to bound memory; 7 windows
+    # per batch (the 80×104 padded map has 130, masks cycling per image) must
+    # still reproduce the golden.
+    import hdrmerge.models.afunet as afunet
+
+    monkeypatch.setattr(afunet, "WINDOW_BATCH", 7)
+    d = _load(AFUNET_FIXTURES / "afunet_h76_w100.npz")
+    with torch.inference_mode():
+        out = model(torch.from_numpy(d["input"])).numpy()
+    assert np.abs(out - d["output"]).max() <= 5e-6

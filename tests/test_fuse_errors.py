@@ -129,7 +129,7 @@ def test_overwrite_replaces_both_outputs(env, bracket, tmp_path):
         (("--ev", "a,b,c"), "--ev 'a,b,c': give numbers separated by commas, e.g. --ev=-2,0,2"),
         (("--ev=0,2",), "--ev has 2 values; give 3, one per input in input order (e.g. --ev -2,0,2)"),
         (("--flow-scale", "3"), "--flow-scale 3.0: must be between 0.0625 and 1 (0.5 is what the paper uses)"),
-        (("--model", "nope"), "unknown model 'nope'; known: safnet-s, safnet, safnet-challenge123 (see `hdrmerge weights list`)"),
+        (("--model", "nope"), "unknown model 'nope'; known: safnet-s, safnet, safnet-challenge123, afunet-kalantari, afunet-hu, afunet-tel (see `hdrmerge weights list`)"),
         (("--device", "cuda"), "--device cuda: no CUDA device is available to PyTorch here; use --device auto or cpu"),
     ],
 )

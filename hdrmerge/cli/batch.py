@@ -193,7 +193,7 @@ def batch(
             outdir.mkdir(parents=True)
         except OSError as exc:
             raise InputError(f"cannot create the output folder {outdir} ({exc.strerror}); choose another with -o") from None
-    get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty)
+    get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)
     results: dict[int, dict[str, Any]] = {}
     started = time.perf_counter()
 

@@ -267,8 +267,13 @@ def engine_loader(
     precision: Precision,
     *,
     chatty: bool,
+    quiet: bool = False,
 ) -> Callable[[], Any]:
-    """A function that loads the network once, on first call, and says which it is."""
+    """A function that loads the network once, on first call, and says which it is.
+
+    The engine's notices (AFUNet's time estimate before a long CPU run) go to
+    stderr as warnings unless ``quiet``.
+    """
     loaded: list[Any] = []
 
     def get_engine() -> Any:
@@ -277,7 +282,9 @@ def engine_loader(
             from hdrmerge.weights import load_weights
 
             w = load_weights(model, weights, hub_repo=hub_repo, progress=chatty and err_console.is_terminal)
-            loaded.append(Engine.load(w, device.value, precision.value))
+            engine = Engine.load(w, device.value, precision.value)
+            engine.notice = lambda message: warn(message, quiet=quiet)
+            loaded.append(engine)
             status(f"model: {loaded[0].describe()}", quiet=not chatty)
         return loaded[0]
 

@@ -81,7 +81,7 @@ def eval_(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         staged.check(out / "eval.json")
-    engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty)()
+    engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)()
     status(f"{len(scenes)} scenes, {layout} layout", quiet=not chatty)
 
     done = 0

@@ -93,13 +93,19 @@ def fuse(
 
     if preview is not None and no_preview:
         raise InputError("--preview and --no-preview contradict each other; give one")
+    if debug_dir is not None and model is not None:
+        from hdrmerge.inference import NO_AFUNET_INTERMEDIATES
+        from hdrmerge.weights.registry import get_checkpoint
+
+        if get_checkpoint(model).arch == "AFUNet":  # known before any file is read
+            raise InputError(NO_AFUNET_INTERMEDIATES)
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
         response, exact, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
     )
     chatty = not (quiet or json_)
     started = time.perf_counter()
-    get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty)
+    get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)
 
     if chatty and err_console.is_terminal:
         with err_console.status("starting") as spinner:

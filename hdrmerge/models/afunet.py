@@ -47,6 +47,10 @@ TEST_PATCH = 128
 MASK_VALUE = -100.0
 #: ``img_size`` the authors built the model with: only sizes the stored masks.
 _STORED_MASK_SIZE = 40
+#: Windows per attention batch. Each window's result depends on that window
+#: alone, so batching only bounds memory: the logits of 1024 windows are
+#: 64 MiB (4 heads × 64 × 64 floats each) instead of 1 KiB per pixel of the image.
+WINDOW_BATCH = 1024
 
 #: Callback for intermediate tensors: ``tap(name, tensor)``, names as the
 #: debug fixture's keys (``conv1``, ``SFM.0``, ``inv.0.input``, ``out.0`` …).
@@ -121,10 +125,10 @@ class Mlp(nn.Module):
 def _window_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """softmax(q·kᵀ + bias [+ mask]) · v for windows ``(B·nW)×heads×64×d``.
+    """softmax(q·kᵀ + bias [+ mask]) · v for windows ``b×heads×64×d``.
 
-    ``q`` is already scaled; ``bias`` heads×64×64; ``mask`` nW×64×64 (the
-    windows of one image, repeated over the batch).
+    ``q`` is already scaled; ``bias`` heads×64×64; ``mask`` either one per
+    window (b×64×64) or the nW×64×64 of one image when b is a multiple of nW.
     """
     logits = q @ k.transpose(-2, -1) + bias
     if mask is not None:
@@ -160,10 +164,27 @@ class SelfAttention(_RelativeBias):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``x``: windows ``(B·nW)×64×C`` → same shape."""
+        """``x``: windows ``(B·nW)×64×C`` → same shape, :data:`WINDOW_BATCH` windows at a time.
+
+        ``mask``: nW×64×64 for the windows of one image (repeated over the batch).
+        """
+        bw, n, c = x.shape
+        bias = self.bias()
+        if bw <= WINDOW_BATCH:
+            return self._windows(x, bias, mask)
+        out = torch.empty_like(x)
+        for i in range(0, bw, WINDOW_BATCH):
+            j = min(bw, i + WINDOW_BATCH)
+            m = None
+            if mask is not None:
+                m = mask[torch.arange(i, j, device=mask.device) % mask.shape[0]]
+            out[i:j] = self._windows(x[i:j], bias, m)
+        return out
+
+    def _windows(self, x: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         bw, n, c = x.shape
         qkv = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        o = _window_attention(qkv[0] * self.scale, qkv[1], qkv[2], self.bias(), mask)
+        o = _window_attention(qkv[0] * self.scale, qkv[1], qkv[2], bias, mask)
         return self.proj(o.transpose(1, 2).reshape(bw, n, c))
 
 
