@@ -96,6 +96,22 @@ def test_flat_frames_fall_back_to_gamma22_with_a_warning(tmp_path):
                           "assuming gamma 2.2 (pass --response to set it)",)
 
 
+def test_exposure_cross_check_uses_the_bracket_response():
+    from hdrmerge.pipeline import load_bracket
+
+    auto = load_bracket(FROBISHER)  # estimated curve: the pixels agree with EXIF, no warning
+    assert auto.response.source == "estimated" and auto.exposures.warnings == []
+    exact = load_bracket(FROBISHER, response=parse_response_option(None, exact=True))
+    # --exact: gamma 2.2 assumed, frames as decoded, the camera tone-curve allowance of the cross-check kept.
+    assert (exact.response.name, exact.response.source) == ("gamma2.2", "exact")
+    assert exact.exposures.warnings == []
+    assert np.array_equal(exact.frames[0].pixels, read_frames(FROBISHER[:1])[0].pixels)
+    # The user asserts gamma 2.2: then the pixels are compared directly, and disagree.
+    told = load_bracket(FROBISHER, response=parse_response_option("gamma2.2"))
+    assert told.response.source == "user"
+    assert told.exposures.warnings[0].startswith("EXIF puts IMG_2601.jpg +3.00 EV from IMG_2600.jpg, the pixels say +4.29 EV")
+
+
 def test_raw_ignores_a_named_response_and_says_so():
     frames = read_frames([DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC"] * 3)
     r = choose_response(frames, parse_response_option("srgb"))
@@ -233,6 +249,24 @@ def test_calibrate_writes_a_file_and_plot_that_fuse_reuses(tmp_path):
     # An existing file is not replaced without --overwrite.
     r = run_cli("calibrate", *map(str, shots), "-o", str(tmp_path / "cam.json"))
     assert r.returncode == 2 and "exists" in r.stderr
+
+
+def test_calibrate_splits_a_folder_into_brackets_as_batch_does(tmp_path):
+    from datetime import datetime
+
+    from hdrmerge.synthetic import write_bracket
+
+    folder = tmp_path / "shoot"
+    write_bracket(folder, size=(96, 144), prefix="a", start=datetime(2026, 1, 1, 12, 0, 0))
+    write_bracket(folder, size=(96, 144), prefix="b", start=datetime(2026, 1, 1, 12, 5, 0), seed=1)
+    r = run_cli("calibrate", str(folder), "-o", str(tmp_path / "cam.json"), "--no-plot", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert [[Path(p).name for p in b] for b in report["brackets"]] == [
+        ["a_01.jpg", "a_02.jpg", "a_03.jpg"], ["b_01.jpg", "b_02.jpg", "b_03.jpg"],
+    ]
+    assert report["plot"] is None and not (tmp_path / "cam.png").exists()
+    assert load_response_file(tmp_path / "cam.json").bit_depth == 8
 
 
 GOOD = {"format": "hdrmerge-response", "version": 1, "bit_depth": 8,
