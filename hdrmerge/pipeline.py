@@ -313,7 +313,14 @@ def prepare(
         if options.debug_dir is not None and dest.parent == options.debug_dir and not dest.parent.exists():
             continue  # created when writing, once the inputs are known to be good
         probe.check(dest)
-    bracket = load_bracket(paths, options.ev, response=options.response, on_checked=on_checked)
+    def checked() -> None:
+        if options.normalize == "absolute":  # from the EXIF alone, before decoding
+            from hdrmerge.preflight import check_absolute_exif
+
+            check_absolute_exif(paths, options.ev)
+        on_checked()
+
+    bracket = load_bracket(paths, options.ev, response=options.response, on_checked=checked)
     gain = normalisation_gain(bracket, options.normalize)
     warnings = [describe_removed(probe.removed)] if probe.removed else []
     return Prepared(bracket, output, targets, gain, time.perf_counter() - t, warnings)

@@ -17,7 +17,8 @@ from tests.conftest import SAFNET_S_PTH, run_cli
 from tests.hubserver import HubServer, HubState
 
 NAME = "SAFNet_S_siggraph17.pth"
-INSTALL_HINT = "fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`"
+INSTALL_HINT = ("fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`, "
+                "or put it in a folder named by HDRMERGE_WEIGHTS_DIR")
 
 
 @pytest.fixture(scope="module")
@@ -176,5 +177,6 @@ def test_exception_afunet_download_with_other_blob_id_is_refused_by_both_sources
     refusal = "fails the integrity check for afunet-kalantari: git blob "
     assert line.startswith(f"error: cannot download afunet-kalantari (Hub hdrmerge/afunet@main: Kalantari.pth (")
     assert line.count(refusal) == 2 and line.count("expected 9e4cd349b7508d81…") == 2
-    assert line.endswith("fetch Kalantari.pth elsewhere and run `hdrmerge weights install afunet-kalantari PATH`")
+    assert line.endswith("fetch Kalantari.pth elsewhere and run `hdrmerge weights install afunet-kalantari PATH`, "
+                         "or put it in a folder named by HDRMERGE_WEIGHTS_DIR")
     assert _cache_listing(isolated_env) == []

@@ -3,6 +3,8 @@ line on stderr with no traceback, and leaves no output (nor temporary) file."""
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import pytest
 
@@ -154,7 +156,8 @@ def test_exception_weights_of_wrong_architecture(env, bracket, tmp_path):
 def test_exception_no_weights_and_no_network(isolated_env, bracket, tmp_path):
     r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), env=dict(isolated_env, HF_HUB_OFFLINE="1"))
     _fails(r, 1, "safnet-s is not cached and HF_HUB_OFFLINE is set, so it cannot be downloaded; unset HF_HUB_OFFLINE, "
-           "or fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`")
+           "or fetch SAFNet_S_siggraph17.pth elsewhere and run `hdrmerge weights install safnet-s PATH`, "
+           "or put it in a folder named by HDRMERGE_WEIGHTS_DIR")
     assert not (tmp_path / "x.exr").exists() and not (tmp_path / "x.exr.preview.jpg").exists()
     assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
@@ -236,3 +239,41 @@ def test_exr_then_hdr_of_one_stem_write_distinct_previews(env, bracket, tmp_path
         assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr", "x.exr.preview.jpg", "x.hdr", "x.hdr.preview.jpg"]
     assert cv2.imread(str(tmp_path / "x.hdr.preview.jpg")).shape == (64, 96, 3)
+
+
+# --- --json: failures as one JSON object, warnings on stderr (issue 13, part 1) ----------
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (("fuse", "a.jpg", "b.jpg", "-o", "x.png", "--json"), 2,
+         "x.png: the output must end in .hdr (Radiance) or .exr (OpenEXR)"),
+        (("fuse", "a.jpg", "b.jpg", "c.jpg", "-o", "x.exr", "--json", "--bogus"), 2,
+         "No such option: --bogus; see `hdrmerge fuse --help`"),
+        (("batch", "--json", "no-such-folder"), 2,
+         "no-such-folder: not a folder; give the folder that holds the shots"),
+    ],
+)
+def test_json_failure_prints_one_json_object_too(env, tmp_path, args, code, message):
+    r = run_cli(*args, env=env, cwd=tmp_path)
+    assert r.returncode == code
+    assert r.stderr.strip().splitlines() == ["error: " + message]
+    assert [json.loads(line) for line in r.stdout.splitlines()] == [{"error": message, "exit_code": code}]
+
+
+def test_json_failure_after_decoding_prints_one_json_object(env, bracket, tmp_path):
+    bracket[2].write_text("this is not a photograph\n")
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), "--json", env=env)
+    message = f"{bracket[2]}: not a recognised image (JPEG, PNG, TIFF or camera RAW); check the file"
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: " + message]
+    assert json.loads(r.stdout) == {"error": message, "exit_code": 2}
+
+
+def test_warning_goes_to_stderr_under_json(env, tmp_path):
+    paths = write_bracket(tmp_path / "in", size=(64, 96), exif=False)
+    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "x.exr"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    warning = "no exposure metadata; exposures estimated from the pixels (pass --ev to set them)"
+    assert r.stderr.strip().splitlines() == ["warning: " + warning]
+    assert json.loads(r.stdout)["warnings"] == [warning]

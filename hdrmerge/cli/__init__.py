@@ -2,11 +2,13 @@
 
 :func:`main` is the console-script entry point. It turns every failure into one
 line on stderr and an exit code (0 success, 1 failure, 2 bad usage or input,
-130 interrupted); full tracebacks only with ``--debug`` or ``HDRMERGE_DEBUG=1``.
+130 interrupted), and with ``--json`` also into one JSON object on stdout;
+full tracebacks only with ``--debug`` or ``HDRMERGE_DEBUG=1``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -87,10 +89,25 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("HDRMERGE_DEBUG", "").lower() in {"1", "true", "yes"}
 
 
+#: Set by :func:`run` for a command line with ``--json``: every failure then
+#: also prints ``{"error": ..., "exit_code": ...}`` on stdout, so that a script
+#: never has to parse an empty stdout.
+_json_errors = False
+
+
+def _json_requested(argv: list[str]) -> bool:
+    """``--json`` among the options (not after a ``--`` that ends them)."""
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
 def _error(message: str, code: int) -> int:
     # One line, whatever the message contains.
-    sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
+    line = " ".join(str(message).split())
+    sys.stderr.write("error: " + line + "\n")
     sys.stderr.flush()
+    if _json_errors:
+        sys.stdout.write(json.dumps({"error": line, "exit_code": code}) + "\n")
+        sys.stdout.flush()
     return code
 
 
@@ -109,10 +126,12 @@ def _interrupted(debug: bool) -> int:
     if debug:
         traceback.print_exc()
     done = written()
-    sys.stderr.write(
-        ("interrupted after writing " + ", ".join(map(str, done)) if done else "interrupted; nothing written") + "\n"
-    )
+    line = "interrupted after writing " + ", ".join(map(str, done)) if done else "interrupted; nothing written"
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
+    if _json_errors:
+        sys.stdout.write(json.dumps({"error": line, "exit_code": EXIT_INTERRUPTED}) + "\n")
+        sys.stdout.flush()
     return EXIT_INTERRUPTED
 
 
@@ -120,6 +139,8 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
+    global _json_errors
+    _json_errors = _json_requested(argv)
     if debug:
         # Modules deeper down (downloads) read this to keep library logs on.
         os.environ["HDRMERGE_DEBUG"] = "1"

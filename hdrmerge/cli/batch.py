@@ -154,6 +154,7 @@ def batch(
     bracket failed or was left to another run writing it; 2 bad usage; 130
     stopped by Ctrl-C.
     """
+    from hdrmerge import preflight
     from hdrmerge.batch import PLAN_STATUSES, resume, scan
     from hdrmerge.batch import plan as make_plan
     from hdrmerge.locking import OutputLock
@@ -167,6 +168,9 @@ def batch(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact,
         dng_dtype=dng_dtype.value,
     )
+    if not dry_run:  # options that cannot work here fail before any decoding
+        preflight.check_device(device.value, precision.value)
+        preflight.check_weights(model, weights)
     outdir = outdir or folder / "hdr"
     files = scan(folder, recursive=recursive, exclude=[outdir])
     if not files:

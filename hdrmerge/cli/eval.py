@@ -71,6 +71,10 @@ def eval_(
 
     from hdrmerge.response import parse_response_option
 
+    from hdrmerge import preflight
+
+    preflight.check_device(device.value, precision.value)
+    preflight.check_weights(model, weights)
     choice = parse_response_option(response, exact)
     scale = parse_flow_scale(flow_scale)
     tiling = {"tile": parse_tile(tile), "max_memory": parse_memory(max_memory) if max_memory else None}

@@ -89,6 +89,7 @@ def fuse(
 
     Exit codes: 0 success, 2 bad usage or input, 1 any other failure.
     """
+    from hdrmerge import preflight
     from hdrmerge.pipeline import fuse_files
 
     if preview is not None and no_preview:
@@ -103,6 +104,9 @@ def fuse(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
         response, exact, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
     )
+    # Options that cannot work here fail now, before any decoding or torch import.
+    preflight.check_device(device.value, precision.value)
+    preflight.check_weights(model, weights)
     chatty = not (quiet or json_)
     started = time.perf_counter()
     get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)
@@ -114,11 +118,11 @@ def fuse(
         report = fuse_files(inputs, output, options, get_engine)
     report["timings_s"]["total"] = round(time.perf_counter() - started, 4)
 
+    for w in report["warnings"]:  # on stderr with --json too (and in the report)
+        warn(w, quiet=quiet)
     if json_:
         print_json(report)
         return
-    for w in report["warnings"]:
-        warn(w, quiet=quiet)
     ex = report["exposures"]
     resp = report["response"]
     status(

@@ -119,7 +119,10 @@ def load_weights(
     source = "cache"
     if entry is None:
         if not download:
-            raise WeightsError(f"{ckpt.name} is not cached; run `hdrmerge weights download {ckpt.name}`")
+            raise WeightsError(
+                f"{ckpt.name} is not cached; run `hdrmerge weights download {ckpt.name}`, "
+                f"or put {ckpt.filename} in a folder named by HDRMERGE_WEIGHTS_DIR"
+            )
         from hdrmerge.weights.download import download as fetch
 
         fetch(ckpt, repo=hub_repo, progress=progress)

@@ -61,7 +61,8 @@ def fallback_url(ckpt: Checkpoint) -> str | None:
 def install_hint(ckpt: Checkpoint) -> str:
     """The way in for machines that cannot download."""
     return (
-        f"fetch {ckpt.filename} elsewhere and run `hdrmerge weights install {ckpt.name} PATH`"
+        f"fetch {ckpt.filename} elsewhere and run `hdrmerge weights install {ckpt.name} PATH`, "
+        f"or put it in a folder named by HDRMERGE_WEIGHTS_DIR"
     )
 
 

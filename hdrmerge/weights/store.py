@@ -218,6 +218,7 @@ def load_cached(ckpt: Checkpoint) -> CacheEntry | None:
         path.unlink(missing_ok=True)
         raise WeightsError(
             f"cached {ckpt.name} at {path} was damaged ({problem}) and has been removed; "
-            f"run `hdrmerge weights download {ckpt.name}` or `hdrmerge weights install {ckpt.name} PATH`"
+            f"run `hdrmerge weights download {ckpt.name}` or `hdrmerge weights install {ckpt.name} PATH`, "
+            f"or put {ckpt.filename} in a folder named by HDRMERGE_WEIGHTS_DIR"
         )
     return CacheEntry(path, state, meta["source_sha256"])
