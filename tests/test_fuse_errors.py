@@ -247,8 +247,8 @@ def test_exr_then_hdr_of_one_stem_write_distinct_previews(env, bracket, tmp_path
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (("fuse", "a.jpg", "b.jpg", "-o", "x.png", "--json"), 2,
-         "x.png: the output must end in .hdr (Radiance) or .exr (OpenEXR)"),
+        (("fuse", "a.jpg", "b.jpg", "c.jpg", "-o", "x.exr", "--json", "--weights", "missing.pth"), 2,
+         "--weights missing.pth: no such file"),
         (("fuse", "a.jpg", "b.jpg", "c.jpg", "-o", "x.exr", "--json", "--bogus"), 2,
          "No such option: --bogus; see `hdrmerge fuse --help`"),
         (("batch", "--json", "no-such-folder"), 2,
