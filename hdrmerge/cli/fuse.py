@@ -51,7 +51,7 @@ def fuse(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance), .exr (OpenEXR) or .dng (floating-point DNG for raw editors).", show_default=False),
+        typer.Option("--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance), .exr (OpenEXR) or .dng (linear DNG for raw editors).", show_default=False),
     ],
     ev: Annotated[
         str | None,
