@@ -233,18 +233,30 @@ def check_writable(dest: Path, *, overwrite: bool, replace_own: bool = False) ->
     os.unlink(probe)
 
 
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def write_errno(exc: BaseException) -> int | None:
+    """The errno behind a failed write: from an OSError in the chain, else from
+    the text of a C/C++ library's message (built with the same libc's strerror)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause.errno
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    return next((code for code in _WRITE_ERRNOS if os.strerror(code) in text), None)
+
+
 def _write_failure(dest: Path, exc: BaseException) -> str:
     """The one-line message for a failed write of ``dest``, naming it (not its temporary)."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__
-    code = getattr(cause, "errno", None)
+    code = write_errno(exc)
     if code in (errno.ENOSPC, errno.EDQUOT):
         return f"cannot write {dest}: no space left on the device; free some space or choose another output folder"
     if code == errno.EROFS:
         return f"cannot write {dest}: the file system is read-only; choose another output folder"
-    if cause is not None and cause.strerror:
-        return f"cannot write {dest}: {cause.strerror}; check the output folder"
+    if code is not None:
+        return f"cannot write {dest}: {os.strerror(code)}; check the output folder"
     return f"cannot write {dest}: {exc}"
 
 

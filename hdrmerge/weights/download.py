@@ -29,7 +29,7 @@ from pathlib import Path
 from hdrmerge import __version__
 from hdrmerge.errors import HdrmergeError, WeightsError
 from hdrmerge.weights.registry import DEFAULT_HUB_REVISION, Checkpoint
-from hdrmerge.weights.store import cache_dir, read_pth, store, verify_file
+from hdrmerge.weights.store import CacheWriteError, cache_dir, cache_write_error, read_pth, store, verify_file
 
 _TRUE = {"1", "true", "yes", "on"}
 _TIMEOUT_S = 30.0
@@ -193,10 +193,13 @@ def download(
         sources.append((url, lambda tmp: _fetch_url(ckpt, url, tmp, progress)))
 
     root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
     attempts: list[Attempt] = []
     for label, fetch in sources:
-        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+        except OSError as exc:
+            raise cache_write_error(root, exc) from None
         try:
             path = fetch(tmp)
             digests = verify_file(path, ckpt)
@@ -204,7 +207,7 @@ def download(
             dest = store(ckpt, state, digests)
             attempts.append(Attempt(label, None))
             return dest, attempts
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, CacheWriteError):
             raise
         except HdrmergeError as exc:
             attempts.append(Attempt(label, str(exc)))

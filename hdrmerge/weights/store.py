@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hdrmerge import __version__
-from hdrmerge.atomic import atomic_path
+from hdrmerge.atomic import atomic_path, write_errno
 from hdrmerge.errors import InputError, WeightsError
 from hdrmerge.weights.registry import CHECKPOINTS, Checkpoint
 
@@ -167,7 +167,6 @@ def store(ckpt: Checkpoint, state: Mapping[str, torch.Tensor], source: Digests) 
     from safetensors.torch import save_file
 
     dest = cached_path(ckpt)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {
         "hdrmerge_name": ckpt.name,
@@ -179,9 +178,28 @@ def store(ckpt: Checkpoint, state: Mapping[str, torch.Tensor], source: Digests) 
         "tensors_sha256": tensors_digest(tensors),
         "hdrmerge_version": __version__,
     }
-    with atomic_path(dest, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest, overwrite=True) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+    except Exception as exc:  # OSError, the atomic checks, safetensors' own error type
+        raise cache_write_error(dest.parent, exc) from exc
     return dest
+
+
+class CacheWriteError(WeightsError):
+    """The cache folder takes no new file (read-only, full): no other source helps."""
+
+
+def cache_write_error(folder: Path, exc: BaseException) -> CacheWriteError:
+    """The error for a cache folder that takes no new file: the environment's
+    problem (exit 1), not the user's output path."""
+    code = write_errno(exc)
+    reason = os.strerror(code) if code is not None else str(exc)
+    return CacheWriteError(
+        f"cannot write to the weights cache {folder} ({reason}); "
+        "make it writable or set HDRMERGE_CACHE_DIR to a writable folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -215,7 +233,14 @@ def load_cached(ckpt: Checkpoint) -> CacheEntry | None:
     except InputError:
         problem = "it cannot be read"
     if problem:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only cache: say what is wrong with the file all the same
+            raise WeightsError(
+                f"cached {ckpt.name} at {path} is damaged ({problem}) and cannot be removed ({exc.strerror}); "
+                f"delete it, or set HDRMERGE_CACHE_DIR to a writable folder, then run "
+                f"`hdrmerge weights download {ckpt.name}`"
+            ) from None
         raise WeightsError(
             f"cached {ckpt.name} at {path} was damaged ({problem}) and has been removed; "
             f"run `hdrmerge weights download {ckpt.name}` or `hdrmerge weights install {ckpt.name} PATH`, "
