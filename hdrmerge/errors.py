@@ -1,12 +1,15 @@
 """The error types hdrmerge raises, and the exit code each one maps to.
 
-Exit codes (documented in README.md and docs/cli.md):
+Exit codes (every cause is listed in docs/cli.md, "Exit codes"):
 
 * 0: success.
 * 1: any failure that is not the user's input: a download that failed, a
-  checkpoint that fails its integrity check, an I/O error while writing.
+  checkpoint that fails its integrity check, a weights cache or output folder
+  that takes no data (read-only, full disk), an I/O error while writing.
 * 2: bad usage or bad input: wrong number of files, unreadable image, a
-  checkpoint for the wrong architecture, an output that exists already.
+  checkpoint for the wrong architecture, an output that exists already, an
+  output that is one of the inputs.
+* 130: interrupted (Ctrl-C).
 
 Every message is one line that says what is wrong and what to do about it; the
 CLI prints it as ``error: <message>`` with no traceback unless ``--debug`` (or

@@ -91,3 +91,28 @@ def test_ctrl_c_while_the_outputs_are_written_removes_the_temporaries(env, tmp_p
             p.rmdir() if p.is_dir() else p.unlink()
         out.rmdir()
     pytest.fail("never caught the writing stage in three runs")
+
+
+def test_ctrl_c_during_the_renames_completes_them_then_interrupts(tmp_path, monkeypatch):
+    """A set of outputs is renamed whole: SIGINT between two renames waits for the last."""
+    import hdrmerge.atomic as atomic
+
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def replace_then_signal(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        calls.append(Path(dst).name)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once: this is the main thread
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    before = len(atomic.written())
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.StagedOutputs() as staged:
+            staged.stage(tmp_path / "a.jpg").write_bytes(b"preview")
+            staged.stage(tmp_path / "a.exr").write_bytes(b"hdr")
+            staged.commit()
+    assert calls == ["a.jpg", "a.exr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.exr", "a.jpg"]
+    assert atomic.written()[before:] == [tmp_path / "a.jpg", tmp_path / "a.exr"]
