@@ -59,6 +59,9 @@ class Shot:
     exif: Exif
     time: datetime | None
     ev: float | None
+    #: Other files of the same capture (RAW+JPEG, copies; see hdrmerge.renditions), and why ``path`` was chosen.
+    others: tuple[Path, ...] = ()
+    rendition: str = ""
 
     @property
     def label(self) -> str:
@@ -241,6 +244,11 @@ class PlannedBracket:
             "reason": self.reason,
             "chosen": [str(s.path) for s in self.choice.shots] if self.choice else None,
             "output": str(self.output) if self.output else None,
+            "duplicates": [
+                {"used": str(s.path), "others": [str(o) for o in s.others], "why": s.rendition}
+                for s in self.shots
+                if s.others
+            ],
         } | ({"redo": self.redo} if self.redo else {})
 
 
@@ -295,8 +303,15 @@ def plan(
     group_size: int | None = None,
     overwrite: bool = False,
     preview: bool = True,
+    prefer: str = "raw",
 ) -> Plan:
-    """Group ``files`` and decide what to do with each group."""
+    """Group ``files`` and decide what to do with each group.
+
+    Files of one capture (RAW+JPEG, copies) become one shot first
+    (:func:`hdrmerge.renditions.collapse`; ``prefer``: ``raw`` or ``jpeg``).
+    """
+    from hdrmerge.renditions import collapse
+
     shots: list[Shot] = []
     unreadable: list[tuple[Path, str]] = []
     for p in files:
@@ -304,6 +319,7 @@ def plan(
             shots.append(read_shot(p))
         except Exception as exc:  # a file no reader foresaw fails alone, not the whole plan
             unreadable.append((p, f"cannot read its metadata ({type(exc).__name__}: {' '.join(str(exc).split())})"))
+    shots = collapse(shots, prefer)
     result = Plan()
     seen: dict[Path, int] = {}
     groups = group_shots(shots, gap_s=gap_s, group_size=group_size)

@@ -47,6 +47,7 @@ def write_dng(
     fnumber: float = 8.0,
     iso: int = 100,
     *,
+    when: str = "2026:01:01 12:00:00",
     make: str = "hdrmerge",
     model: str = "synthetic DNG",
     xyz_to_camera: tuple = _XYZ_TO_SRGB,
@@ -59,6 +60,7 @@ def write_dng(
     normalises them) times the as-shot ``neutral`` (a white object's camera
     RGB), so that LibRaw's sRGB decode with the camera's white balance gives
     ``linear`` back.
+    ``when`` is the DateTimeOriginal (``YYYY:MM:DD HH:MM:SS``).
     With the ``make`` and ``model`` of a camera LibRaw knows, LibRaw uses its
     own colour matrix for that camera instead of the file's.
     """
@@ -84,6 +86,6 @@ def write_dng(
         (33434, 5, 1, (t.numerator, t.denominator), True),  # ExposureTime
         (33437, 5, 1, (int(round(fnumber * 10)), 10), True),  # FNumber
         (34855, 3, 1, iso, True),  # ISOSpeedRatings
-        (36867, 2, 0, "2026:01:01 12:00:00", True),  # DateTimeOriginal
+        (36867, 2, 0, when, True),  # DateTimeOriginal
     ]
     tifffile.imwrite(path, data, photometric=32803, extratags=tags, subfiletype=0)

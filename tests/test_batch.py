@@ -617,3 +617,105 @@ def test_lock_of_a_killed_run_is_released_by_the_kernel(env, tmp_path):
     assert r.returncode == 0, r.stderr
     assert _json_lines(r.stdout)[0]["status"] == "merged"
     assert sorted(p.name for p in (card / "hdr").iterdir()) == ["B01_DSC08196_hdr.exr", "B01_DSC08196_hdr.exr.preview.jpg"]
+
+
+# --- what camera cards really hold: RAW+JPEG pairs, copies, partial copies, backups ------------
+
+
+def _dng_twin(jpeg: Path, dst: Path) -> Path:
+    """A Bayer DNG of a real shot: its pixels (linearised) and its camera, time and exposure."""
+    import cv2
+    import numpy as np
+
+    from hdrmerge.reading import read_exif
+    from tests.dng import write_dng
+
+    exif = read_exif(jpeg)
+    rgb = cv2.cvtColor(cv2.imread(str(jpeg)), cv2.COLOR_BGR2RGB)
+    linear = (rgb.astype(np.float32) / 255.0) ** 2.2
+    write_dng(dst, linear, exif.exposure_time, exif.fnumber, int(exif.iso), when=exif.datetime_original,
+              make=exif.make, model=exif.model)
+    return dst
+
+
+def _plan_rows(card: Path, env: dict, *args: str) -> list[dict]:
+    r = run_cli("batch", str(card), "--dry-run", "--json", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return sorted(_json_lines(r.stdout)[:-1], key=lambda row: row["index"])
+
+
+def test_raw_jpeg_pairs_are_one_shot_each(env, tmp_path):
+    card = tmp_path / "card"
+    brackets = _bif_card(card, 2)
+    for jpegs in brackets:
+        for j in jpegs:
+            _dng_twin(j, j.with_suffix(".DNG"))
+    rows = _plan_rows(card, env)
+    assert [(len(row["files"]), row["status"]) for row in rows] == [(3, "merge"), (3, "merge")]
+    assert [Path(f).name for f in rows[0]["chosen"]] == ["B01_DSC08197.DNG", "B01_DSC08196.DNG", "B01_DSC08198.DNG"]
+    assert rows[0]["duplicates"] == [
+        {"used": str(card / f"B01_DSC0819{k}.DNG"), "others": [str(card / f"B01_DSC0819{k}.JPG")], "why": "RAW preferred"}
+        for k in (6, 7, 8)
+    ]
+    rows = _plan_rows(card, env, "--prefer", "jpeg")
+    assert [Path(f).name for f in rows[1]["chosen"]] == ["B02_DSC08197.JPG", "B02_DSC08196.JPG", "B02_DSC08198.JPG"]
+    assert {d["why"] for d in rows[1]["duplicates"]} == {"JPEG preferred"}
+    # Merging reads the RAW files.
+    r = run_cli("batch", str(card), "--json", "--no-preview", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [row["status"] for row in _json_lines(r.stdout)[:-1]] == ["merged", "merged"]
+    import OpenEXR
+
+    header = OpenEXR.File(str(card / "hdr" / "B01_DSC08196_hdr.exr"), header_only=True).header()
+    assert list(header["hdrmerge:sources"]) == ["B01_DSC08197.DNG", "B01_DSC08196.DNG", "B01_DSC08198.DNG"]
+
+
+def test_copies_partial_copies_and_backups_never_split_a_bracket(env, tmp_path):
+    card = tmp_path / "card"
+    b1, b2, b3 = _bif_card(card, 3)
+    shutil.copy(b1[1], card / "B01_DSC08197 (1).JPG")  # a second copy of one shot
+    shutil.copy(b2[1], card / "B02_DSC08197 (1).JPG")  # the copy is intact...
+    data = b2[1].read_bytes()
+    b2[1].write_bytes(data[: len(data) // 2])  # ... the file with the camera's name was cut short
+    (card / "backup").mkdir()
+    for shot in b3:  # a backup of a whole bracket, found with -r
+        shutil.copy(shot, card / "backup" / shot.name)
+    rows = _plan_rows(card, env, "-r")
+    assert [(len(row["files"]), row["status"]) for row in rows] == [(3, "merge")] * 3
+    assert [d | {"used": Path(d["used"]).name, "others": [Path(o).name for o in d["others"]]} for d in rows[0]["duplicates"]] == [
+        {"used": "B01_DSC08197.JPG", "others": ["B01_DSC08197 (1).JPG"], "why": "copies of one file"},
+    ]
+    assert rows[1]["duplicates"] == [{
+        "used": str(card / "B02_DSC08197 (1).JPG"), "others": [str(b2[1])],
+        "why": "B02_DSC08197.JPG is damaged or a partial copy",
+    }]
+    assert [Path(f).name for f in rows[1]["chosen"]] == ["B02_DSC08197 (1).JPG", "B02_DSC08196.JPG", "B02_DSC08198.JPG"]
+    assert [(d["used"], d["others"]) for d in rows[2]["duplicates"]] == [
+        (str(shot), [str(card / "backup" / shot.name)]) for shot in b3
+    ]
+    # The table names the duplicates too.
+    r = run_cli("batch", str(card), "-r", "--dry-run", env=env)
+    assert "B01_DSC08197.JPG (+B01_DSC08197 (1).JPG)" in r.stdout
+    # And all three merge, from the intact files.
+    r = run_cli("batch", str(card), "-r", "--json", "--no-preview", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [row["status"] for row in _json_lines(r.stdout)[:-1]] == ["merged"] * 3
+
+
+def test_same_capture_needs_matching_names_unless_subseconds_agree():
+    from hdrmerge.renditions import same_capture
+
+    def shot(name: str, subsec: str | None = None, t: float = 0.01) -> Shot:
+        exif = Exif(make="M", model="X", exposure_time=t, fnumber=8.0, iso=100, subsec=subsec,
+                    datetime_original="2026:05:01 20:00:00")
+        return Shot(Path(name), exif, exif.capture_time, None)
+
+    assert same_capture(shot("IMG_1.CR2"), shot("IMG_1.JPG"))
+    assert same_capture(shot("card/IMG_1.JPG"), shot("card/backup/IMG_1 (2).jpg"))
+    assert same_capture(shot("IMG_1.JPG"), shot("IMG_1 - Copy.JPG"))
+    # Two shots of a burst within one second, same settings, no subseconds: two shots.
+    assert not same_capture(shot("IMG_1.JPG"), shot("IMG_2.JPG"))
+    # Subseconds decide when both files carry them, whatever the names.
+    assert same_capture(shot("IMG_1.JPG", "25"), shot("holiday.jpg", "25"))
+    assert not same_capture(shot("IMG_1.JPG", "25"), shot("IMG_1 (1).JPG", "50"))
+    assert not same_capture(shot("IMG_1.CR2"), shot("IMG_1.JPG", t=0.02))  # another exposure

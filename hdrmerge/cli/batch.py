@@ -57,6 +57,11 @@ from hdrmerge.errors import EXIT_FAILURE, HdrmergeError, InputError
 EXIT_INTERRUPTED = 130
 
 
+class Prefer(str, Enum):
+    raw = "raw"
+    jpeg = "jpeg"
+
+
 class Format(str, Enum):
     exr = "exr"
     hdr = "hdr"
@@ -94,7 +99,7 @@ def _plan_table(rows: list[Any], title: str) -> Table:
     for col in ("#", "shots", "EV", "status", "output / reason"):
         table.add_column(col, overflow="fold")
     for b in rows:
-        names = ", ".join(s.label for s in b.shots)
+        names = ", ".join(s.label + (f" (+{', '.join(o.name for o in s.others)})" if s.others else "") for s in b.shots)
         detail = b.output.name if b.output and b.status in ("merge", "merged") else b.reason
         if b.status in ("merge", "merged") and b.redo:
             detail += f"\n{b.redo}"
@@ -123,6 +128,10 @@ def batch(
         str,
         typer.Option("--name", metavar="TEMPLATE", help="Output name template: {stem} {index} {date} {time} {camera}; the extension is added."),
     ] = "{stem}_hdr",
+    prefer: Annotated[
+        Prefer,
+        typer.Option("--prefer", help="Which file of a RAW+JPEG pair to merge from.", case_sensitive=False),
+    ] = Prefer.raw,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; merge nothing, load no network.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
     response: ResponseOpt = "auto",
@@ -177,7 +186,7 @@ def batch(
         raise InputError(f"no photos in {folder} (JPEG, PNG, TIFF or camera RAW){'' if recursive else '; add --recursive for subfolders'}")
     the_plan = make_plan(
         files, outdir, fmt=fmt.value, name=name, gap_s=gap, group_size=group_size,
-        overwrite=overwrite, preview=not no_preview,
+        overwrite=overwrite, preview=not no_preview, prefer=prefer.value,
     )
     chatty = not (quiet or json_)
 
