@@ -5,10 +5,13 @@ Exit codes (every cause is listed in docs/cli.md, "Exit codes"):
 * 0: success.
 * 1: any failure that is not the user's input: a download that failed, a
   checkpoint that fails its integrity check, a weights cache or output folder
-  that takes no data (read-only, full disk), an I/O error while writing.
-* 2: bad usage or bad input: wrong number of files, unreadable image, a
-  checkpoint for the wrong architecture, an output that exists already, an
-  output that is one of the inputs.
+  that takes no data (read-only, full disk), an I/O error while writing, too
+  little memory to decode a shot.
+* 2: bad usage or bad input: wrong number of files, unreadable or damaged
+  image, a header declaring more pixels than the file holds or than
+  ``--max-pixels``, implausible exposures, a checkpoint for the wrong
+  architecture, an output that exists already, an output that is one of the
+  inputs.
 * 130: interrupted (Ctrl-C).
 
 Every message is one line that says what is wrong and what to do about it; the

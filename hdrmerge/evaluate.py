@@ -92,11 +92,13 @@ def evaluate(
     tile: int | None = None,
     max_memory: int | None = None,
     response: Any = None,
+    max_pixels: int | None = None,
     on_scene: Callable[[SceneResult], None] = lambda r: None,
 ) -> EvalReport:
     """Run every scene through the pipeline and score it and the baselines.
 
     ``response``: a :class:`hdrmerge.response.ResponseChoice` (default auto).
+    ``max_pixels``: shots declaring more are refused before decoding (None: the default limit).
     """
     from hdrmerge.errors import InputError
     from hdrmerge.inference import merge
@@ -112,7 +114,8 @@ def evaluate(
     )
     for scene in scenes:
         t = time.perf_counter()
-        bracket = load_bracket(scene.ldrs, scene.ev, response=response)
+        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+        bracket = load_bracket(scene.ldrs, scene.ev, response=response, **limit)
         frames, relative = bracket.sorted_frames, bracket.relative_sorted()
         gt = read_hdr_image(scene.gt)
         h, w = frames[0].size

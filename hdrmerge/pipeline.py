@@ -19,6 +19,7 @@ from hdrmerge import __version__
 from hdrmerge.atomic import StagedOutputs, describe_removed, refuse_input, resolve, same_file
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
+from hdrmerge.frame_size import DEFAULT_MAX_PIXELS
 from hdrmerge.reading import Frame, check_shot, read_frames
 from hdrmerge.response import Response, ResponseChoice
 from hdrmerge.tiling import resolve_flow_scale
@@ -47,6 +48,7 @@ class FuseOptions:
     flow_scale: float | None = 0.5  # None: auto, from the frame size
     tile: int | None = None  # None: from the memory budget
     max_memory: int | None = None  # bytes; None: half of what is free
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger frames are refused before decoding
     normalize: str = "reference"
     exr_dtype: str = "half"
     exr_compression: str = "zip"
@@ -95,10 +97,13 @@ def load_bracket(
     *,
     response: ResponseChoice | None = None,
     on_checked: Callable[[], None] = lambda: None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Bracket:
     """Read three shots, find their response and exposures; InputError on any problem.
 
     ``response``: what ``--response``/``--exact`` asked for (default auto).
+
+    ``max_pixels``: frames declaring more pixels are refused before decoding.
 
     ``on_checked`` is called once the arguments and files have passed the
     cheap checks, just before the (slow) decoding starts; ``fuse`` uses it
@@ -116,7 +121,7 @@ def load_bracket(
     for p in paths:
         check_shot(p)
     on_checked()
-    frames = read_frames(paths)
+    frames = read_frames(paths, max_pixels=max_pixels)
     first = frames[0]
     for f in frames[1:]:
         if f.size != first.size:
@@ -320,7 +325,9 @@ def prepare(
             check_absolute_exif(paths, options.ev)
         on_checked()
 
-    bracket = load_bracket(paths, options.ev, response=options.response, on_checked=checked)
+    bracket = load_bracket(
+        paths, options.ev, response=options.response, on_checked=checked, max_pixels=options.max_pixels
+    )
     gain = normalisation_gain(bracket, options.normalize)
     warnings = [describe_removed(probe.removed)] if probe.removed else []
     return Prepared(bracket, output, targets, gain, time.perf_counter() - t, warnings)

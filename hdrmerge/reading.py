@@ -12,6 +12,13 @@ applied and the exposure metadata parsed.
 * Camera RAW (anything LibRaw reads) is decoded linearly by rawpy: camera white
   balance, no auto-brightening, 16 bit, sRGB primaries; then encoded with
   gamma 2.2 (spec section 1) so it lives where JPEG and TIFF inputs live.
+* Before decoding, the size the header declares is checked
+  (:mod:`hdrmerge.frame_size`: plausibility, ``--max-pixels``, memory).
+* A decoder's report of damage is an InputError naming the file, and no
+  library prints its own lines: JPEG goes through libjpeg-turbo's TurboJPEG
+  API (simplejpeg), which returns its warnings ("Corrupt JPEG data: …") to the
+  caller, per call, so parallel decodes cannot mix them up; libpng's lines are
+  captured from file descriptor 2 (see :class:`_StderrCapture`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from typing import Any
 import numpy as np
 
 from hdrmerge.errors import InputError
+from hdrmerge.frame_size import (
+    DEFAULT_MAX_PIXELS,
+    check_limits,
+    check_plausible,
+    jpeg_header,
+    png_header,
+    raw_header,
+    tiff_header,
+)
 
 #: The gamma of the network's LDR domain (spec section 1).
 GAMMA = 2.2
@@ -301,17 +317,58 @@ def _complete(data: bytes, kind: str) -> bool:
     return True
 
 
-def _decode_raster(path: Path, data: bytes, kind: str) -> np.ndarray:
-    cv2 = _cv2()
+def _damaged_raster(path: Path, kind: str, reason: str | None = None) -> InputError:
+    why = f" ({reason})" if reason else ""
+    return InputError(f"{path}: damaged or truncated {kind.upper()} file{why}; re-export or copy it again")
+
+
+def _decode_raster(path: Path, data: bytes, kind: str, max_pixels: int, memory: int | None) -> np.ndarray:
+    """H×W×3 RGB of a JPEG, PNG or TIFF stream, once its declared size has passed the checks."""
     if not _complete(data, kind):
-        raise InputError(f"{path}: damaged or truncated {kind.upper()} file; re-export or copy it again")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        raise _damaged_raster(path, kind)
+    if kind == "jpeg":
+        declared, colorspace = jpeg_header(path, data)
+        check_plausible(path, kind, declared, data, max_pixels=max_pixels)
+        check_limits(path, declared, max_pixels, memory)
+        return _decode_jpeg(path, data, colorspace)
+    if kind == "png":
+        declared, stream = png_header(path, data)
+        check_plausible(path, kind, declared, data, png_stream=stream, max_pixels=max_pixels)
+    else:
+        declared = tiff_header(path, data)
+    check_limits(path, declared, max_pixels, memory)
+    cv2 = _cv2()
+    # libpng prints its errors and warnings ("libpng error: IDAT: CRC error")
+    # on stderr: they are captured, and the one error of a failed decode is
+    # named in the message when it is unambiguous (parallel decodes may fail too).
+    with _captured_c_stderr(path, prefix=b"libpng ") as printed:
+        try:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:  # OpenCV's own checks (sizes, allocation) on a damaged header
+            img = None
     if img is None or img.size == 0:
-        raise InputError(f"{path}: damaged or truncated {kind.upper()} file; re-export or copy it again")
+        errors = [line.removeprefix("libpng error: ") for line in printed if line.startswith("libpng error: ")]
+        raise _damaged_raster(path, kind, errors[0] if len(errors) == 1 else None)
     return _to_rgb(img, path)
 
 
-def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None, CameraColour | None]:
+def _decode_jpeg(path: Path, data: bytes, colorspace: str) -> np.ndarray:
+    """libjpeg-turbo in strict mode: any warning about the data is an error."""
+    import simplejpeg
+
+    cmyk = colorspace in ("CMYK", "YCCK")
+    try:
+        img = simplejpeg.decode_jpeg(data, colorspace="CMYK" if cmyk else "RGB", strict=True)
+    except ValueError as exc:
+        raise _damaged_raster(path, "jpeg", str(exc).strip() or None) from None
+    if cmyk:
+        # Adobe CMYK JPEGs store inverted inks: each RGB value is ink × black / 255.
+        ink = img.astype(np.uint16)
+        img = ((ink[..., :3] * ink[..., 3:4] + 127) // 255).astype(np.uint8)
+    return img
+
+
+def _decode_raw(path: Path, max_pixels: int, memory: int | None) -> tuple[np.ndarray, Exif | None, CameraColour | None]:
     """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata and colour."""
     import rawpy
 
@@ -322,6 +379,8 @@ def _decode_raw(path: Path) -> tuple[np.ndarray, Exif | None, CameraColour | Non
             raise _NotRaw(str(exc)) from exc
         try:
             with raw:
+                declared, working = raw_header(raw)
+                check_limits(path, declared, max_pixels, memory, extra=working)
                 linear = raw.postprocess(
                     gamma=(1, 1),
                     no_auto_bright=True,
@@ -419,15 +478,16 @@ def read_raw_metadata(path: Path, exif: Exif) -> Exif:
 
 
 class _StderrCapture:
-    """One redirection of file descriptor 2, shared by concurrent LibRaw calls.
+    """One redirection of file descriptor 2, shared by concurrent LibRaw and libpng calls.
 
-    LibRaw reports data errors by printing ``<path>: <message>`` on stderr.
-    File descriptors are process-wide, so decodes running in parallel threads
+    LibRaw reports data errors by printing ``<path>: <message>`` on stderr;
+    libpng prints ``libpng error: …`` / ``libpng warning: …``. File
+    descriptors are process-wide, so decodes running in parallel threads
     share a single redirection into a temporary file: each takes the lines
-    that start with its own path, and whatever else was printed meanwhile
-    (another thread's progress display, a warning) is passed on to the real
-    stderr when the last of them finishes, instead of being lost or mistaken
-    for a LibRaw complaint.
+    printed since it started that carry its prefix (its path, or ``libpng``),
+    and whatever else was printed meanwhile (another thread's progress
+    display, a warning) is passed on to the real stderr when the last of them
+    finishes, instead of being lost or mistaken for a decoder's complaint.
     """
 
     def __init__(self) -> None:
@@ -437,26 +497,32 @@ class _StderrCapture:
         self._sink: Any = None
         self._saved = -1
 
-    def _lines(self) -> list[bytes]:
+    def _lines(self, start: int = 0) -> list[bytes]:
         fd = self._sink.fileno()
         if hasattr(os, "pread"):
             # pread leaves the shared file offset, where writers append, alone.
-            return os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True)
-        self._sink.seek(0)  # (Windows) read, then leave the offset at the end
-        return self._sink.read().splitlines(keepends=True)
+            size = os.fstat(fd).st_size
+            return os.pread(fd, max(0, size - start), start).splitlines(keepends=True)
+        self._sink.seek(start)  # (Windows) read, then leave the offset at the end
+        lines = self._sink.read().splitlines(keepends=True)
+        self._sink.seek(0, os.SEEK_END)
+        return lines
 
     @contextlib.contextmanager
-    def __call__(self, path: Path | str) -> Iterator[list[str]]:
-        prefix = os.fsencode(f"{path}: ")
+    def __call__(self, path: Path | str, *, prefix: bytes | None = None) -> Iterator[list[str]]:
+        """Collect the lines printed while the block runs that start with ``prefix``
+        (default ``b"<path>: "``, LibRaw's form; libpng's lines start ``b"libpng "``)."""
+        prefix = os.fsencode(f"{path}: ") if prefix is None else prefix
         with self._lock:
+            sys.stderr.flush()
             if self._users == 0:
-                sys.stderr.flush()
                 self._sink = tempfile.TemporaryFile()
                 self._saved = os.dup(2)
                 os.dup2(self._sink.fileno(), 2)
                 self._prefixes = []
             self._users += 1
             self._prefixes.append(prefix)
+            start = os.fstat(self._sink.fileno()).st_size
         printed: list[str] = []
         try:
             yield printed
@@ -467,10 +533,10 @@ class _StderrCapture:
                 last = self._users == 0
                 if last:
                     os.dup2(self._saved, 2)  # first, so that nothing more lands in the sink
-                lines = self._lines()
-                printed.extend(t for b in lines if b.startswith(prefix) and (t := b.decode("utf-8", "replace").strip()))
+                mine = self._lines(start)
+                printed.extend(t for b in mine if b.startswith(prefix) and (t := b.decode("utf-8", "replace").strip()))
                 if last:
-                    others = [b for b in lines if not b.startswith(tuple(self._prefixes))]
+                    others = [b for b in self._lines() if not b.startswith(tuple(self._prefixes))]
                     if others:
                         os.write(self._saved, b"".join(others))
                     os.close(self._saved)
@@ -515,16 +581,20 @@ def check_shot(path: Path | str) -> None:
         raise InputError(f"{path}: empty file")
 
 
-def read_frames(paths: Sequence[Path | str]) -> list[Frame]:
+def read_frames(paths: Sequence[Path | str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Frame]:
     """Decode several shots at once, one thread each (the decoders release the GIL).
 
+    Each decode may use an equal share of the memory available now.
     Errors are raised in input order: the first unusable shot is the one reported.
     """
+    from hdrmerge.tiling import available_memory
+
+    memory = available_memory("cpu") // max(1, len(paths))
     workers = min(len(paths), os.cpu_count() or 1)
     if workers <= 1:
-        return [read_frame(p) for p in paths]
+        return [read_frame(p, max_pixels=max_pixels, memory=memory) for p in paths]
     with ThreadPoolExecutor(workers, thread_name_prefix="hdrmerge-read") as pool:
-        futures = [pool.submit(read_frame, p) for p in paths]
+        futures = [pool.submit(read_frame, p, max_pixels=max_pixels, memory=memory) for p in paths]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -533,8 +603,12 @@ def read_frames(paths: Sequence[Path | str]) -> list[Frame]:
             raise
 
 
-def read_frame(path: Path | str) -> Frame:
-    """Decode one shot; InputError with a one-line reason if it cannot be used."""
+def read_frame(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory: int | None = None) -> Frame:
+    """Decode one shot; InputError with a one-line reason if it cannot be used.
+
+    ``max_pixels``: larger frames are refused before decoding. ``memory``:
+    bytes the decode may use (None: what is available now).
+    """
     path = Path(path)
     check_shot(path)
     try:
@@ -545,13 +619,13 @@ def read_frame(path: Path | str) -> Frame:
     exif = read_exif(path)
 
     if kind in ("jpeg", "png"):
-        pixels = _orient(_decode_raster(path, data, kind), exif.orientation)
+        pixels = _orient(_decode_raster(path, data, kind, max_pixels, memory), exif.orientation)
         return Frame(path, np.ascontiguousarray(pixels), kind, exif)
 
     # TIFF containers hold both ordinary images and most camera RAW formats
     # (DNG, CR2, NEF, ARW…): LibRaw decides, and refuses ordinary TIFFs.
     try:
-        pixels, raw_meta, colour = _decode_raw(path)
+        pixels, raw_meta, colour = _decode_raw(path, max_pixels, memory)
         return Frame(path, pixels, "raw", _merge_exif(exif, raw_meta), colour)
     except _NotRaw:
         if kind != "tiff":
@@ -562,5 +636,5 @@ def read_frame(path: Path | str) -> Frame:
         # LibRaw recognised a camera RAW but could not decode it: never fall
         # back to reading its TIFF container, which would yield a thumbnail.
         raise InputError(f"{path}: damaged camera RAW file ({_RAW_HINT}: {exc}); copy it again") from None
-    pixels = _orient(_decode_raster(path, data, "tiff"), exif.orientation)
+    pixels = _orient(_decode_raster(path, data, "tiff", max_pixels, memory), exif.orientation)
     return Frame(path, np.ascontiguousarray(pixels), "tiff", exif)

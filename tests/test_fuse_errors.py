@@ -4,12 +4,14 @@ line on stderr with no traceback, and leaves no output (nor temporary) file."""
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import pytest
 
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import SHARED, run_cli
+from tests import corrupt
+from tests.conftest import DATA, SHARED, run_cli
 
 
 @pytest.fixture
@@ -191,7 +193,7 @@ def test_torch_is_imported_alongside_decoding_only_after_the_cheap_checks(tmp_pa
 
     real_read = pipeline.read_frames
     monkeypatch.setattr(hdrmerge.inference, "preload", Recorder)
-    monkeypatch.setattr(pipeline, "read_frames", lambda paths: events.append("decode") or real_read(paths))
+    monkeypatch.setattr(pipeline, "read_frames", lambda paths, **kw: events.append("decode") or real_read(paths, **kw))
     options = pipeline.FuseOptions()
     with pytest.raises(InputError, match=r"missing\.jpg: no such file$"):
         pipeline.fuse_files([*bracket[:2], tmp_path / "missing.jpg"], tmp_path / "o.hdr", options, no_engine)
@@ -277,3 +279,94 @@ def test_warning_goes_to_stderr_under_json(env, tmp_path):
     warning = "no exposure metadata; exposures estimated from the pixels (pass --ev to set them)"
     assert r.stderr.strip().splitlines() == ["warning: " + warning]
     assert json.loads(r.stdout)["warnings"] == [warning]
+
+
+# --- damaged and oversized shots (issue 11, items 2, 5, 6, 8) ---------------------------------
+
+
+def _real_bracket(tmp_path):
+    """Copies of the frobisher tripod bracket (640×426 camera JPEGs, 3 stops apart)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for i in range(3):
+        src = DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg"
+        paths.append(folder / src.name)
+        paths[-1].write_bytes(src.read_bytes())
+    return paths
+
+
+def test_exception_jpeg_with_corrupt_data_exits_2_with_one_line(env, tmp_path):
+    paths = _real_bracket(tmp_path)
+    paths[1].write_bytes(corrupt.flip_entropy_bytes(paths[1].read_bytes()))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "x.exr"), env=env)
+    assert r.returncode == 2, r.stderr  # today: exit 0, a merged image with grey bands
+    assert re.fullmatch(
+        rf"error: {re.escape(str(paths[1]))}: damaged or truncated JPEG file \(Corrupt JPEG data: [^)]+\); "
+        r"re-export or copy it again\n", r.stderr
+    ), r.stderr
+    _no_outputs(out)
+
+
+def test_exception_png_with_bad_crc_exits_2_without_libpng_lines(env, tmp_path):
+    paths = []
+    for i in range(3):
+        img = cv2.imread(str(DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg"))
+        paths.append(tmp_path / f"f{i}.png")
+        cv2.imwrite(str(paths[-1]), img)
+    paths[2].write_bytes(corrupt.png_with_bad_crc(paths[2].read_bytes()))
+    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "x.exr"), "--ev=0,3,6", env=env)
+    _fails(r, 2, f"{paths[2]}: damaged or truncated PNG file (IDAT: CRC error); re-export or copy it again")
+    assert not (tmp_path / "x.exr").exists()
+
+
+def test_exception_631_byte_bomb_exits_2_at_once(env, bracket, tmp_path):
+    from PIL import Image
+
+    crop = cv2.imread(str(DATA / "ius_pingpong" / "Img1.JPG"))[500:508, 900:908, ::-1]
+    Image.fromarray(crop.copy()).save(tmp_path / "tiny.jpg", quality=50)
+    bracket[0].write_bytes(corrupt.jpeg_with_size((tmp_path / "tiny.jpg").read_bytes(), 20000, 20000))
+    size = bracket[0].stat().st_size
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), env=env)
+    _fails(r, 2, f"{bracket[0]}: damaged JPEG file (its header declares 20000×20000 pixels in {size:,} bytes); "
+           "re-export or copy it again")
+
+
+def test_exception_header_declaring_50000_squared_exits_2(env, tmp_path):
+    paths = _real_bracket(tmp_path)
+    paths[2].write_bytes(corrupt.jpeg_with_size(paths[2].read_bytes(), 50000, 50000))
+    size = paths[2].stat().st_size
+    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "x.exr"), env=env)
+    # today: exit 1, "error: OpenCV(…) … Assertion failed"
+    _fails(r, 2, f"{paths[2]}: damaged JPEG file (its header declares 50000×50000 pixels in {size:,} bytes); "
+           "re-export or copy it again")
+
+
+def test_exception_shots_above_max_pixels(env, tmp_path):
+    paths = _real_bracket(tmp_path)
+    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "x.exr"), "--max-pixels", "0.2M", env=env)
+    _fails(r, 2, f"{paths[0]}: 640×426 pixels (0.3 MP) exceed the limit of 0.2 MP; if the image is real, raise --max-pixels")
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5M"])
+def test_exception_bad_max_pixels(env, bracket, tmp_path, value):
+    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "x.exr"), f"--max-pixels={value}", env=env)
+    _fails(r, 2, f"--max-pixels {value!r}: give a pixel count such as 200M (megapixels) or 50000000")
+
+
+def test_batch_reports_a_bracket_with_a_corrupt_jpeg_as_failed(env, tmp_path):
+    card = tmp_path / "card"
+    paths = _real_bracket(tmp_path)
+    card.mkdir()
+    for p in paths:
+        p.rename(card / p.name)
+    bad = card / "IMG_2601.jpg"
+    bad.write_bytes(corrupt.flip_entropy_bytes(bad.read_bytes()))
+    r = run_cli("batch", str(card), "--json", env=env)
+    assert r.returncode == 1, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows[0]["status"] == "failed"
+    assert re.fullmatch(rf"{re.escape(str(bad))}: damaged or truncated JPEG file \(Corrupt JPEG data: [^)]+\); re-export or copy it again", rows[0]["reason"])
+    assert not (card / "hdr").exists() or list((card / "hdr").iterdir()) == []

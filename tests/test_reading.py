@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from fractions import Fraction
@@ -217,3 +218,215 @@ def test_raw_decodes_in_parallel_with_good_and_damaged_files(tmp_path, capfd):
     with pytest.raises(InputError, match=r"cut\.kdc: damaged camera RAW file"):
         read_frames([tmp_path / "a.kdc", tmp_path / "cut.kdc", tmp_path / "b.kdc"])
     assert capfd.readouterr().err == ""
+
+
+# --- damaged data the decoders report (issue 11, item 2) ------------------------------------
+
+from tests import corrupt  # noqa: E402
+
+IMG1 = DATA / "ius_pingpong" / "Img1.JPG"
+DAMAGE = r"; re-export or copy it again$"
+
+
+def _kalantari_png(tmp_path, name="k.png", **kw):
+    """A real photograph (Kalantari frame 1, 1500×1000) as an 8-bit PNG."""
+    img = cv2.imread(str(DATA / "kalantari_test002_jpeg" / "input_1_aligned.tif"))
+    path = tmp_path / name
+    path.write_bytes(cv2.imencode(".png", img)[1].tobytes())
+    return path, img
+
+
+def test_exception_jpeg_with_corrupt_entropy_data_is_damaged_and_prints_nothing(tmp_path, capfd):
+    (tmp_path / "flip.jpg").write_bytes(corrupt.flip_entropy_bytes(IMG1.read_bytes()))
+    # OpenCV decodes this file with grey bands, and libjpeg prints its complaint.
+    assert cv2.imdecode(np.fromfile(tmp_path / "flip.jpg", np.uint8), cv2.IMREAD_UNCHANGED).shape == (1080, 1920, 3)
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r"flip\.jpg: damaged or truncated JPEG file \(Corrupt JPEG data: [^)]+\)" + DAMAGE):
+        read_frame(tmp_path / "flip.jpg")
+    assert capfd.readouterr().err == ""
+
+
+def test_exception_jpeg_cut_short_inside_its_data_is_damaged(tmp_path, capfd):
+    # A partial copy that still ends with the EOI marker.
+    (tmp_path / "part.jpg").write_bytes(corrupt.cut_entropy_data(IMG1.read_bytes()))
+    with pytest.raises(InputError, match=r"part\.jpg: damaged or truncated JPEG file \(Corrupt JPEG data: premature end of data segment\)" + DAMAGE):
+        read_frame(tmp_path / "part.jpg")
+    assert capfd.readouterr().err == ""
+
+
+def test_parallel_decodes_report_each_damaged_jpeg_with_its_own_reason(tmp_path, capfd):
+    """The three shots decode in parallel threads; each reason belongs to its file."""
+    (tmp_path / "flip.jpg").write_bytes(corrupt.flip_entropy_bytes(IMG1.read_bytes()))
+    (tmp_path / "part.jpg").write_bytes(corrupt.cut_entropy_data(IMG1.read_bytes()))
+    good = DATA / "ius_pingpong" / "Img2.JPG"
+    for _ in range(3):
+        with pytest.raises(InputError, match=r"part\.jpg: .*\(Corrupt JPEG data: premature end of data segment\)"):
+            read_frames([good, tmp_path / "part.jpg", tmp_path / "flip.jpg"])
+        with pytest.raises(InputError, match=r"flip\.jpg: .*\(Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9\)"):
+            read_frames([tmp_path / "flip.jpg", good, tmp_path / "part.jpg"])
+    assert capfd.readouterr().err == ""
+
+
+def test_jpeg_pixels_are_those_of_libjpeg_turbo_via_opencv():
+    """The strict decoder gives the same pixels OpenCV gave (same libjpeg-turbo, same IDCT)."""
+    for path in (IMG1, DATA / "colour_hdri_frobisher" / "IMG_2600.jpg", DATA / "bif_exif_thumbs" / "DSC08191.JPG"):
+        assert np.array_equal(read_frame(path).pixels, cv2.imread(str(path))[:, :, ::-1])
+
+
+def test_grey_and_cmyk_jpegs_decode_to_rgb(tmp_path):
+    from PIL import Image
+
+    rgb = cv2.imread(str(DATA / "colour_hdri_frobisher" / "IMG_2601.jpg"))[:64, :80, ::-1]
+    for mode in ("L", "CMYK"):
+        Image.fromarray(np.ascontiguousarray(rgb)).convert(mode).save(tmp_path / f"{mode}.jpg", quality=95)
+        f = read_frame(tmp_path / f"{mode}.jpg")
+        ref = cv2.imread(str(tmp_path / f"{mode}.jpg"))[:, :, ::-1]  # OpenCV's own conversion
+        assert f.pixels.shape == (64, 80, 3) and np.abs(f.pixels.astype(int) - ref).max() <= 1
+
+
+def test_exception_png_with_bad_crc_is_damaged_and_libpng_prints_nothing(tmp_path, capfd):
+    path, _ = _kalantari_png(tmp_path)
+    path.write_bytes(corrupt.png_with_bad_crc(path.read_bytes(), b"IDAT"))
+    with pytest.raises(InputError, match=r"k\.png: damaged or truncated PNG file \(IDAT: CRC error\)" + DAMAGE):
+        read_frame(path)
+    assert capfd.readouterr().err == ""  # today: "libpng error: IDAT: CRC error"
+
+
+def test_png_with_a_bad_ancillary_chunk_decodes_silently(tmp_path, capfd):
+    """libpng drops an ancillary chunk with a bad CRC and warns; the image is intact."""
+    from PIL import Image, PngImagePlugin
+
+    img = cv2.imread(str(DATA / "colour_hdri_frobisher" / "IMG_2600.jpg"))[:, :, ::-1]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "bracket shot")
+    Image.fromarray(np.ascontiguousarray(img)).save(tmp_path / "t.png", pnginfo=info)
+    (tmp_path / "t.png").write_bytes(corrupt.png_with_bad_crc((tmp_path / "t.png").read_bytes(), b"tEXt"))
+    assert np.array_equal(read_frame(tmp_path / "t.png").pixels, img)
+    assert capfd.readouterr().err == ""  # today: "libpng warning: tEXt: CRC error"
+
+
+def test_parallel_png_failures_never_borrow_each_others_reason(tmp_path, capfd):
+    a, _ = _kalantari_png(tmp_path, "a.png")
+    b, _ = _kalantari_png(tmp_path, "b.png")
+    a.write_bytes(corrupt.png_with_bad_crc(a.read_bytes(), b"IDAT"))
+    b.write_bytes(corrupt.png_with_bad_crc(b.read_bytes(), b"IHDR"))
+    for _ in range(3):
+        # Overlapping failures may leave the reason out, never give the other file's.
+        with pytest.raises(InputError, match=r"a\.png: damaged or truncated PNG file( \(IDAT: CRC error\))?" + DAMAGE):
+            read_frames([a, b])
+        with pytest.raises(InputError, match=r"b\.png: damaged or truncated PNG file( \(IHDR: CRC error\))?" + DAMAGE):
+            read_frames([b, a])
+    assert capfd.readouterr().err == ""
+
+
+def _kalantari_tiff(tmp_path, compression: int) -> tuple[bytes, np.ndarray]:
+    img = cv2.imread(str(DATA / "kalantari_test002_jpeg" / "input_1_aligned.tif"))[:200, :300]
+    return cv2.imencode(".tif", img.astype(np.uint16) * 257, [cv2.IMWRITE_TIFF_COMPRESSION, compression])[1].tobytes(), img
+
+
+def test_exception_tiff_with_a_damaged_lzw_strip(tmp_path, capfd):
+    data, _ = _kalantari_tiff(tmp_path, 5)
+    bad = bytearray(data)
+    for k in range(len(data) // 3, len(data) // 3 + 50):
+        bad[k] ^= 0x55
+    (tmp_path / "s.tif").write_bytes(bytes(bad))
+    with pytest.raises(InputError, match=r"s\.tif: damaged or truncated TIFF file" + DAMAGE):
+        read_frame(tmp_path / "s.tif")
+    assert capfd.readouterr().err == ""
+
+
+def test_exception_tiff_whose_strips_lie_past_its_end(tmp_path):
+    data, _ = _kalantari_tiff(tmp_path, 1)
+    # Uncompressed: the directory comes first (OpenCV writes it at the end), so cut the strips.
+    import tifffile
+
+    img16 = tifffile.imread(io.BytesIO(data))
+    tifffile.imwrite(tmp_path / "full.tif", img16)
+    full = (tmp_path / "full.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(full[: len(full) // 2])
+    with pytest.raises(InputError, match=r"cut\.tif: damaged TIFF file \(image data cut short\)" + DAMAGE):
+        read_frame(tmp_path / "cut.tif")
+
+
+# --- declared sizes, checked before decoding (issue 11, items 5 and 6) ----------------------------
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test if any pixel decoder is reached."""
+    import hdrmerge.reading as reading
+
+    def refuse(*a, **k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(reading, "_decode_jpeg", refuse)
+    monkeypatch.setattr(reading, "_cv2", refuse)
+
+
+def test_exception_631_byte_jpeg_declaring_20000_squared_is_damaged_without_decoding(tmp_path, no_decoding):
+    from PIL import Image
+
+    crop = cv2.imread(str(IMG1))[500:508, 900:908, ::-1]
+    Image.fromarray(np.ascontiguousarray(crop)).save(tmp_path / "tiny.jpg", quality=50)
+    data = corrupt.jpeg_with_size((tmp_path / "tiny.jpg").read_bytes(), 20000, 20000)
+    (tmp_path / "bomb.jpg").write_bytes(data)
+    assert len(data) < 1000
+    with pytest.raises(InputError, match=rf"bomb\.jpg: damaged JPEG file \(its header declares 20000×20000 pixels in {len(data)} bytes\)" + DAMAGE):
+        read_frame(tmp_path / "bomb.jpg")
+
+
+def test_exception_jpeg_declaring_50000_squared_is_damaged_not_an_opencv_assertion(tmp_path, no_decoding):
+    (tmp_path / "huge.jpg").write_bytes(corrupt.jpeg_with_size(IMG1.read_bytes(), 50000, 50000))
+    with pytest.raises(InputError, match=r"huge\.jpg: damaged JPEG file \(its header declares 50000×50000 pixels in 1,368,710 bytes\)" + DAMAGE):
+        read_frame(tmp_path / "huge.jpg")
+
+
+def test_exception_png_declaring_20000_squared_is_damaged_without_decoding(tmp_path, no_decoding):
+    path, _ = _kalantari_png(tmp_path)
+    path.write_bytes(corrupt.png_with_size(path.read_bytes(), 20000, 20000))  # valid CRC: a lying header
+    size = path.stat().st_size
+    assert 1_000_000 < size < 2_000_000  # within deflate's 1032:1 of the declared 1.2 GB
+    with pytest.raises(InputError, match=rf"k\.png: damaged PNG file \(its header declares 20000×20000 pixels in {size:,} bytes\)" + DAMAGE):
+        read_frame(path)
+
+
+def test_exception_real_png_bomb_is_refused_by_the_pixel_limit_without_decoding(tmp_path, no_decoding):
+    """A genuine image of 12 MP of zeros (a 12 kB file): above --max-pixels 10M, not damaged."""
+    zeros = np.zeros((3000, 4000, 3), np.uint8)
+    (tmp_path / "z.png").write_bytes(cv2.imencode(".png", zeros, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes())
+    assert (tmp_path / "z.png").stat().st_size < 100_000
+    with pytest.raises(InputError, match=r"z\.png: 4000×3000 pixels \(12 MP\) exceed the limit of 10 MP; if the image is real, raise --max-pixels$"):
+        read_frame(tmp_path / "z.png", max_pixels=10_000_000)
+
+
+@pytest.mark.parametrize("name", ["Img1.JPG", "k.png", "k.tif", "raw.kdc"])
+def test_exception_each_format_is_held_to_the_pixel_limit(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".JPG"):
+        path = IMG1
+    elif name.endswith(".png"):
+        path, _ = _kalantari_png(tmp_path)
+    elif name.endswith(".tif"):
+        path.write_bytes(_kalantari_tiff(tmp_path, 5)[0])
+    else:
+        shutil.copy(DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC", path)
+    f = read_frame(path)
+    h, w = f.size
+    with pytest.raises(InputError, match=rf"{path.name}: {w}×{h} pixels \(.+ MP\) exceed the limit of 0.05 MP"):
+        read_frame(path, max_pixels=50_000)
+    assert read_frame(path, max_pixels=w * h).size == (h, w)
+
+
+def test_exception_decode_that_cannot_fit_in_memory(tmp_path, monkeypatch):
+    from hdrmerge.errors import HdrmergeError
+    import hdrmerge.tiling
+
+    # 1920×1080: 3 images of 6.2 MB at most during the decode.
+    with pytest.raises(HdrmergeError, match=r"Img1\.JPG: decoding its 1920×1080 pixels \(2 MP\) needs about 19 MB of memory, but 10 MB is available; free some memory or use a machine with more$") as err:
+        read_frame(IMG1, memory=10_000_000)
+    assert err.value.exit_code == 1 and not isinstance(err.value, InputError)
+    assert read_frame(IMG1, memory=20_000_000).size == (1080, 1920)
+    # read_frames shares what is available between the shots.
+    monkeypatch.setattr(hdrmerge.tiling, "available_memory", lambda device: 3 * 10_000_000)
+    with pytest.raises(HdrmergeError, match=r"needs about"):
+        read_frames([IMG1, DATA / "ius_pingpong" / "Img2.JPG", DATA / "ius_pingpong" / "Img3.JPG"])

@@ -28,7 +28,9 @@ from hdrmerge.cli.common import (
     ExrDtype,
     ExrDtypeOpt,
     FlowScaleOpt,
+    MAX_PIXELS_DEFAULT,
     MaxMemoryOpt,
+    MaxPixelsOpt,
     TileOpt,
     HubRepoOpt,
     JsonOpt,
@@ -144,6 +146,7 @@ def batch(
     flow_scale: FlowScaleOpt = "0.5",
     tile: TileOpt = None,
     max_memory: MaxMemoryOpt = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
     normalize: NormalizeOpt = Normalize.reference,
     exr_dtype: ExrDtypeOpt = ExrDtype.half,
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
@@ -176,6 +179,7 @@ def batch(
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact,
         dng_dtype=dng_dtype.value,
+        max_pixels=max_pixels,
     )
     if not dry_run:  # options that cannot work here fail before any decoding
         preflight.check_device(device.value, precision.value)

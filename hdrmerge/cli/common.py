@@ -20,6 +20,7 @@ from rich.text import Text
 from typer.core import TyperCommand
 
 from hdrmerge.errors import InputError
+from hdrmerge.frame_size import DEFAULT_MAX_PIXELS
 
 #: Status, progress and warnings go to stderr; stdout is for results (--json).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -168,6 +169,19 @@ def parse_flow_scale(text: str) -> float | None:
     return value
 
 
+def parse_max_pixels(text: str) -> int:
+    """``"200M"`` / ``"200MP"`` → 200_000_000, ``"5e7"`` → 50_000_000; InputError otherwise."""
+    t = text.strip().upper().removesuffix("P")
+    scale = 1_000_000 if t.endswith("M") else 1
+    try:
+        value = float(t.removesuffix("M")) * scale
+    except ValueError:
+        value = -1.0
+    if not value >= 1:
+        raise InputError(f"--max-pixels {text!r}: give a pixel count such as 200M (megapixels) or 50000000")
+    return int(value)
+
+
 def parse_tile(value: int | None) -> int | None:
     if value is not None and value < 64:
         raise InputError(f"--tile {value}: must be at least 64 pixels")
@@ -191,6 +205,16 @@ MaxMemoryOpt = Annotated[
     str | None,
     typer.Option("--max-memory", metavar="SIZE", help="Memory the tiles may use, e.g. 4GB (default: half of what is free on a GPU; on the CPU at most 512MiB).", show_default=False),
 ]
+MaxPixelsOpt = Annotated[
+    str,
+    typer.Option(
+        "--max-pixels",
+        help="Refuse shots larger than this many pixels before decoding them (e.g. 200M); "
+        "a guard against decompression bombs. See docs/formats.md.",
+    ),
+]
+#: The default of --max-pixels as the option spells it.
+MAX_PIXELS_DEFAULT = f"{DEFAULT_MAX_PIXELS // 1_000_000}M"
 NormalizeOpt = Annotated[
     Normalize,
     typer.Option(
@@ -238,6 +262,7 @@ def fuse_options(
     max_memory: str | None = None,
     response: str = "auto",
     exact: bool = False,
+    max_pixels: str = MAX_PIXELS_DEFAULT,
     **extra: Any,
 ) -> Any:
     """The pipeline's FuseOptions from the options fuse and batch share (a response file is read now)."""
@@ -250,6 +275,7 @@ def fuse_options(
         flow_scale=parse_flow_scale(flow_scale),
         tile=parse_tile(tile),
         max_memory=parse_memory(max_memory) if max_memory else None,
+        max_pixels=parse_max_pixels(max_pixels),
         normalize=normalize.value,
         exr_dtype=exr_dtype.value,
         exr_compression=exr_compression.value,

@@ -16,7 +16,9 @@ from hdrmerge.cli.common import (
     Device,
     DeviceOpt,
     FlowScaleOpt,
+    MAX_PIXELS_DEFAULT,
     MaxMemoryOpt,
+    MaxPixelsOpt,
     TileOpt,
     HubRepoOpt,
     JsonOpt,
@@ -57,6 +59,7 @@ def eval_(
     flow_scale: FlowScaleOpt = "0.5",
     tile: TileOpt = None,
     max_memory: MaxMemoryOpt = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
     quiet: QuietOpt = False,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
@@ -66,7 +69,7 @@ def eval_(
     from hdrmerge.datasets import discover
     from hdrmerge.evaluate import METHODS, evaluate, fmt_db
 
-    from hdrmerge.cli.common import parse_tile
+    from hdrmerge.cli.common import parse_max_pixels, parse_tile
     from hdrmerge.tiling import parse_memory
 
     from hdrmerge.response import parse_response_option
@@ -78,6 +81,7 @@ def eval_(
     choice = parse_response_option(response, exact)
     scale = parse_flow_scale(flow_scale)
     tiling = {"tile": parse_tile(tile), "max_memory": parse_memory(max_memory) if max_memory else None}
+    limit_pixels = parse_max_pixels(max_pixels)
     layout, scenes = discover(dataset)
     scenes = scenes[:limit] if limit else scenes
     chatty = not (quiet or json_)
@@ -96,7 +100,10 @@ def eval_(
         m = r.metrics["hdrmerge"]
         status(f"[{done}/{len(scenes)}] {r.scene}: PSNR-μ {fmt_db(m['psnr_mu'])} dB, PSNR-l {fmt_db(m['psnr_l'])} dB", quiet=not chatty)
 
-    report = evaluate(scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, response=choice, **tiling)
+    report = evaluate(
+        scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, response=choice,
+        max_pixels=limit_pixels, **tiling,
+    )
     data = report.to_json()
     if out is not None:
         with staged:

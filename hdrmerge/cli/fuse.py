@@ -19,7 +19,9 @@ from hdrmerge.cli.common import (
     ExrDtype,
     ExrDtypeOpt,
     FlowScaleOpt,
+    MAX_PIXELS_DEFAULT,
     MaxMemoryOpt,
+    MaxPixelsOpt,
     TileOpt,
     HubRepoOpt,
     JsonOpt,
@@ -67,6 +69,7 @@ def fuse(
     flow_scale: FlowScaleOpt = "0.5",
     tile: TileOpt = None,
     max_memory: MaxMemoryOpt = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
     normalize: NormalizeOpt = Normalize.reference,
     exr_dtype: ExrDtypeOpt = ExrDtype.half,
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
@@ -102,7 +105,7 @@ def fuse(
             raise InputError(NO_AFUNET_INTERMEDIATES)
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
-        response, exact, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
+        response, exact, max_pixels=max_pixels, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
     )
     # Options that cannot work here fail now, before any decoding or torch import.
     preflight.check_device(device.value, precision.value)
