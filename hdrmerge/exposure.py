@@ -258,7 +258,7 @@ class Exposures:
         return [2.0 ** (e - lo) for e in self.ev]
 
 
-def _check_span(names: Sequence[str], ev: Sequence[float], source: str) -> None:
+def check_span(names: Sequence[str], ev: Sequence[float], source: str) -> None:
     """InputError if the exposures span more than :data:`MAX_SPAN_STOPS` (or are not finite)."""
     label = {"--ev": "--ev", "exif": "EXIF", "exif-bias": "EXIF exposure bias", "pixels": "the pixel estimate"}[source]
     fix = "check the values" if source == "--ev" else "the metadata is wrong; pass --ev"
@@ -313,7 +313,7 @@ def derive_exposures(
         else:
             raise InputError(f"no exposure metadata in the files and {pixel_error[0].lower()}{pixel_error[1:]}" if pixel_error else "no exposure metadata; pass --ev")
 
-    _check_span(names, ev, source)
+    check_span(names, ev, source)
     order = sorted(range(len(ev)), key=lambda k: ev[k])
     if source != "pixels" and pixel_ev is not None:
         warnings.extend(cross_check(frames, ev, pixel_ev, source, tone_curve_known=tone_curve_known))

@@ -18,7 +18,7 @@ import numpy as np
 from hdrmerge import __version__
 from hdrmerge.atomic import StagedOutputs, describe_removed, refuse_input, resolve, same_file
 from hdrmerge.errors import InputError
-from hdrmerge.exposure import Exposures, derive_exposures, exif_exposure
+from hdrmerge.exposure import Exposures, check_span, derive_exposures, exif_exposure
 from hdrmerge.frame_size import DEFAULT_MAX_PIXELS
 from hdrmerge.reading import Frame, check_shot, read_frames
 from hdrmerge.response import Response, ResponseChoice
@@ -118,6 +118,8 @@ def load_bracket(
         raise InputError(f"--ev has {len(ev)} values; give 3, one per input in input order (e.g. --ev -2,0,2)")
     if any(same_file(a, b) for i, a in enumerate(paths) for b in paths[i + 1 :]):
         raise InputError("the same file is given twice; a bracket needs three different shots")
+    if ev is not None:
+        check_span([Path(p).name for p in paths], ev, "--ev")  # before the response fit uses them
     for p in paths:
         check_shot(p)
     on_checked()

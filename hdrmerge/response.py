@@ -822,7 +822,7 @@ def estimate(frames: Sequence[Frame], ev: Sequence[float] | None, prior: str = "
 
 def metadata_ev(frames: Sequence[Frame], ev: Sequence[float] | None) -> list[float] | None:
     """Exposures known without the pixels: ``--ev``, else EXIF t·ISO/N² or exposure bias, else None."""
-    from hdrmerge.exposure import complete_factors, exif_exposure
+    from hdrmerge.exposure import MAX_SPAN_STOPS, complete_factors, exif_exposure
 
     if ev is not None:
         return [float(e) for e in ev] if len(ev) == len(frames) else None
@@ -835,6 +835,8 @@ def metadata_ev(frames: Sequence[Frame], ev: Sequence[float] | None) -> list[flo
         biases = [f.exif.exposure_bias for f in frames]
         evs = [float(b) for b in biases] if all(b is not None for b in biases) else None  # type: ignore[arg-type]
     if evs is None or len({round(e, 2) for e in evs}) != len(evs) or not all(math.isfinite(e) for e in evs):
+        return None
+    if max(evs) - min(evs) > MAX_SPAN_STOPS:  # broken metadata: derive_exposures reports it
         return None
     return evs
 

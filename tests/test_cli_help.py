@@ -31,7 +31,7 @@ def test_usage_line_and_help_read_like_the_readme(command):
 def test_fuse_help_names_option_values_as_the_readme():
     out = run_cli("fuse", "--help").stdout
     for shown in ("-o, --output PATH", "--ev A,B,C", "-m, --model NAME", "--weights PATH", "--flow-scale S|auto",
-                  "--tile N", "--max-memory SIZE", "--preview PATH", "--debug-dir DIR"):
+                  "--tile N", "--max-memory SIZE", "--max-pixels N", "--preview PATH", "--debug-dir DIR"):
         assert shown in out, shown
 
 

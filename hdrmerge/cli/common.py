@@ -209,6 +209,7 @@ MaxPixelsOpt = Annotated[
     str,
     typer.Option(
         "--max-pixels",
+        metavar="N",
         help="Refuse shots larger than this many pixels before decoding them (e.g. 200M); "
         "a guard against decompression bombs. See docs/formats.md.",
     ),
