@@ -370,3 +370,11 @@ def test_batch_reports_a_bracket_with_a_corrupt_jpeg_as_failed(env, tmp_path):
     assert rows[0]["status"] == "failed"
     assert re.fullmatch(rf"{re.escape(str(bad))}: damaged or truncated JPEG file \(Corrupt JPEG data: [^)]+\); re-export or copy it again", rows[0]["reason"])
     assert not (card / "hdr").exists() or list((card / "hdr").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["batch", "eval"])
+def test_batch_and_eval_take_max_pixels_too(env, tmp_path, command):
+    (tmp_path / "card").mkdir()
+    r = run_cli(command, str(tmp_path / "card"), "--max-pixels=lots", env=env)
+    _fails(r, 2, "--max-pixels 'lots': give a pixel count such as 200M (megapixels) or 50000000")
+    assert "--max-pixels N" in run_cli(command, "--help").stdout
