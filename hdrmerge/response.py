@@ -801,6 +801,12 @@ def select_response(m: Matches, prior: str) -> tuple[Response, str]:
     return builtin(best_name, "estimated", why), why
 
 
+def fallback(why: str) -> Response:
+    """Gamma 2.2 for want of evidence (source ``fallback``), with the warning that says so."""
+    warning = f"cannot estimate the camera response ({why}); assuming gamma 2.2 (pass --response to set it)"
+    return replace(builtin("gamma2.2", "fallback", why), warnings=(warning,))
+
+
 def estimate(frames: Sequence[Frame], ev: Sequence[float] | None, prior: str = "gamma2.2") -> Response:
     """The bracket's inverse response from its pixels (see the module docstring).
 
@@ -811,8 +817,7 @@ def estimate(frames: Sequence[Frame], ev: Sequence[float] | None, prior: str = "
     m = match_frames(frames, ev)
     if m.count() < MIN_POINTS or m.span() < MIN_SPAN:
         why = "too few well-exposed pixels to compare the shots" if m.count() < MIN_POINTS else "the shots cover too narrow a range of tones"
-        warning = f"cannot estimate the camera response ({why}); assuming gamma 2.2 (pass --response to set it)"
-        return replace(builtin("gamma2.2", "fallback", why), warnings=(warning,))
+        return fallback(why)
     response, _ = select_response(m, prior)
     return response
 
@@ -870,4 +875,8 @@ def choose_response(frames: Sequence[Frame], choice: ResponseChoice, ev: Sequenc
         return stated[0]
     priors = [e.prior or (e.response.name if e.response is not None and e.response.name in BUILTIN else None) for e in evidence]
     prior = "srgb" if camera or (priors and all(p == "srgb" for p in priors)) else "gamma2.2"
-    return estimate(cooked, metadata_ev(frames, ev), prior)
+    known = metadata_ev(frames, ev)
+    if len(cooked) < 2:  # one JPEG/TIFF among RAW files: nothing to compare it with
+        return fallback("only one shot is not camera RAW")
+    cooked_ev = None if known is None else [e for e, f in zip(known, frames) if f.kind != "raw"]
+    return estimate(cooked, cooked_ev, prior)

@@ -118,6 +118,16 @@ def test_raw_ignores_a_named_response_and_says_so():
     assert r.source == "raw" and r.warnings == ("camera RAW files are decoded linearly; --response srgb is ignored",)
 
 
+def test_one_jpeg_among_raw_files_falls_back_with_a_warning():
+    raw = DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC"
+    frames = read_frames([raw, raw, FROBISHER[0]])
+    r = choose_response(frames, ResponseChoice())
+    assert (r.name, r.source) == ("gamma2.2", "fallback")
+    assert r.warnings == ("cannot estimate the camera response (only one shot is not camera RAW); "
+                          "assuming gamma 2.2 (pass --response to set it)",)
+    assert to_network_domain(frames[0], parse_response_option("srgb").fixed) is frames[0]  # RAW never converted
+
+
 # --- synthetic sets with a known curve --------------------------------------
 
 
