@@ -712,6 +712,10 @@ def robust_fit(m: Matches, prior: str) -> Fit:
     return best_fit(replace(m, pair_weight=m.weights() * weight), prior)
 
 
+#: Extra pull towards the prior for a coefficient that the matches hardly involve (its summed
+#: share below UNSEEN_SHARE of the best-supported one's).
+UNSEEN_PULL = 0.3
+UNSEEN_SHARE = 0.1
 #: Weight of the rows pulling the local gamma towards the prior curve's.
 PRIOR_STRENGTH = 0.002
 
@@ -732,6 +736,12 @@ def _fit(m: Matches, prior: str, shared: bool, iterations: int) -> Fit:
     for i in range(n - 2):
         smooth[i, i : i + 3] = (1.0, -2.0, 1.0)
     coef = np.stack([prior_c] * 3)
+    # Where no match reaches (typically the top codes, clipped in the brighter
+    # shot), the data cannot place the curve: there it follows the prior's shape.
+    support = [np.abs(du[c]).sum(axis=0) for c in range(3)]
+    if shared:
+        support = [support[0] + support[1] + support[2]]
+    pull = [PRIOR_STRENGTH + UNSEEN_PULL * np.clip(1.0 - sup / (UNSEEN_SHARE * max(sup.max(), 1e-12)), 0.0, 1.0) for sup in support]
     for _ in range(iterations):
         blocks, rhs = [], []
         for c in range(3):
@@ -742,10 +752,10 @@ def _fit(m: Matches, prior: str, shared: bool, iterations: int) -> Fit:
         for k in range(curves):
             npts = sum(len(m.u[c]) for c in range(3)) / curves
             reg = np.zeros((2 * n - 2, curves * n))
-            reg[:n, k * n : (k + 1) * n] = PRIOR_STRENGTH * math.sqrt(max(npts, 1)) * np.eye(n)
+            reg[:n, k * n : (k + 1) * n] = np.diag(pull[k]) * math.sqrt(max(npts, 1))
             reg[n:, k * n : (k + 1) * n] = SMOOTHING * math.sqrt(max(npts, 1)) * smooth
             blocks.append(reg)
-            rhs.append(np.concatenate((PRIOR_STRENGTH * math.sqrt(max(npts, 1)) * prior_c, np.zeros(n - 2))))
+            rhs.append(np.concatenate((pull[k] * math.sqrt(max(npts, 1)) * prior_c, np.zeros(n - 2))))
         sol, _ = nnls(np.vstack(blocks), np.concatenate(rhs), maxiter=100 * curves * n)
         coef = np.stack([sol[col(c)] for c in range(3)])
         res = [du[c] @ coef[c] - log_k[m.pair[c]] for c in range(3)]
