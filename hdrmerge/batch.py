@@ -26,7 +26,6 @@ within :data:`MAX_STEP` stops on each side, the spacing SAFNet was trained on.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -383,10 +382,17 @@ def resume(pb: PlannedBracket) -> None:
         pb.redo = f"redone: {'; '.join(what)} (hdrmerge's own files replaced)"
 
 
-def describe_ev(shots: Sequence[Shot]) -> str:
-    """Relative EVs of a group for the plan table, e.g. ``0, -0.67, +0.67``."""
+def describe_ev(shots: Sequence[Shot], reference: Shot | None = None) -> str:
+    """Stops of each shot (capture order) from the reference, e.g. ``0, -0.67, +0.67``.
+
+    The reference is the chosen one, else the middle exposure (as
+    :func:`choose_three` picks it), the same convention as ``fuse``'s output.
+    """
+    from hdrmerge.exposure_text import stops_text
+
     evs = [s.ev for s in shots]
     if any(e is None for e in evs):
         return "?"
-    base = evs[0]
-    return ", ".join("0" if math.isclose(e - base, 0.0, abs_tol=1e-9) else f"{e - base:+.2f}" for e in evs)  # type: ignore[operator]
+    ordered = sorted(evs)  # type: ignore[type-var]
+    base = reference.ev if reference is not None and reference.ev is not None else ordered[(len(ordered) - 1) // 2]
+    return ", ".join(stops_text(e - base) for e in evs)  # type: ignore[operator]

@@ -129,6 +129,7 @@ def merge(
     intermediates: bool = False,
     tile: int | None = None,
     max_memory: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Run the network on three frames sorted short → long, in tiles.
 
@@ -136,6 +137,8 @@ def merge(
     ``tile``: tile size in pixels (default: the largest that fits
     ``max_memory`` bytes, else :func:`hdrmerge.tiling.default_budget`). The
     result equals a whole-image run (see :mod:`hdrmerge.tiling`).
+    ``on_tile(done, total)``: progress of SAFNet's full-resolution tiles
+    (not called for AFUNet, whose tiles overlap and are blended).
     """
     import torch
 
@@ -161,7 +164,7 @@ def merge(
     t0 = time.perf_counter()
     out = run_tiled(
         engine.model, frames, exposures, flow_scale=flow_scale, tile=tile, device=dev,
-        autocast=autocast, intermediates=intermediates, decoder_tile=choose_decoder_tile(budget),
+        autocast=autocast, intermediates=intermediates, decoder_tile=choose_decoder_tile(budget), on_tile=on_tile,
     )
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)

@@ -258,12 +258,26 @@ def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
 
 
 def describe_bracket(bracket: Bracket) -> dict[str, Any]:
+    """The bracket part of the report (``--json``).
+
+    ``stops``: exposure relative to the reference shot (what people are
+    shown); ``ev100``: the camera's absolute exposure value, log2(N²/t) −
+    log2(ISO/100), None without shutter time, f-number and ISO; ``ev``:
+    hdrmerge's internal exposure, log2(t·ISO/N²) (larger = more light), whose
+    differences are what the network uses.
+    """
+    from hdrmerge.exposure_text import ev100, relative_stops, settings_text
+
     ex = bracket.exposures
+    stops = relative_stops(ex.ev, bracket.order[1])
     return {
         "inputs": [
             {
                 "path": str(f.path),
                 "format": f.kind,
+                "stops": round(stops[i], 4),
+                "settings": settings_text(f.exif) or None,
+                "ev100": None if (v := ev100(f.exif)) is None else round(v, 4),
                 "ev": round(ex.ev[i], 4),
                 "pixel_ev": None if ex.pixel_ev is None else round(ex.pixel_ev[i], 4),
                 "exposure_time": f.exif.exposure_time,
@@ -275,6 +289,7 @@ def describe_bracket(bracket: Bracket) -> dict[str, Any]:
         ],
         "exposures": {
             "source": ex.source,
+            "stops_sorted": [round(stops[i], 4) for i in bracket.order],
             "ev_sorted": [round(ex.ev[i], 4) for i in bracket.order],
             "relative": [round(r, 6) for r in bracket.relative_sorted()],
         },
@@ -341,9 +356,14 @@ def run_prepared(
     engine: Any,
     *,
     on_stage: Callable[[str], None] = lambda s: None,
+    on_tile: Callable[[int, int], None] | None = None,
     load_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Run the network on a prepared bracket and write its outputs; return the report."""
+    """Run the network on a prepared bracket and write its outputs; return the report.
+
+    ``on_stage(name)`` is told each stage; ``on_tile(done, total)`` each tile
+    of the full-resolution stage (see :func:`hdrmerge.tiling.run_tiled`).
+    """
     from hdrmerge.inference import merge
 
     bracket, output, targets, gain = prepared.bracket, prepared.output, prepared.targets, prepared.gain
@@ -358,6 +378,7 @@ def run_prepared(
         intermediates=options.debug_dir is not None,
         tile=options.tile,
         max_memory=options.max_memory,
+        on_tile=on_tile,
     )
     timings["network"] = result.seconds
 
@@ -433,6 +454,7 @@ def fuse_files(
     get_engine: Callable[[], Any],
     *,
     on_stage: Callable[[str], None] = lambda s: None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Merge three shots into ``output`` (+ preview, debug images); return the report.
 
@@ -451,4 +473,4 @@ def fuse_files(
     t = time.perf_counter()
     engine = get_engine()
     load_s = time.perf_counter() - t
-    return run_prepared(prepared, options, engine, on_stage=on_stage, load_s=load_s)
+    return run_prepared(prepared, options, engine, on_stage=on_stage, on_tile=on_tile, load_s=load_s)

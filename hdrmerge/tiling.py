@@ -268,6 +268,7 @@ def run_tiled(
     autocast: Callable[[], object] = nullcontext,
     intermediates: bool = False,
     decoder_tile: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> Result:
     """SAFNet on three frames (short → long) in tiles of ``tile`` pixels.
 
@@ -276,7 +277,9 @@ def run_tiled(
     windows of ``decoder_tile`` (default: the tile, at least 256; ``merge``
     derives it from the memory budget). On a CUDA
     out-of-memory error the tile is halved and the merge retried; any other
-    error is raised.
+    error is raised. ``on_tile(done, total)`` is called after each tile of the
+    full-resolution stage (and again from 0 if a retry changes the plan); it
+    only reports, and changes nothing in the computation.
     """
     import torch
 
@@ -298,7 +301,7 @@ def run_tiled(
             hdr = np.empty((h, w, 3), np.float32)
             hdr_m = np.empty((h, w, 3), np.float32) if intermediates else None
             windows = plan_tiles(h, w, tile)
-            for core in windows:
+            for done, core in enumerate(windows):
                 ext = core.grow(reach, h, w)
                 with torch.inference_mode(), autocast():
                     motion = model.motion_window(low, full, (ext.y0, ext.y1), (ext.x0, ext.x1))
@@ -324,6 +327,8 @@ def run_tiled(
                     hdr[core.y0 : core.y1, core.x0 : core.x1] = out[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
                     if hdr_m is not None:
                         hdr_m[core.y0 : core.y1, core.x0 : core.x1] = hm[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
+                if on_tile is not None:
+                    on_tile(done + 1, len(windows))
             break
         except torch.cuda.OutOfMemoryError:
             if tile <= MIN_TILE:

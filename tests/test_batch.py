@@ -126,7 +126,7 @@ def test_piped_plan_is_tab_separated_and_never_wraps_names(env, tmp_path):
     r = run_cli("batch", str(card), "--dry-run", "--name", "{stem}_{date}_{time}_{camera}_merged_hdr", env=env)
     assert r.returncode == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
-    assert rows[0] == ["#", "shots", "EV", "status", "output / reason"]
+    assert rows[0] == ["#", "shots", "stops", "status", "output / reason"]
     assert all(len(row) == 5 for row in rows) and len(rows) == 7
     assert rows[5][:4] == ["5", "DSC08196.JPG, DSC08197.JPG, DSC08198.JPG, DSC08199.JPG, DSC08200.JPG",
                            "0, -0.67, +0.67, -1.33, +1.33", "merge"]

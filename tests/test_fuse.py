@@ -35,7 +35,10 @@ def test_pingpong_exr_values_size_and_metadata(env, tmp_path):
     r = run_cli("fuse", *map(str, PINGPONG), "-o", str(out), "--json", env=env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)  # exactly one JSON object on stdout
-    assert report["exposures"] == {"source": "exif", "ev_sorted": [-14.6667, -12.6667, -10.6667], "relative": [1.0, 4.0, 16.0]}
+    assert {k: report["exposures"][k] for k in ("source", "stops_sorted", "ev_sorted", "relative")} == {
+        "source": "exif", "stops_sorted": [-2.0, 0.0, 2.0], "ev_sorted": [-14.6667, -12.6667, -10.6667], "relative": [1.0, 4.0, 16.0]}
+    # The camera's absolute exposure value, with the photographic sign: 1/1000 s f/5 ISO 100 is EV100 14.67.
+    assert sorted(i["ev100"] for i in report["inputs"]) == [10.6667, 12.6667, 14.6667]
     assert [i["role"] for i in report["inputs"]] == ["long", "short", "reference"]
     assert report["model"]["name"] == "safnet-s" and report["device"] == "cpu"
     assert set(report["timings_s"]) >= {"read", "load_model", "network", "write", "total"}

@@ -148,3 +148,16 @@ def test_other_errors_are_raised_not_retried(kalantari, monkeypatch):
     monkeypatch.setattr(type(model.refinenet), "forward", broken)
     with pytest.raises(RuntimeError, match="something else"):
         run_tiled(model, [_crop(f, 64, 64) for f in kalantari], [1.0, 8.0, 64.0], flow_scale=0.5, tile=64, device=CPU)
+
+
+def test_tile_progress_counts_every_tile_and_changes_nothing(kalantari):
+    """The progress callback (the CLI's tile bar) sees done/total after each
+    tile, in order, and the result is bitwise the one without it."""
+    model = build_model(read_pth(SAFNET_S_PTH))
+    frames = [_crop(f, 150, 200) for f in kalantari]
+    seen: list[tuple[int, int]] = []
+    quiet = run_tiled(model, frames, [1.0, 8.0, 64.0], flow_scale=0.5, tile=64, device=CPU)
+    told = run_tiled(model, frames, [1.0, 8.0, 64.0], flow_scale=0.5, tile=64, device=CPU,
+                     on_tile=lambda done, total: seen.append((done, total)))
+    assert quiet.tiles == 12 and seen == [(i, 12) for i in range(1, 13)]
+    assert np.array_equal(quiet.hdr, told.hdr)

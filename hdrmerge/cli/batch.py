@@ -47,11 +47,12 @@ from hdrmerge.cli.common import (
     engine_loader,
     err_console,
     fuse_options,
+    merge_progress,
+    merge_summary,
     out_console,
     print_json,
     print_note,
     print_table,
-    status,
     warn,
 )
 from hdrmerge.errors import EXIT_FAILURE, HdrmergeError, InputError
@@ -98,7 +99,7 @@ def _plan_table(rows: list[Any], title: str) -> Table:
     from hdrmerge.batch import describe_ev
 
     table = Table(title=title, title_justify="left")
-    for col in ("#", "shots", "EV", "status", "output / reason"):
+    for col in ("#", "shots", "stops", "status", "output / reason"):
         table.add_column(col, overflow="fold")
     for b in rows:
         names = ", ".join(s.label + (f" (+{', '.join(o.name for o in s.others)})" if s.others else "") for s in b.shots)
@@ -107,7 +108,7 @@ def _plan_table(rows: list[Any], title: str) -> Table:
             detail += f"\n{b.redo}"
         if b.status in ("merge", "merged") and b.choice and len(b.shots) > 3:
             detail += f"\n{b.reason}"
-        table.add_row(str(b.index), names, describe_ev(b.shots), b.status, detail)
+        table.add_row(str(b.index), names, describe_ev(b.shots, b.choice.reference if b.choice else None), b.status, detail)
     return table
 
 
@@ -230,7 +231,9 @@ def batch(
         elif state == "merged":
             for w in report["warnings"] if report else []:
                 warn(f"bracket {b.index}: {w}", quiet=quiet)
-            status(f"[{b.index}/{len(the_plan.brackets)}] {b.output.name} ({report['timings_s']['network']:.1f} s)", quiet=quiet or json_)
+            # One record line per merge, on a terminal and off it (cron, CI, make).
+            if not quiet:
+                err_console.print(f"[{b.index}/{len(the_plan.brackets)}] {merge_summary(report)}", markup=False)
 
     for b in the_plan.brackets:
         if b.status != "merge":
@@ -292,7 +295,8 @@ def batch(
             submit_next()
             engine = get_engine()  # loads once; a missing checkpoint stops the whole batch
             try:
-                report = run_prepared(prepared, _with_preview(options, b), engine)
+                with merge_progress(chatty and err_console.is_terminal, f"[{b.index}/{len(the_plan.brackets)}]") as (on_stage, on_tile):
+                    report = run_prepared(prepared, _with_preview(options, b), engine, on_stage=on_stage, on_tile=on_tile)
             except Exception as exc:
                 emit(b, "failed", _failure_reason(exc, debug))
                 continue

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -350,6 +351,61 @@ def print_note(message: str) -> None:
     """A line that goes with a table: on stdout on a terminal, else on stderr,
     so that piped stdout holds the table's tab-separated lines only."""
     (out_console if out_console.is_terminal else err_console).print(message, markup=False)
+
+
+@contextmanager
+def merge_progress(enabled: bool, label: str = "") -> Iterator[tuple[Callable[[str], None], Callable[[int, int], None] | None]]:
+    """``(on_stage, on_tile)`` for one merge, shown live on stderr when ``enabled``.
+
+    The stages (reading, loading model, merging, writing) with a spinner,
+    then, while the full-resolution stage runs, a bar of tiles done out of
+    the total with the time left. The display goes when the merge ends.
+    Disabled: callbacks that do nothing (``on_tile`` None, so the tiling loop
+    does not even call it).
+    """
+    if not enabled:
+        yield (lambda stage: None), None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    prefix = f"{label} " if label else ""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+        TimeRemainingColumn(), console=err_console, transient=True,
+    ) as progress:
+        task = progress.add_task(prefix + "starting", total=None, count="")
+
+        def on_stage(stage: str) -> None:
+            progress.update(task, description=prefix + stage, completed=0, count="")
+            progress.tasks[0].total = None  # back to a pulsing bar without a count
+
+        def on_tile(done: int, total: int) -> None:
+            progress.update(task, description=prefix + "merging", total=total, completed=done, count=f"{done}/{total} tiles")
+
+        yield on_stage, on_tile
+
+
+def merge_summary(report: dict[str, Any]) -> str:
+    """One plain line for a finished merge: the files written, the HDR's size,
+    the exposures in stops from the reference with their settings, the time."""
+    from hdrmerge.exposure_text import size_text, stops_text
+
+    outputs = report["outputs"]
+    hdr = Path(outputs["hdr"])
+    try:
+        size = f" ({size_text(hdr.stat().st_size)})"
+    except OSError:
+        size = ""
+    shots = sorted(report["inputs"], key=lambda i: i["stops"])
+    exposures = ", ".join(
+        stops_text(i["stops"]) + (f" ({i['settings']})" if i.get("settings") else "") for i in shots
+    )
+    timings = report["timings_s"]
+    seconds = timings.get("total", sum(v for k, v in timings.items() if k != "total"))
+    return (
+        f"wrote {hdr}{size}" + (f" and {outputs['preview']}" if "preview" in outputs else "")
+        + f"; exposures {exposures} stops from the reference ({report['exposures']['source']}); {seconds:.1f} s"
+    )
 
 
 def status(message: str, *, quiet: bool = False) -> None:

@@ -38,6 +38,8 @@ from hdrmerge.cli.common import (
     engine_loader,
     err_console,
     fuse_options,
+    merge_progress,
+    merge_summary,
     parse_ev,
     print_json,
     status,
@@ -114,11 +116,8 @@ def fuse(
     started = time.perf_counter()
     get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)
 
-    if chatty and err_console.is_terminal:
-        with err_console.status("starting") as spinner:
-            report = fuse_files(inputs, output, options, get_engine, on_stage=lambda s: spinner.update(s))
-    else:
-        report = fuse_files(inputs, output, options, get_engine)
+    with merge_progress(chatty and err_console.is_terminal) as (on_stage, on_tile):
+        report = fuse_files(inputs, output, options, get_engine, on_stage=on_stage, on_tile=on_tile)
     report["timings_s"]["total"] = round(time.perf_counter() - started, 4)
 
     for w in report["warnings"]:  # on stderr with --json too (and in the report)
@@ -126,13 +125,8 @@ def fuse(
     if json_:
         print_json(report)
         return
-    ex = report["exposures"]
     resp = report["response"]
-    status(
-        f"response: {resp['name']} ({resp['source']}); "
-        f"exposures ({ex['source']}): " + ", ".join(f"{e:+.2f}" for e in ex["ev_sorted"]) + " EV; "
-        f"wrote {report['outputs']['hdr']}"
-        + (f" and {report['outputs']['preview']}" if "preview" in report["outputs"] else "")
-        + f" in {report['timings_s']['total']:.1f} s",
-        quiet=quiet,
-    )
+    status(f"response: {resp['name']} ({resp['source']})", quiet=quiet)
+    # The record of the merge: on a terminal and off it (cron, CI, make).
+    if not quiet:
+        err_console.print(merge_summary(report), markup=False)
