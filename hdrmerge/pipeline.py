@@ -414,7 +414,8 @@ def run_prepared(
         # The preview and debug images use the short-exposure domain: write
         # them first, then scale the (large) HDR in place instead of copying it.
         if "preview" in targets:
-            write_preview(staged.stage(targets["preview"]), result.hdr)
+            ref = bracket.reference
+            write_preview(staged.stage(targets["preview"]), result.hdr, source=ref.path, exif=ref.exif)
         if options.debug_dir is not None:
             flows = [result.flow0, result.flow2]
             scale = max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in flows) or 1.0  # type: ignore[index]

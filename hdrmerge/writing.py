@@ -13,11 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hdrmerge.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from hdrmerge.reading import Exif
 
 #: μ of the μ-law tonemap used by the papers and the preview (spec section 9).
 MU = 5000.0
@@ -144,30 +147,98 @@ def tonemap_u8(hdr_short: np.ndarray, band: int = 256) -> np.ndarray:
     return out
 
 
-def write_preview(tmp: Path, hdr_short: np.ndarray, quality: int = 95) -> None:
-    """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR.
+#: EXIF tags a preview takes over from the reference shot, by IFD: what was
+#: shot (camera, lens, settings), when and by whom. Orientation is not among
+#: them: previews are written upright (Orientation 1), since shots are turned
+#: upright when they are read. Maker notes and thumbnails are left out.
+_PREVIEW_IFD0 = (0x010F, 0x0110, 0x0132, 0x013B, 0x8298)  # Make, Model, DateTime, Artist, Copyright
+_PREVIEW_EXIF_IFD = (
+    0x829A, 0x829D, 0x8827, 0x9003, 0x9004, 0x9010, 0x9011, 0x9291, 0x9292, 0x920A,  # t, N, ISO, times, focal length
+    0xA405, 0xA431, 0xA432, 0xA433, 0xA434,  # 35 mm focal length, body serial, lens spec, make, model
+)
 
-    Its EXIF Software tag says ``hdrmerge <version>``, so that a later batch
-    knows the file as its own (see :mod:`hdrmerge.provenance`).
+
+def preview_exif(source: Path | None = None, exif: Exif | None = None) -> Any:
+    """The preview's EXIF (a ``PIL.Image.Exif``): the reference shot's camera,
+    lens, settings, capture time and GPS; Orientation 1; ColorSpace sRGB; and
+    Software ``hdrmerge <version>`` (so a later batch knows the file as its
+    own, see :mod:`hdrmerge.provenance`).
+
+    Tags are copied from ``source`` where Pillow reads its EXIF (JPEG, TIFF,
+    PNG), else taken from ``exif`` (what hdrmerge read, e.g. from a RAW file
+    through LibRaw; no GPS then).
     """
-    import cv2
+    from fractions import Fraction
+
     from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
 
     from hdrmerge import __version__
 
-    img = cv2.cvtColor(np.ascontiguousarray(tonemap_u8(hdr_short)), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise OutputError(f"could not encode {tmp.name}")
-    exif = Image.Exif()
-    exif[0x0131] = f"hdrmerge {__version__}"  # Software
-    app1 = exif.tobytes()  # b"Exif\0\0" + a TIFF structure: the payload of an APP1 segment
-    jpeg = buf.tobytes()
+    out = Image.Exif()
+    sub = out.get_ifd(0x8769)
+    src = None
+    if source is not None:
+        try:
+            with Image.open(source) as im:  # reads the header only, no pixels
+                src = im.getexif()
+                src_sub, src_gps = dict(src.get_ifd(0x8769)), dict(src.get_ifd(0x8825))
+        except Exception:  # not a format Pillow reads (RAW): fall back to ``exif``
+            src = None
+    if src is not None:
+        out.update({t: src[t] for t in _PREVIEW_IFD0 if t in src})
+        sub.update({t: src_sub[t] for t in _PREVIEW_EXIF_IFD if t in src_sub})
+        if src_gps:
+            out.get_ifd(0x8825).update(src_gps)
+    elif exif is not None:
+
+        def rational(x: float) -> IFDRational:
+            f = Fraction(x).limit_denominator(100000)
+            return IFDRational(f.numerator, f.denominator)
+
+        for tag, value in ((0x010F, exif.make), (0x0110, exif.model)):
+            if value:
+                out[tag] = value
+        for tag, value in ((0xA434, exif.lens), (0x9003, exif.datetime_original), (0x9291, exif.subsec)):
+            if value:
+                sub[tag] = value
+        if exif.exposure_time:
+            sub[0x829A] = rational(exif.exposure_time)
+        if exif.fnumber:
+            sub[0x829D] = rational(exif.fnumber)
+        if exif.iso:
+            sub[0x8827] = int(round(exif.iso))
+        if exif.focal_length:
+            sub[0x920A] = rational(exif.focal_length)
+    out[0x0112] = 1  # Orientation: the preview's pixels are upright
+    out[0x0131] = f"hdrmerge {__version__}"  # Software
+    sub[0xA001] = 1  # ColorSpace: sRGB (the embedded ICC profile says the same)
+    return out
+
+
+def srgb_icc() -> bytes:
+    """An sRGB ICC profile (Little CMS's built-in one, through Pillow)."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def write_preview(
+    tmp: Path, hdr_short: np.ndarray, quality: int = 95, *, source: Path | None = None, exif: Exif | None = None
+) -> None:
+    """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR.
+
+    It carries an sRGB ICC profile and the EXIF of :func:`preview_exif`
+    (the reference shot's, given as ``source`` and/or ``exif``; without
+    either, only Orientation, ColorSpace and Software).
+    """
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(tonemap_u8(hdr_short)), "RGB")
     try:
-        # The APP1 segment goes right after the start-of-image marker.
-        tmp.write_bytes(jpeg[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg[2:])
+        img.save(tmp, "JPEG", quality=quality, exif=preview_exif(source, exif), icc_profile=srgb_icc())
     except OSError as exc:
-        raise OutputError(f"cannot write {tmp}: {exc.strerror}") from exc
+        raise OutputError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
 
 
 def flow_to_rgb(flow: np.ndarray, max_px: float | None = None) -> np.ndarray:
