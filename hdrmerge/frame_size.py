@@ -109,8 +109,21 @@ def png_header(path: Path, data: bytes) -> tuple[Declared, int]:
     return Declared(width, height, decoded_channels, 2 if depth == 16 else 1), stream
 
 
-def tiff_header(path: Path, data: bytes) -> Declared:
-    """First image's tags through tifffile; strips or tiles outside the file mean damage."""
+#: TIFF compression codes of zlib streams (Adobe Deflate, and the older code libtiff also reads).
+_TIFF_DEFLATE = (8, 32946)
+
+
+def tiff_header(path: Path, data: bytes) -> tuple[Declared, bool]:
+    """First image's tags through tifffile; strips or tiles outside the file mean damage.
+
+    Returns the declared size and whether tifffile should decode the image:
+    deflate-compressed 8/16-bit grey or RGB, the common layout of exported
+    16-bit TIFFs. libtiff (OpenCV) stops reading a deflate strip as soon as it
+    has the rows it wants, so damaged deflate data decodes to garbage without
+    any error; tifffile inflates every strip whole and checks its checksum.
+    Deflate strips of other layouts, left to OpenCV, are checked here the same
+    way, with one extra inflate pass.
+    """
     import tifffile
 
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # it logs each oddity
@@ -121,6 +134,15 @@ def tiff_header(path: Path, data: bytes) -> Declared:
             samples, bits = int(page.samplesperpixel), int(page.bitspersample)
             offsets, counts = page.dataoffsets, page.databytecounts
             compression = int(page.compression)
+            simple = (
+                compression in _TIFF_DEFLATE
+                and int(page.photometric) in (1, 2)  # min-is-black grey, RGB
+                and int(page.planarconfig) == 1
+                and int(page.sampleformat) == 1
+                and bits in (8, 16)
+                and samples in (1, 2, 3, 4)
+                and not page.is_subsampled
+            )
     except Exception as exc:  # tifffile raises assorted errors on damaged structures
         raise _damaged(path, "tiff", f"unreadable header: {exc}") from None
     if width <= 0 or height <= 0:
@@ -130,7 +152,20 @@ def tiff_header(path: Path, data: bytes) -> Declared:
         raise _damaged(path, "tiff", "image data cut short")
     if compression == 1 and sum(counts) < declared.pixels * samples * bits / 8:
         raise _damaged(path, "tiff", f"its header declares {width}×{height} pixels, but it holds less image data")
-    return declared
+    if compression in _TIFF_DEFLATE and not simple:
+        for number, (offset, count) in enumerate(zip(offsets, counts)):
+            try:
+                z = zlib.decompressobj()
+                pending = data[offset : offset + count]
+                while pending:
+                    z.decompress(pending, 1 << 22)
+                    pending = z.unconsumed_tail
+                complete = z.eof
+            except zlib.error:
+                complete = False
+            if not complete:  # an invalid code, a bad checksum, or a stream that stops short
+                raise _damaged(path, "tiff", f"strip {number} holds damaged deflate data")
+    return declared, simple
 
 
 def raw_header(raw: Any) -> tuple[Declared, int]:

@@ -335,7 +335,10 @@ def _decode_raster(path: Path, data: bytes, kind: str, max_pixels: int, memory: 
         declared, stream = png_header(path, data)
         check_plausible(path, kind, declared, data, png_stream=stream, max_pixels=max_pixels)
     else:
-        declared = tiff_header(path, data)
+        declared, by_tifffile = tiff_header(path, data)
+        if by_tifffile:
+            check_limits(path, declared, max_pixels, memory)
+            return _decode_deflate_tiff(path, data)
     check_limits(path, declared, max_pixels, memory)
     cv2 = _cv2()
     # libpng prints its errors and warnings ("libpng error: IDAT: CRC error")
@@ -350,6 +353,23 @@ def _decode_raster(path: Path, data: bytes, kind: str, max_pixels: int, memory: 
         errors = [line.removeprefix("libpng error: ") for line in printed if line.startswith("libpng error: ")]
         raise _damaged_raster(path, kind, errors[0] if len(errors) == 1 else None)
     return _to_rgb(img, path)
+
+
+def _decode_deflate_tiff(path: Path, data: bytes) -> np.ndarray:
+    """A deflate-compressed grey or RGB TIFF through tifffile, which checks every strip's checksum."""
+    import io
+
+    import tifffile
+
+    try:
+        img = tifffile.imread(io.BytesIO(data), key=0, maxworkers=1)
+    except Exception:  # zlib.error, imagecodecs' DeflateError, ValueError on short strips
+        raise _damaged_raster(path, "tiff", "its deflate-compressed image data is damaged") from None
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[2] <= 2:  # grey, grey + alpha
+        return np.repeat(img[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])  # RGB, alpha dropped
 
 
 def _decode_jpeg(path: Path, data: bytes, colorspace: str) -> np.ndarray:

@@ -430,3 +430,55 @@ def test_exception_decode_that_cannot_fit_in_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(hdrmerge.tiling, "available_memory", lambda device: 3 * 10_000_000)
     with pytest.raises(HdrmergeError, match=r"needs about"):
         read_frames([IMG1, DATA / "ius_pingpong" / "Img2.JPG", DATA / "ius_pingpong" / "Img3.JPG"])
+
+
+def test_exception_tiff_with_a_damaged_deflate_strip(tmp_path, capfd):
+    """libtiff decodes damaged deflate data to garbage without a word (OpenCV returns it)."""
+    data, img = _kalantari_tiff(tmp_path, 8)
+    bad = bytearray(data)
+    for k in range(len(data) // 3, len(data) // 3 + 50):
+        bad[k] ^= 0x55
+    (tmp_path / "d.tif").write_bytes(bytes(bad))
+    garbage = cv2.imdecode(np.frombuffer(bytes(bad), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert garbage is not None and not np.array_equal(garbage, img.astype(np.uint16) * 257)
+    with pytest.raises(InputError, match=r"d\.tif: damaged or truncated TIFF file \(its deflate-compressed image data is damaged\)" + DAMAGE):
+        read_frame(tmp_path / "d.tif")
+    assert capfd.readouterr().err == ""
+    (tmp_path / "ok.tif").write_bytes(data)  # the intact file reads, pixel for pixel
+    assert np.array_equal(read_frame(tmp_path / "ok.tif").pixels, img[:, :, ::-1].astype(np.uint16) * 257)
+
+
+@pytest.mark.parametrize("layout", ["grey", "grey+alpha", "rgba"])
+def test_deflate_tiff_layouts_read_as_opencv_reads_them(tmp_path, layout):
+    import tifffile
+
+    rgb = cv2.imread(str(DATA / "kalantari_test002_jpeg" / "input_1_aligned.tif"))[:120, :160, ::-1].astype(np.uint16) * 257
+    grey = rgb[:, :, 1]
+    if layout == "grey":
+        tifffile.imwrite(tmp_path / "t.tif", grey, compression="zlib", predictor=True)
+    elif layout == "grey+alpha":
+        tifffile.imwrite(tmp_path / "t.tif", np.dstack([grey, grey]), compression="zlib", photometric="minisblack", extrasamples=["unassalpha"])
+    else:
+        tifffile.imwrite(tmp_path / "t.tif", np.dstack([rgb, grey]), compression="zlib", photometric="rgb", extrasamples=["unassalpha"])
+    f = read_frame(tmp_path / "t.tif")
+    expected = np.dstack([grey] * 3) if layout.startswith("grey") else rgb
+    assert f.kind == "tiff" and f.pixels.dtype == np.uint16 and np.array_equal(f.pixels, expected)
+    if layout != "grey+alpha":  # (OpenCV reads grey + alpha as 8-bit RGBA)
+        opencv = cv2.imread(str(tmp_path / "t.tif"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(f.pixels[:, :, 0], opencv if opencv.ndim == 2 else opencv[:, :, 2])
+
+
+def test_exception_palette_tiff_with_a_damaged_deflate_strip(tmp_path):
+    """Layouts left to OpenCV get the strip check too (one extra inflate pass)."""
+    import tifffile
+
+    grey = cv2.imread(str(DATA / "kalantari_test002_jpeg" / "input_1_aligned.tif"), cv2.IMREAD_GRAYSCALE)[:200, :300]
+    cmap = np.stack([np.arange(256) * 257, np.arange(256)[::-1] * 257, np.full(256, 32768)]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "p.tif", grey, photometric="palette", colormap=cmap, compression="zlib", rowsperstrip=8)
+    assert read_frame(tmp_path / "p.tif").size == (200, 300)
+    data = bytearray((tmp_path / "p.tif").read_bytes())
+    for k in range(len(data) // 2, len(data) // 2 + 40):
+        data[k] ^= 0x55
+    (tmp_path / "p.tif").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"p\.tif: damaged TIFF file \(strip \d+ holds damaged deflate data\)" + DAMAGE):
+        read_frame(tmp_path / "p.tif")
