@@ -164,6 +164,10 @@ def test_pingpong_with_shuffled_names(env, tmp_path):
     assert [Path(f).name for f in row["files"]] == ["b.jpg", "c.jpg", "a.jpg"]  # capture order
     assert row["status"] == "merged" and Path(row["output"]).name == "b_hdr.hdr"
     assert sorted(p.name for p in (card / "hdr").iterdir()) == ["b_hdr.hdr"]
+    # Exposures as fuse --json gives them: stops from the reference, settings, EV100.
+    shots = {Path(i["path"]).name: (i["stops"], i["settings"], i["ev100"]) for i in row["inputs"]}
+    assert shots == {"c.jpg": (-2.0, "1/1000 s f/5 ISO 100", 14.6667), "b.jpg": (0.0, "1/250 s f/5 ISO 100", 12.6667),
+                     "a.jpg": (2.0, "1/60 s f/5 ISO 100", 10.6667)}
 
 
 # --- synthetic brackets --------------------------------------------------------------------

@@ -221,6 +221,7 @@ def batch(
             row["timings_s"] = report["timings_s"]
             row["warnings"] = report["warnings"]
             row["response"] = report["response"]
+            row["inputs"] = report["inputs"]  # stops from the reference, settings, ev100, as fuse --json
         results[b.index] = row
         if json_:
             print_json(row)
