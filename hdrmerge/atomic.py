@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import os
 import re
@@ -173,7 +174,7 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
     parent = dest.parent if str(dest.parent) else Path(".")
     removed = []
     with contextlib.suppress(OSError):
-        for tmp in parent.glob(f".{_glob_escape(dest.stem)}.hdrmerge-*.part{_glob_escape(dest.suffix)}"):
+        for tmp in parent.glob(f".{glob.escape(dest.stem)}.hdrmerge-*.part{glob.escape(dest.suffix)}"):
             if _is_stale(tmp.name[len(dest.stem) + 2 :]):
                 try:
                     tmp.unlink()
@@ -193,10 +194,6 @@ def describe_removed(removed: list[Path]) -> str:
         f"removed {len(removed)} temporary file{files} left by a killed run "
         f"(process {', '.join(owners)}): {', '.join(str(p) for p in removed)}"
     )
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 # --- checks and staging -----------------------------------------------------
