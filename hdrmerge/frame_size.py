@@ -180,6 +180,21 @@ def raw_header(raw: Any) -> tuple[Declared, int]:
     return declared, working
 
 
+def pillow_open(path: Path) -> Any:
+    """``PIL.Image.open`` for the metadata of a shot that passed :func:`check_limits`.
+
+    hdrmerge bounds sizes itself, before decoding; Pillow's own guard would
+    print a DecompressionBombWarning (two lines on stderr) for an accepted shot
+    above 89 MP and refuse one above 179 MP, losing its metadata. Opening reads
+    the header only, so the guard is lifted (for the whole process: Pillow
+    decodes no input pixels in hdrmerge).
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(path)
+
+
 # --- the checks -----------------------------------------------------------------------------
 
 

@@ -396,13 +396,13 @@ class Evidence:
 
 def read_evidence(frame: Frame) -> Evidence:
     """The encoding a file's metadata states: ICC profile, PNG chunks, EXIF ColorSpace, TIFF tags."""
-    from PIL import Image
+    from hdrmerge.frame_size import pillow_open
 
     camera = frame.kind == "jpeg" and frame.exif.make is not None
     if frame.kind == "raw":
         return Evidence(None, False)
     try:
-        with Image.open(frame.path) as img:
+        with pillow_open(frame.path) as img:
             info = dict(img.info)
             exif = img.getexif()
             photometric = img.tag_v2.get(262) if hasattr(img, "tag_v2") else None

@@ -174,13 +174,14 @@ def preview_exif(source: Path | None = None, exif: Exif | None = None) -> Any:
     from PIL.TiffImagePlugin import IFDRational
 
     from hdrmerge import __version__
+    from hdrmerge.frame_size import pillow_open
 
     out = Image.Exif()
     sub = out.get_ifd(0x8769)
     src = None
     if source is not None:
         try:
-            with Image.open(source) as im:  # reads the header only, no pixels
+            with pillow_open(source) as im:  # reads the header only, no pixels
                 src = im.getexif()
                 src_sub, src_gps = dict(src.get_ifd(0x8769)), dict(src.get_ifd(0x8825))
         except Exception:  # not a format Pillow reads (RAW): fall back to ``exif``

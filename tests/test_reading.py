@@ -482,3 +482,27 @@ def test_exception_palette_tiff_with_a_damaged_deflate_strip(tmp_path):
     (tmp_path / "p.tif").write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"p\.tif: damaged TIFF file \(strip \d+ holds damaged deflate data\)" + DAMAGE):
         read_frame(tmp_path / "p.tif")
+
+
+# --- metadata of large accepted shots: no Pillow warnings (issue 11, item 8) ---------------------
+
+
+@pytest.mark.parametrize("width,height", [(12000, 9000), (15000, 13000)], ids=["108MP", "195MP"])
+def test_metadata_of_shots_under_max_pixels_is_read_without_pillow_bomb_guard(tmp_path, width, height):
+    """Pillow warns above 89 MP (two lines on stderr) and refuses above 179 MP; hdrmerge
+    accepts shots up to --max-pixels (200 MP), so reading their metadata must do neither."""
+    import warnings
+
+    from hdrmerge.reading import Frame
+    from hdrmerge.response import read_evidence
+    from hdrmerge.writing import preview_exif
+
+    # A camera JPEG with an ICC profile (frobisher), its SOF rewritten: Pillow reads headers only here.
+    shot = DATA / "colour_hdri_frobisher" / "IMG_2600.jpg"
+    (tmp_path / "big.jpg").write_bytes(corrupt.jpeg_with_size(shot.read_bytes(), width, height))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would reach stderr in the CLI
+        evidence = read_evidence(Frame(tmp_path / "big.jpg", np.zeros((4, 4, 3), np.uint8), "jpeg", read_exif(shot)))
+        exif = preview_exif(tmp_path / "big.jpg")
+    assert evidence.response is not None and (evidence.response.name, evidence.response.source) == ("icc", "metadata")
+    assert (exif[0x010F], exif[0x0110]) == ("Canon", "EOS 5D Mark II")  # copied from the shot's EXIF
