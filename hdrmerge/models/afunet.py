@@ -48,9 +48,10 @@ MASK_VALUE = -100.0
 #: ``img_size`` the authors built the model with: only sizes the stored masks.
 _STORED_MASK_SIZE = 40
 #: Windows per attention batch. Each window's result depends on that window
-#: alone, so batching only bounds memory: the logits of 1024 windows are
-#: 64 MiB (4 heads × 64 × 64 floats each) instead of 1 KiB per pixel of the image.
-WINDOW_BATCH = 1024
+#: alone, so batching only bounds memory: the logits of 256 windows are
+#: 16 MiB (4 heads × 64 × 64 floats each) instead of 1 KiB per pixel of the
+#: image, several times over (logits, softmax, q/k/v).
+WINDOW_BATCH = 256
 
 #: Callback for intermediate tensors: ``tap(name, tensor)``, names as the
 #: debug fixture's keys (``conv1``, ``SFM.0``, ``inv.0.input``, ``out.0`` …).
@@ -130,10 +131,11 @@ def _window_attention(
     ``q`` is already scaled; ``bias`` heads×64×64; ``mask`` either one per
     window (b×64×64) or the nW×64×64 of one image when b is a multiple of nW.
     """
-    logits = q @ k.transpose(-2, -1) + bias
+    logits = q @ k.transpose(-2, -1)
+    logits += bias  # in place: the logits are the largest tensors of the network
     if mask is not None:
         nw = mask.shape[0]
-        logits = (logits.view(-1, nw, *logits.shape[1:]) + mask[None, :, None]).view_as(logits)
+        logits.view(-1, nw, *logits.shape[1:]).add_(mask[None, :, None])
     return logits.softmax(dim=-1) @ v
 
 
