@@ -47,13 +47,13 @@ TILE_UNIT = 128
 MAX_TILE = 4096
 #: Smallest side AFUNet takes (its reflect padding to a multiple of 8 needs pad < side).
 MIN_SIDE = 16
-#: Peak working memory per pixel of a tile, float32, measured by
-#: ``benchmarks/afunet_cost.py`` (resident high-water mark above the idle
-#: process, divided by the padded pixels), with headroom.
-BYTES_PER_PIXEL = 2500
+#: Peak working memory per pixel of a tile, float32: the rise of the resident
+#: high-water mark during a merge, per padded pixel, measured by
+#: ``benchmarks/afunet_cost.py`` at 7,050-9,262 bytes (256² and 384² crops).
+BYTES_PER_PIXEL = 9000
 #: CPU-seconds per megapixel of padded input, float32, measured by
 #: ``benchmarks/afunet_cost.py`` on this project's 2-core machine.
-CPU_SECONDS_PER_MP = 300.0
+CPU_SECONDS_PER_MP = 280.0
 #: A CPU run estimated longer than this gets a warning first.
 WARN_AFTER_S = 60.0
 
