@@ -14,10 +14,11 @@ Where ``g`` comes from (``Response.source``):
 * ``file``: ``--response FILE``, a JSON file written by ``hdrmerge calibrate``
   (format in docs/radiometry.md, checked by :func:`load_response_file`);
 * ``metadata``: ``--response auto`` and the files say it: an ICC profile's
-  tone curves (rTRC/gTRC/bTRC), a PNG's sRGB or gAMA chunk, EXIF ColorSpace
-  sRGB, a TIFF's LinearRaw photometric tag. Camera JPEGs are the exception:
-  their EXIF says sRGB but the camera's tone curve sits on top, so there the
-  metadata is only the prior of the pixel estimate;
+  tone curves (rTRC/gTRC/bTRC), a PNG's sRGB or gAMA chunk, a TIFF's
+  LinearRaw photometric tag. Camera JPEGs are the exception: the camera's
+  tone curve sits on top of what they state, so there the metadata is only
+  the prior of the pixel estimate, as EXIF ColorSpace sRGB always is (tools
+  write it by default);
 * ``estimated``: ``auto`` and the pixels decided (:func:`estimate`);
 * ``fallback``: ``auto`` but too little evidence: gamma 2.2, with a warning;
 * ``exact``: ``--exact``, the network authors' pipeline (gamma 2.2);
@@ -25,11 +26,13 @@ Where ``g`` comes from (``Response.source``):
 
 The estimate matches cumulative histograms of the shots (comparametric
 matching, which moving objects barely disturb), then fits a smooth monotone
-curve ``g = P(b(x))``: ``b`` a base curve (gamma 2.2, or sRGB for camera
-JPEGs), ``P`` a Bernstein polynomial with non-decreasing coefficients, so
-monotone by construction. Exposure ratios from ``--ev`` or EXIF are used as
-known; without them they are estimated with the curve. The built-in curves
-compete with the fitted one and win unless it fits clearly better.
+curve: its local gamma ``d log g / d log x`` is a Bernstein polynomial with
+non-negative coefficients (so ``g`` is monotone by construction), pulled
+towards a prior curve (sRGB for camera JPEGs and files tagged sRGB, else
+gamma 2.2) where the matches say little. Exposure ratios from ``--ev`` or EXIF are used as
+known; without them a power law of any exponent fits equally well, so only
+gamma 2.2 and sRGB compete, each with its own estimated ratios. The built-in
+curves compete with the fitted one and win unless it fits clearly better.
 """
 
 from __future__ import annotations
@@ -37,9 +40,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,6 @@ BUILTIN = ("gamma2.2", "srgb", "linear")
 FORMAT = "hdrmerge-response"
 VERSION = 1
 CHANNELS = ("r", "g", "b")
-SOURCES = ("user", "file", "metadata", "estimated", "fallback", "exact", "raw")
 
 
 # --- curves ---------------------------------------------------------------
@@ -100,7 +101,6 @@ class Response:
     detail: str = ""
     bit_depth: int | None = None
     warnings: tuple[str, ...] = ()
-    ev: tuple[float, ...] | None = None  # exposures estimated with the curve (pixels only)
 
     @property
     def is_network_domain(self) -> bool:
