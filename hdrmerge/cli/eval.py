@@ -30,7 +30,6 @@ from hdrmerge.cli.common import (
     ExactOpt,
     WeightsOpt,
     engine_loader,
-    out_console,
     parse_flow_scale,
     print_json,
     print_table,
