@@ -174,3 +174,18 @@ def test_exception_synth_bad_encoding_or_depth(tmp_path, one_photo, args, messag
     assert r.returncode == 2 and r.stderr.strip() == message
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
+
+
+@pytest.mark.parametrize(("encoding", "bits"), [("camera-strong", 8), ("srgb", 16), ("linear", 16)])
+def test_synth_response_file_is_read_by_hdrmerge_as_the_same_curve(tmp_path, encoding, bits):
+    """The product's reader (what --response FILE uses) accepts synth's file and sees the true curve."""
+    from hdrmerge.response import load_response_file
+    from hdrmerge.synth_curves import write_response
+
+    write_response(tmp_path / "r.json", encoding, bits)
+    r = load_response_file(tmp_path / "r.json")
+    assert r.source == "file" and r.bit_depth == bits
+    # 8-bit shots only have the 256 code values the knots sit on; 16-bit ones are interpolated.
+    x = np.linspace(0.0, 1.0, 256 if bits == 8 else 10_007)
+    for c in range(3):
+        np.testing.assert_allclose(r.linear(x, c), decode(x, encoding), atol=1e-8 if bits == 8 else 2e-6)
