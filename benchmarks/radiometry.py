@@ -135,7 +135,7 @@ def synth_sets(crops: Path, root: Path, specs: list[SetSpec], scale: float) -> N
 
 
 def run_eval(folder: Path, out: Path, extra: list[str], save_dir: Path | None) -> dict[str, dict[str, float]]:
-    """``hdrmerge eval`` on ``folder``; scene name → the hdrmerge method's metrics."""
+    """``hdrmerge eval`` on ``folder``; scene name → the hdrmerge method's metrics and the response used."""
     args = ["eval", str(folder), "--out", str(out), "--quiet", *extra]
     if save_dir is not None:
         args += ["--save-dir", str(save_dir)]
@@ -143,7 +143,14 @@ def run_eval(folder: Path, out: Path, extra: list[str], save_dir: Path | None) -
     if r.returncode != 0:
         sys.exit(f"eval {' '.join(extra)} on {folder} failed: {r.stderr.strip()}")
     data = json.loads((out / "eval.json").read_text())
-    return {s["scene"]: s["hdrmerge"] for s in data["scenes"]}
+    return {s["scene"]: {**s["hdrmerge"], "response": s.get("response", "")} for s in data["scenes"]}
+
+
+def short_label(label: str) -> str:
+    """``srgb (metadata: ICC …)`` → ``srgb/metadata``; ``estimated (estimated: …)`` → ``estimated``."""
+    name, _, rest = label.partition(" (")
+    source = rest.split(":")[0].rstrip(")")
+    return name if source in ("", name) else f"{name}/{source}"
 
 
 def main() -> None:
@@ -192,11 +199,14 @@ def main() -> None:
             scores[config][spec.name] = {k: float(np.mean([m[k] for m in rows])) for k in ("psnr_mu", "psnr_l")}
 
     cols = [c for c in CONFIGS if c in configs]
-    print("| set | " + " | ".join(f"PSNR-μ {c}" for c in cols) + " | " + " | ".join(f"PSNR-l {c}" for c in cols) + " |")
-    print("|---|" + "---:|" * (2 * len(cols)))
+    chosen = "auto" in per_scene
+    print("| set | " + " | ".join(f"PSNR-μ {c}" for c in cols) + " | " + " | ".join(f"PSNR-l {c}" for c in cols) + (" | auto chose |" if chosen else " |"))
+    print("|---|" + "---:|" * (2 * len(cols)) + ("---|" if chosen else ""))
     for spec in specs:
         s = [scores[c][spec.name] for c in cols]
-        print(f"| {spec.name} | " + " | ".join(f"{v['psnr_mu']:.2f}" for v in s) + " | " + " | ".join(f"{v['psnr_l']:.2f}" for v in s) + " |")
+        picks = sorted({short_label(m["response"]) for k, m in per_scene.get("auto", {}).items() if k.split("/")[1] == spec.name})
+        print(f"| {spec.name} | " + " | ".join(f"{v['psnr_mu']:.2f}" for v in s) + " | " + " | ".join(f"{v['psnr_l']:.2f}" for v in s)
+              + (f" | {', '.join(picks)} |" if chosen else " |"))
     print()
     targets: dict[str, object] = {}
     if flags:

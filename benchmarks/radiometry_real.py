@@ -97,7 +97,7 @@ def response_of(report: dict) -> str:
     if r is None:
         return "gamma2.2 (implicit)"
     if isinstance(r, dict):
-        return ", ".join(f"{k}={v}" for k, v in r.items() if not isinstance(v, (list, dict)))
+        return f"{r.get('name')} ({r.get('source')})"
     return str(r)
 
 
