@@ -97,7 +97,8 @@ def response_of(report: dict) -> str:
     if r is None:
         return "gamma2.2 (implicit)"
     if isinstance(r, dict):
-        return f"{r.get('name')} ({r.get('source')})"
+        name, source = r.get("name"), r.get("source")
+        return str(name) if name == source else f"{name} ({source})"
     return str(r)
 
 
