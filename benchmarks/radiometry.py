@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -234,6 +235,8 @@ def main() -> None:
     print(json.dumps(info))
     if args.json:
         args.json.write_text(json.dumps({"info": info, "scores": scores, "per_scene": per_scene, "targets": targets}, indent=1) + "\n")
+    if args.keep is None:
+        shutil.rmtree(work)  # the sets and eval outputs (~130 MB for the full run)
 
 
 if __name__ == "__main__":
