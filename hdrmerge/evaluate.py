@@ -110,7 +110,8 @@ def evaluate(
         layout,
         {"name": engine.weights.name, "arch": engine.model.arch, "sha256": engine.weights.sha256,
          "device": engine.device.type, "precision": engine.precision,
-         "flow_scale": "auto" if flow_scale is None else flow_scale},
+         # AFUNet has no flow network: no flow scale to report.
+         "flow_scale": None if not engine.has_intermediates else "auto" if flow_scale is None else flow_scale},
     )
     for scene in scenes:
         t = time.perf_counter()
