@@ -231,20 +231,34 @@ def load_response_file(path: Path) -> Response:
     return Response(path.name, "file", np.stack(curves), detail=detail or str(path), bit_depth=depth)
 
 
-def response_document(response: Response, bit_depth: int, *, camera: str | None, description: str) -> dict[str, Any]:
-    """The version-1 JSON document of ``response`` (K = 256 for 8 bit, 1024 for 16 bit)."""
-    knots = 256 if bit_depth == 8 else 1024
-    x = np.linspace(0.0, 1.0, knots)
+def response_document(
+    response: Response,
+    bit_depth: int,
+    *,
+    camera: str | None,
+    description: str,
+    knots: int | None = None,
+    source: str = "calibrated",
+) -> dict[str, Any]:
+    """The version-1 JSON document of ``response`` (format in docs/radiometry.md).
+
+    ``knots`` defaults to 256 for 8 bit and 1024 for 16 bit. Each curve is
+    made non-decreasing and normalised to 1.0 at the top code value, as the
+    format requires, and written with 9 significant digits, so that the tiny
+    values near black (about 1e-8 for gamma 2.2 at a 16-bit code of 1) survive.
+    """
+    k = knots or (256 if bit_depth == 8 else 1024)
+    x = np.linspace(0.0, 1.0, k)
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "bit_depth": bit_depth}
     if camera:
         doc["camera"] = camera
-    doc["source"] = "calibrated"
+    doc["source"] = source
     doc["description"] = description
     curves = {}
     for i, c in enumerate(CHANNELS):
         v = np.maximum.accumulate(np.clip(response.linear(x, i), 0.0, 1.0))
         v = v / v[-1] if v[-1] > 0 else x
-        values = [round(float(t), 7) for t in v]
+        values = [float(f"{t:.9g}") for t in v]
         values[-1] = 1.0
         curves[c] = values
     doc["inverse"] = curves

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from hdrmerge.reading import GAMMA
+from hdrmerge.response import Response, builtin_curve, linear_to_srgb
+from hdrmerge.response import response_document as _document
 
 ENCODINGS = ("gamma2.2", "srgb", "camera-mild", "camera-strong", "linear")
 #: Strength ``a`` of the S-curve each camera-style encoding applies on top of sRGB.
@@ -43,14 +45,6 @@ _TABLE_U = np.linspace(0.0, 1.0, 1 << 16)
 
 def _s_curve(u: np.ndarray, a: float) -> np.ndarray:
     return (1.0 - a) * u + a * (u * u * (3.0 - 2.0 * u))
-
-
-def _srgb_encode(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(np.maximum(x, 0.0031308), 1.0 / 2.4) - 0.055)
-
-
-def _srgb_decode(v: np.ndarray) -> np.ndarray:
-    return np.where(v <= 0.04045, v / 12.92, np.power((np.maximum(v, 0.04045) + 0.055) / 1.055, 2.4))
 
 
 def _check(encoding: str) -> None:
@@ -68,7 +62,7 @@ def encode(linear: np.ndarray, encoding: str) -> np.ndarray:
         return x ** (1.0 / GAMMA)  # float32, as synth has always written it
     if encoding == "linear":
         return x
-    u = _srgb_encode(x.astype(np.float64))
+    u = linear_to_srgb(x.astype(np.float64))
     if encoding in S_CURVE_STRENGTH:
         u = _s_curve(u, S_CURVE_STRENGTH[encoding])
     return u.astype(np.float32)
@@ -78,13 +72,9 @@ def decode(code: np.ndarray, encoding: str) -> np.ndarray:
     """Relative scene-linear values (float64, [0, 1]) of code values ``code`` in [0, 1]."""
     _check(encoding)
     v = np.clip(np.asarray(code, np.float64), 0.0, 1.0)
-    if encoding == "gamma2.2":
-        return v**GAMMA
-    if encoding == "linear":
-        return v
     if encoding in S_CURVE_STRENGTH:
-        v = np.interp(v, _s_curve(_TABLE_U, S_CURVE_STRENGTH[encoding]), _TABLE_U)
-    return _srgb_decode(v)
+        return builtin_curve("srgb", np.interp(v, _s_curve(_TABLE_U, S_CURVE_STRENGTH[encoding]), _TABLE_U))
+    return builtin_curve(encoding, v)
 
 
 def response_document(encoding: str, bit_depth: int, knots: int | None = None) -> dict[str, Any]:
@@ -97,19 +87,13 @@ def response_document(encoding: str, bit_depth: int, knots: int | None = None) -
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth {bit_depth}: 8 or 16")
     k = knots or (256 if bit_depth == 8 else KNOTS_16)
-    inverse = decode(np.linspace(0.0, 1.0, k), encoding)
-    inverse[-1] = 1.0  # the format normalises the top code value to exactly 1
-    values = [float(f"{v:.9g}") for v in inverse]
-    return {
-        "format": "hdrmerge-response",
-        "version": 1,
-        "bit_depth": bit_depth,
-        "camera": "hdrmerge synth",
-        "source": "synthetic",
-        "description": f"true curve of hdrmerge synth's {encoding} encoding ({bit_depth}-bit files)",
-        "encoding": encoding,
-        "inverse": {"r": values, "g": values, "b": values},
-    }
+    curve = np.stack([decode(np.linspace(0.0, 1.0, k), encoding)] * 3)
+    doc = _document(
+        Response(encoding, "synthetic", curve), bit_depth, knots=k, source="synthetic", camera="hdrmerge synth",
+        description=f"true curve of hdrmerge synth's {encoding} encoding ({bit_depth}-bit files)",
+    )
+    doc["encoding"] = encoding
+    return doc
 
 
 def write_response(path: Path, encoding: str, bit_depth: int, knots: int | None = None) -> None:
