@@ -105,6 +105,12 @@ def isolated_env(tmp_path, monkeypatch):
     return env
 
 
+@pytest.fixture
+def env(isolated_env):
+    """:func:`isolated_env` with the authors' SAFNet-S checkpoint from the shared folder."""
+    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``hdrmerge`` in a fresh interpreter, as a user's shell would."""
     full_env = dict(os.environ)
@@ -118,3 +124,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         text=True,
         timeout=600,
     )
+
+
+def write_rotated_jpeg_bracket(folder: Path, size: tuple[int, int]) -> list[Path]:
+    """A synthetic JPEG bracket (``size`` = height, width) whose EXIF says "rotate 90° clockwise" (Orientation 6)."""
+    from PIL import Image
+
+    from hdrmerge.synthetic import write_bracket
+
+    paths = write_bracket(folder, size=size, motion_px=0)
+    for p in paths:
+        with Image.open(p) as img:
+            exif = img.getexif()
+            exif[0x0112] = 6
+            img.load()
+            img.save(p, "JPEG", quality=95, exif=exif)
+    return paths

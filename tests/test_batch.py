@@ -18,14 +18,9 @@ from hdrmerge.batch import Shot, choose_three, group_shots, render_name, scan
 from hdrmerge.errors import InputError
 from hdrmerge.reading import Exif
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import DATA, SHARED, run_cli
+from tests.conftest import DATA, run_cli
 
 T0 = datetime(2026, 5, 1, 20, 0, 0)
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 def _json_lines(stdout: str) -> list[dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 
 import pytest
 from rich.console import Console
@@ -17,12 +16,7 @@ from hdrmerge.cli import common
 from hdrmerge.exposure_text import ev100, settings_text, shutter_text, stops_text
 from hdrmerge.reading import Exif, read_exif
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import DATA, SHARED, run_cli
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+from tests.conftest import DATA, run_cli
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.001, "1/1000 s"), (1 / 250, "1/250 s"), (0.25, "1/4 s"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import SHARED
+
 
 
 def start_fuse(shots: list[Path], out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
@@ -45,11 +45,6 @@ def wait_for_torch(proc: subprocess.Popen, timeout: float = 300) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("the process ended or never loaded torch")
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 def _interrupted_cleanly(proc: subprocess.Popen, out: Path) -> None:

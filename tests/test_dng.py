@@ -17,7 +17,7 @@ from hdrmerge.dng import SRGB_MODEL, THUMBNAIL_SIZE, XMP_NS, DngMetadata, white_
 from hdrmerge.errors import OutputError
 from hdrmerge.reading import Exif, read_frame
 from tests.clients import exiftool_json, exiftool_validate
-from tests.conftest import DATA, SHARED, run_cli
+from tests.conftest import DATA, run_cli, write_rotated_jpeg_bracket
 from tests.dng import XYZ_TO_CANON_1000D
 from tests.dng import write_dng as write_bayer_dng
 
@@ -188,25 +188,9 @@ def test_camera_raw_is_stored_in_camera_rgb_and_libraw_renders_the_same_colours(
 # --- end to end -------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
-
-
 def _jpeg_bracket(folder: Path) -> list[Path]:
     """A synthetic JPEG bracket whose EXIF says "rotate 90° clockwise" (Orientation 6)."""
-    from PIL import Image
-
-    from hdrmerge.synthetic import write_bracket
-
-    paths = write_bracket(folder, size=(96, 144), motion_px=0)
-    for p in paths:
-        with Image.open(p) as img:
-            exif = img.getexif()
-            exif[0x0112] = 6
-            img.load()
-            img.save(p, "JPEG", quality=95, exif=exif)
-    return paths
+    return write_rotated_jpeg_bracket(folder, (96, 144))
 
 
 def _converted(folder: Path, kind: str) -> list[Path]:

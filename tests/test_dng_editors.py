@@ -33,7 +33,7 @@ import tifffile
 
 from hdrmerge.pipeline import FuseOptions, fuse_files
 from tests.clients import require
-from tests.conftest import DATA, SAFNET_S_PTH
+from tests.conftest import DATA, SAFNET_S_PTH, write_rotated_jpeg_bracket
 from tests.dng import XYZ_TO_CANON_1000D
 from tests.dng import write_dng as write_bayer_dng
 
@@ -54,18 +54,7 @@ def _preview_linear(path: Path) -> np.ndarray:
 
 def _jpeg_bracket(folder: Path) -> list[Path]:
     """Synthetic JPEGs whose EXIF says "rotate 90° clockwise" (Orientation 6)."""
-    from PIL import Image
-
-    from hdrmerge.synthetic import write_bracket
-
-    paths = write_bracket(folder, size=(120, 180), motion_px=0)
-    for p in paths:
-        with Image.open(p) as img:
-            exif = img.getexif()
-            exif[0x0112] = 6
-            img.load()
-            img.save(p, "JPEG", quality=95, exif=exif)
-    return paths
+    return write_rotated_jpeg_bracket(folder, (120, 180))
 
 
 def _camera_bracket(folder: Path) -> list[Path]:

@@ -175,7 +175,7 @@ def test_exception_afunet_download_with_other_blob_id_is_refused_by_both_sources
     assert "GET /hdrmerge/afunet/resolve/main/Kalantari.pth" in state.requests
     assert "GET /raw/Kalantari.pth" in state.requests
     refusal = "fails the integrity check for afunet-kalantari: git blob "
-    assert line.startswith(f"error: cannot download afunet-kalantari (Hub hdrmerge/afunet@main: Kalantari.pth (")
+    assert line.startswith("error: cannot download afunet-kalantari (Hub hdrmerge/afunet@main: Kalantari.pth (")
     assert line.count(refusal) == 2 and line.count("expected 9e4cd349b7508d81…") == 2
     assert line.endswith("fetch Kalantari.pth elsewhere and run `hdrmerge weights install afunet-kalantari PATH`, "
                          "or put it in a folder named by HDRMERGE_WEIGHTS_DIR")

@@ -17,14 +17,9 @@ from hdrmerge.exposure import derive_exposures
 from hdrmerge.metrics import all_metrics, psnr, ssim
 from hdrmerge.reading import read_frame
 from hdrmerge.synth import SynthOptions, synthesise
-from tests.conftest import DATA, SHARED, run_cli
+from tests.conftest import DATA, run_cli
 
 PHOTOS = DATA / "openexr_photos"
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 @pytest.fixture(scope="module")

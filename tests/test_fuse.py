@@ -13,16 +13,11 @@ import torch
 
 from hdrmerge.models import build_model, make_frames
 from hdrmerge.weights.store import read_pth
-from tests.conftest import DATA, SAFNET_S_PTH, SHARED, run_cli
+from tests.conftest import DATA, SAFNET_S_PTH, run_cli
 
 PINGPONG = [DATA / "ius_pingpong" / n for n in ("Img3.JPG", "Img1.JPG", "Img2.JPG")]  # shuffled on purpose
 KALANTARI = [DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif" for i in (1, 2, 3)]
 FROBISHER = [DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg" for i in range(3)]
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 def _exr(path):

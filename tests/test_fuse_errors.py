@@ -15,11 +15,6 @@ from tests.conftest import DATA, SHARED, run_cli
 
 
 @pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
-
-
-@pytest.fixture
 def bracket(tmp_path):
     return write_bracket(tmp_path / "in", size=(64, 96))
 

@@ -13,12 +13,7 @@ import pytest
 from hdrmerge.errors import InputError
 from hdrmerge.pipeline import FuseOptions, prepare
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import SHARED, run_cli
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
+from tests.conftest import run_cli
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from hdrmerge import preflight
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import DATA, SHARED
+from tests.conftest import DATA
 
 _PROBE = """
 import json, sys
@@ -30,11 +30,6 @@ def _run(*args: str, env: dict[str, str]) -> tuple[dict, list[str]]:
     r = subprocess.run([sys.executable, "-c", _PROBE, *args], env=dict(os.environ) | env,
                        capture_output=True, text=True, timeout=120)
     return json.loads(r.stdout.splitlines()[-1]), r.stderr.strip().splitlines()
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 @pytest.fixture

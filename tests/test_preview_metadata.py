@@ -9,14 +9,13 @@ from pathlib import Path
 
 import exifread
 import numpy as np
-import pytest
 from PIL import Image, ImageCms
 from PIL.TiffImagePlugin import IFDRational
 
 from hdrmerge.reading import Exif
 from hdrmerge.synthetic import write_bracket
 from hdrmerge.writing import write_preview
-from tests.conftest import SHARED, run_cli
+from tests.conftest import run_cli
 
 GPS = {1: "N", 2: (IFDRational(48, 1), IFDRational(51, 1), IFDRational(2412, 100)),
        3: "E", 4: (IFDRational(2, 1), IFDRational(21, 1), IFDRational(1, 1))}
@@ -70,11 +69,6 @@ def test_preview_from_exif_alone_as_for_raw_files(tmp_path):
     assert (tags["EXIF ExposureTime"], tags["EXIF FNumber"], tags["EXIF ISOSpeedRatings"]) == ("1/125", "28/5", "200")
     assert tags["Image Orientation"] == "Horizontal (normal)" and not any(k.startswith("GPS") for k in tags)
     assert _srgb(img) == "sRGB built-in"
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 def test_fuse_preview_is_upright_with_reference_exif_gps_and_srgb_profile(env, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from hdrmerge.atomic import owner_tag
 from hdrmerge.synthetic import write_bracket
-from tests.conftest import REPO, SHARED, run_cli
+from tests.conftest import REPO, run_cli
 from tests.test_ctrl_c import start_fuse, wait_for_temporaries
 
 # A real process stages the output through hdrmerge's own code, writes part of
@@ -31,11 +31,6 @@ tmp.write_bytes(b"half an EXR")
 print(tmp, flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def env(isolated_env):
-    return dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
 
 
 @pytest.fixture
