@@ -418,7 +418,17 @@ def read_evidence(frame: Frame) -> Evidence:
     try:
         with pillow_open(frame.path) as img:
             info = dict(img.info)
-            exif = img.getexif()
+            if frame.kind == "png":
+                # Pillow's getexif() on a PNG without an eXIf chunk before the
+                # image data decodes every pixel to look for one after it; only
+                # the EXIF seen while reading the header is used.
+                from PIL import Image
+
+                exif = Image.Exif()
+                if info.get("exif"):
+                    exif.load(info["exif"])
+            else:
+                exif = img.getexif()
             photometric = img.tag_v2.get(262) if hasattr(img, "tag_v2") else None
     except Exception:  # Pillow cannot parse it: metadata says nothing
         return Evidence(None, camera)

@@ -327,3 +327,28 @@ def test_exact_refuses_another_response(tmp_path):
     r = run_cli("fuse", *map(str, FROBISHER), "-o", str(tmp_path / "o.exr"), "--exact", "--response", "linear")
     assert r.returncode == 2
     assert r.stderr == "error: --exact runs the network authors' pipeline with gamma 2.2; it cannot be combined with --response linear\n"
+
+
+def test_png_metadata_is_read_without_decoding_its_pixels(tmp_path, monkeypatch):
+    """read_evidence looks at a PNG's header chunks only: decoding a large PNG twice costs seconds."""
+    from PIL import PngImagePlugin
+
+    from hdrmerge.reading import read_frame
+    from hdrmerge.response import read_evidence
+
+    path = tmp_path / "flat.png"
+    cv2.imwrite(str(path), np.full((64, 96, 3), 128, np.uint8))
+    frame = read_frame(path)
+
+    decoded: list[str] = []
+    real_load = PngImagePlugin.PngImageFile.load
+
+    def counting_load(self):  # noqa: ANN001
+        decoded.append(self.filename)
+        return real_load(self)
+
+    # (Counted, not refused: read_evidence treats any error as "no metadata".)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counting_load)
+    evidence = read_evidence(frame)
+    assert decoded == []
+    assert evidence.response is None and evidence.prior is None
