@@ -139,7 +139,8 @@ def dng_metadata(bracket: Any, report: Mapping[str, Any]) -> DngMetadata:
         "weightsSha256": model["sha256"],
         "normalize": report["normalize"],
         "normalizeGain": float(report["normalize_gain"]),
-        "flowScale": float(report["flow_scale"]),
+        # AFUNet estimates no flows: the key is left out (None is dropped).
+        "flowScale": None if report["flow_scale"] is None else float(report["flow_scale"]),
         "version": __version__,
     }
     if ref.colour is None:

@@ -158,6 +158,21 @@ def test_cli_fuse_with_afunet_writes_the_networks_output(isolated_env, tmp_path,
     assert np.abs(rgb - expected).max() <= 1e-5
 
 
+def test_cli_fuse_with_afunet_writes_a_dng_without_a_flow_scale(isolated_env, tmp_path):
+    import tifffile
+
+    paths = _crop_bracket(tmp_path / "in", slice(420, 452), slice(640, 688))  # 48×32
+    out = tmp_path / "afunet.dng"
+    r = run_cli("fuse", *map(str, paths), "-o", str(out), "--ev=0,3,6", "--model", "afunet-kalantari",
+                "--weights", str(AFUNET_WEIGHTS), "--dng-dtype", "float", env=isolated_env)
+    assert r.returncode == 0, r.stderr
+    with tifffile.TiffFile(out) as tif:
+        xmp = tif.pages[0].tags[700].value
+        xmp = xmp.decode() if isinstance(xmp, bytes) else xmp
+        assert tif.pages[0].pages[0].tags["PhotometricInterpretation"].value == 34892  # the SubIFD
+    assert "<hdrmerge:model>AFUNet</hdrmerge:model>" in xmp and "flowScale" not in xmp
+
+
 def test_exception_debug_dir_with_afunet_model(isolated_env, tmp_path):
     paths = _crop_bracket(tmp_path / "in", slice(0, 32), slice(0, 32))
     r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.exr"), "--model", "afunet-hu",
