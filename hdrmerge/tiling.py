@@ -137,7 +137,7 @@ class Window:
 def plan_tiles(h: int, w: int, tile: int) -> list[Window]:
     """Cores of ``tile``×``tile`` covering H×W (the last row/column may be smaller)."""
     if tile < 2:
-        raise InputError(f"--tile {tile}: must be at least {MIN_TILE}")
+        raise InputError(f"--tile {tile}: must be at least 2 pixels")
     return [Window(y, min(h, y + tile), x, min(w, x + tile)) for y in range(0, h, tile) for x in range(0, w, tile)]
 
 

@@ -5,7 +5,7 @@ Every writer takes an already-staged temporary path (see
 place together once every one of them has been written.
 
 Arrays are H×W×3 float32 RGB, linear, in whatever radiometric scale the caller
-chose (see :func:`normalise`).
+chose (see :func:`hdrmerge.pipeline.normalisation_gain`).
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ TileOpt = Annotated[
 ]
 MaxMemoryOpt = Annotated[
     str | None,
-    typer.Option("--max-memory", metavar="SIZE", help="Memory the tiles may use, e.g. 4GB (default: half of what is free on a GPU; on the CPU at most 512MiB).", show_default=False),
+    typer.Option("--max-memory", metavar="SIZE", help="Memory the tiles may use, e.g. 4GB (default: half of what is free on CUDA; elsewhere at most 512MiB, 16GiB for AFUNet).", show_default=False),
 ]
 MaxPixelsOpt = Annotated[
     str,
@@ -249,7 +249,7 @@ ExactOpt = Annotated[
 ]
 PrecisionOpt = Annotated[
     Precision,
-    typer.Option("--precision", help="auto: fp16 on CUDA, fp32 elsewhere.", case_sensitive=False),
+    typer.Option("--precision", help="auto: fp16 on CUDA for SAFNet, fp32 elsewhere and for AFUNet.", case_sensitive=False),
 ]
 
 
