@@ -18,10 +18,16 @@ from hdrmerge.synthetic import write_bracket
 
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT as an interactive shell leaves it (a background job would inherit it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_fuse(shots: list[Path], out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "hdrmerge", "fuse", *map(str, shots), "-o", str(out / "o.exr"), *extra],
         env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )
 
 
@@ -111,3 +117,30 @@ def test_ctrl_c_during_the_renames_completes_them_then_interrupts(tmp_path, monk
     assert calls == ["a.jpg", "a.exr"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.exr", "a.jpg"]
     assert atomic.written()[before:] == [tmp_path / "a.jpg", tmp_path / "a.exr"]
+
+
+_BUSY_WORKER = """
+import threading, time
+from hdrmerge import cli
+threading.Thread(target=time.sleep, args=(600,), name="busy-worker").start()  # not a daemon
+cli.app = lambda **kwargs: time.sleep(600)  # a merge that is still running
+print("ready", flush=True)
+cli.main()
+"""
+
+
+def test_ctrl_c_exits_at_once_while_another_thread_is_busy(tmp_path):
+    """A decode or import thread that is still working must not keep an interrupted run alive."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_WORKER], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=default_sigint,
+    )
+    assert proc.stdout.readline() == "ready\n"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr == "interrupted; nothing written\n"

@@ -18,8 +18,11 @@ CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
 
 
 def _plan(venv, *args: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_SPEC", "TORCH_INDEX", "MAKEFLAGS")} | {"LC_ALL": "C"}
-    r = subprocess.run(["make", "-n", "install", f"VENV={venv}", *args], cwd=REPO, env=env,
+    # Run as a top-level make even under `make test`: no inherited recursion
+    # variables (MAKELEVEL makes make print "Entering directory" lines).
+    inherited = ("TORCH_SPEC", "TORCH_INDEX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in inherited} | {"LC_ALL": "C"}
+    r = subprocess.run(["make", "--no-print-directory", "-n", "install", f"VENV={venv}", *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.splitlines()

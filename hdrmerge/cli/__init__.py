@@ -190,4 +190,14 @@ def _run(argv: list[str], debug: bool) -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    code = run()
+    if code == EXIT_INTERRUPTED:
+        # Ctrl-C ends the process now. A normal exit first joins every
+        # non-daemon thread (a shot still decoding, PyTorch still importing
+        # in the background), which kept an interrupted run alive for minutes
+        # on a loaded machine; the staged outputs are gone already and the
+        # line has been printed, so nothing is left to do.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
