@@ -6,23 +6,32 @@
 # options). Unless TORCH_SPEC is given, the machine decides: with an NVIDIA
 # driver (nvidia-smi lists a GPU, or /proc/driver/nvidia exists) pip's default
 # build from PyPI (CUDA on Linux, ~5 GB); without one the CPU wheel from the
-# PyTorch CPU index (~200 MB). CI pins the CPU wheel it has offline:
-# TORCH_SPEC=torch==2.13.0. The spec in use is kept in $(VENV)/.torch-spec;
-# a different spec reinstalls PyTorch.
+# PyTorch CPU index (~200 MB); should that index not answer (a firewall, a
+# machine that reaches only PyPI), TORCH_FALLBACK_SPEC through pip's own
+# configuration, which finds a local CPU wheel where one is configured. CI
+# pins the CPU wheel it has offline: TORCH_SPEC=torch==2.13.0. The spec in
+# use is kept in $(VENV)/.torch-spec; a different spec reinstalls PyTorch.
 PYTHON      ?= python3
 VENV        ?= .venv
 NVIDIA_SMI  ?= nvidia-smi
 NVIDIA_PROC ?= /proc/driver/nvidia
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_FALLBACK_SPEC ?= torch==2.13.0
+# Whether the CPU index answers (5 s at most; an unknown host fails at once).
+TORCH_CPU_PROBE ?= $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_CPU_INDEX)/
 ifeq ($(origin TORCH_SPEC),undefined)
 ifneq ($(shell ($(NVIDIA_SMI) -L || test -d $(NVIDIA_PROC)) >/dev/null 2>&1 && echo y),)
 TORCH_SPEC  := torch
 TORCH_INDEX ?=
 TORCH_BUILD := CUDA build from PyPI (NVIDIA driver found)
-else
+else ifneq ($(shell $(TORCH_CPU_PROBE) >/dev/null 2>&1 && echo y),)
 TORCH_SPEC  := torch
 TORCH_INDEX ?= --index-url $(TORCH_CPU_INDEX)
 TORCH_BUILD := CPU build from the PyTorch CPU index (no NVIDIA driver found)
+else
+TORCH_SPEC  := $(TORCH_FALLBACK_SPEC)
+TORCH_INDEX ?=
+TORCH_BUILD := no NVIDIA driver found and the PyTorch CPU index does not answer, so pip's own sources
 endif
 else
 TORCH_INDEX ?=

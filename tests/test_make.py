@@ -33,9 +33,18 @@ def _installs(lines: list[str]) -> list[str]:
 
 
 def test_machine_without_nvidia_driver_gets_the_cpu_wheel(tmp_path):
-    lines = _plan(tmp_path / "v", "NVIDIA_SMI=/nonexistent", f"NVIDIA_PROC={tmp_path / 'none'}")
+    lines = _plan(tmp_path / "v", "NVIDIA_SMI=/nonexistent", f"NVIDIA_PROC={tmp_path / 'none'}", "TORCH_CPU_PROBE=true")
     assert _installs(lines) == [f'{CPU_INDEX} "torch"', "-e '.[test]'"]
     assert lines[0] == f'echo "PyTorch: CPU build from the PyTorch CPU index (no NVIDIA driver found): torch {CPU_INDEX}"'
+
+
+def test_unreachable_cpu_index_falls_back_to_pips_own_sources(tmp_path):
+    # The real probe, against an address where nothing listens: it fails at once.
+    lines = _plan(tmp_path / "v", "NVIDIA_SMI=/nonexistent", f"NVIDIA_PROC={tmp_path / 'none'}",
+                  "TORCH_CPU_INDEX=http://127.0.0.1:9/whl/cpu")
+    assert _installs(lines) == [' "torch==2.13.0"', "-e '.[test]'"]
+    assert lines[0] == ('echo "PyTorch: no NVIDIA driver found and the PyTorch CPU index does not answer, '
+                        'so pip\'s own sources: torch==2.13.0"')
 
 
 @pytest.mark.parametrize("probe", ["smi", "proc"])
