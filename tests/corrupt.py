@@ -40,6 +40,14 @@ def jpeg_entropy_span(data: bytes) -> tuple[int, int]:
     return offset + 2 + length, end
 
 
+def flip_bytes(data: bytes, start: int, count: int) -> bytes:
+    """``count`` bytes from offset ``start`` XOR 0x55 (damage with no regard for structure)."""
+    out = bytearray(data)
+    for k in range(start, start + count):
+        out[k] ^= 0x55
+    return bytes(out)
+
+
 def flip_entropy_bytes(data: bytes, where: float = 0.4, count: int = 64) -> bytes:
     """``count`` bytes inside the entropy-coded data inverted, starting at fraction ``where`` of it.
 

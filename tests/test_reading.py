@@ -326,10 +326,7 @@ def _kalantari_tiff(tmp_path, compression: int) -> tuple[bytes, np.ndarray]:
 
 def test_exception_tiff_with_a_damaged_lzw_strip(tmp_path, capfd):
     data, _ = _kalantari_tiff(tmp_path, 5)
-    bad = bytearray(data)
-    for k in range(len(data) // 3, len(data) // 3 + 50):
-        bad[k] ^= 0x55
-    (tmp_path / "s.tif").write_bytes(bytes(bad))
+    (tmp_path / "s.tif").write_bytes(corrupt.flip_bytes(data, len(data) // 3, 50))
     with pytest.raises(InputError, match=r"s\.tif: damaged or truncated TIFF file" + DAMAGE):
         read_frame(tmp_path / "s.tif")
     assert capfd.readouterr().err == ""
@@ -435,11 +432,9 @@ def test_exception_decode_that_cannot_fit_in_memory(tmp_path, monkeypatch):
 def test_exception_tiff_with_a_damaged_deflate_strip(tmp_path, capfd):
     """libtiff decodes damaged deflate data to garbage without a word (OpenCV returns it)."""
     data, img = _kalantari_tiff(tmp_path, 8)
-    bad = bytearray(data)
-    for k in range(len(data) // 3, len(data) // 3 + 50):
-        bad[k] ^= 0x55
-    (tmp_path / "d.tif").write_bytes(bytes(bad))
-    garbage = cv2.imdecode(np.frombuffer(bytes(bad), np.uint8), cv2.IMREAD_UNCHANGED)
+    bad = corrupt.flip_bytes(data, len(data) // 3, 50)
+    (tmp_path / "d.tif").write_bytes(bad)
+    garbage = cv2.imdecode(np.frombuffer(bad, np.uint8), cv2.IMREAD_UNCHANGED)
     assert garbage is not None and not np.array_equal(garbage, img.astype(np.uint16) * 257)
     with pytest.raises(InputError, match=r"d\.tif: damaged or truncated TIFF file \(its deflate-compressed image data is damaged\)" + DAMAGE):
         read_frame(tmp_path / "d.tif")
@@ -476,10 +471,8 @@ def test_exception_palette_tiff_with_a_damaged_deflate_strip(tmp_path):
     cmap = np.stack([np.arange(256) * 257, np.arange(256)[::-1] * 257, np.full(256, 32768)]).astype(np.uint16)
     tifffile.imwrite(tmp_path / "p.tif", grey, photometric="palette", colormap=cmap, compression="zlib", rowsperstrip=8)
     assert read_frame(tmp_path / "p.tif").size == (200, 300)
-    data = bytearray((tmp_path / "p.tif").read_bytes())
-    for k in range(len(data) // 2, len(data) // 2 + 40):
-        data[k] ^= 0x55
-    (tmp_path / "p.tif").write_bytes(bytes(data))
+    data = (tmp_path / "p.tif").read_bytes()
+    (tmp_path / "p.tif").write_bytes(corrupt.flip_bytes(data, len(data) // 2, 40))
     with pytest.raises(InputError, match=r"p\.tif: damaged TIFF file \(strip \d+ holds damaged deflate data\)" + DAMAGE):
         read_frame(tmp_path / "p.tif")
 

@@ -452,14 +452,11 @@ def make_input(
     of each frame relative to the shortest, ``2 ** (ev − ev_0)``. Returns
     ``B×18×H×W``: per frame ``ldr ** 2.2 / e`` then ``ldr``.
     """
-    if len(ldrs) != 3 or len(exposures) != 3:
-        raise ValueError(f"need 3 frames and 3 exposures, got {len(ldrs)} and {len(exposures)}")
-    parts = []
-    for ldr, e in zip(ldrs, exposures):
-        if ldr.dim() != 4 or ldr.shape[1] != 3:
-            raise ValueError(f"expected a B×3×H×W frame, got shape {tuple(ldr.shape)}")
-        parts += [ldr.pow(gamma) / e, ldr]
-    return torch.cat(parts, dim=1)
+    # SAFNet's three 6-channel inputs, side by side (imported here: the
+    # models package imports this module).
+    from hdrmerge.models import make_frames
+
+    return torch.cat(make_frames(ldrs, exposures, gamma), dim=1)
 
 
 def run_padded(model: AFUNet, x: torch.Tensor) -> torch.Tensor:
