@@ -32,7 +32,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     h, w = (int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "240x360").split("x"))
     from hdrmerge.cli import run
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     with tempfile.TemporaryDirectory() as tmp:
         card = Path(tmp) / "card"

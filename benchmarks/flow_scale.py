@@ -23,7 +23,7 @@ import numpy as np
 from hdrmerge.inference import Engine, merge
 from hdrmerge.metrics import psnr
 from hdrmerge.reading import Frame
-from hdrmerge.synth import SynthOptions, make_scene, read_hdr_image
+from hdrmerge.testsets import SynthOptions, make_scene, read_hdr_image
 from hdrmerge.tiling import resolve_flow_scale
 from hdrmerge.weights import load_weights
 from hdrmerge.writing import mu_law

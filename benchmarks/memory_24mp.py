@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hdrmerge.synth import SynthOptions, make_scene, read_hdr_image
-from hdrmerge.synthetic import ShotInfo, nominal_time, write_jpeg
+from hdrmerge.testsets import SynthOptions, make_scene, read_hdr_image
+from hdrmerge.demo_scene import ShotInfo, nominal_time, write_jpeg
 
 SIZE = (4000, 6000)
 

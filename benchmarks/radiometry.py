@@ -108,7 +108,7 @@ def make_crops(photos_dir: Path, out: Path, names: tuple[str, ...], side: int, c
     """Each photograph downscaled to ``side`` px (longer side), centre-cropped to crop (w, h), as .exr."""
     import OpenEXR
 
-    from hdrmerge.synth import read_hdr_image
+    from hdrmerge.testsets import read_hdr_image
 
     out.mkdir(parents=True)
     cw, ch = crop

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from hdrmerge.reading import read_frame
-from hdrmerge.synth import read_hdr_image
+from hdrmerge.testsets import read_hdr_image
 
 REPO = Path(__file__).resolve().parent.parent
 #: A short shot's pixel is well exposed when its largest code value lies here.

@@ -31,9 +31,9 @@ import numpy as np
 
 from hdrmerge.reading import read_frames
 from hdrmerge.response import ResponseChoice, choose_response, parse_response_option, to_network_domain
-from hdrmerge.synth import read_hdr_image
-from hdrmerge.synth_curves import encode
-from hdrmerge.synthetic import ShotInfo, nominal_time, write_jpeg
+from hdrmerge.testsets import read_hdr_image
+from hdrmerge.testset_encodings import encode
+from hdrmerge.demo_scene import ShotInfo, nominal_time, write_jpeg
 
 
 def make_bracket(folder: Path, size: tuple[int, int] = (4000, 6000)) -> list[Path]:

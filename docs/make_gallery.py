@@ -30,7 +30,7 @@ from hdrmerge.evaluate import baselines
 from hdrmerge.exposure import derive_exposures
 from hdrmerge.inference import Engine, merge
 from hdrmerge.reading import read_frame
-from hdrmerge.synth import SynthOptions, synthesise
+from hdrmerge.testsets import SynthOptions, synthesise
 from hdrmerge.weights import load_weights
 from hdrmerge.writing import mu_law, to_u8
 

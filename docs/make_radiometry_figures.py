@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hdrmerge.synth import read_hdr_image
+from hdrmerge.testsets import read_hdr_image
 from hdrmerge.writing import mu_law, to_u8
 
 REPO = Path(__file__).resolve().parent.parent

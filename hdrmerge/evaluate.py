@@ -103,7 +103,7 @@ def evaluate(
     from hdrmerge.errors import InputError
     from hdrmerge.inference import merge
     from hdrmerge.pipeline import load_bracket
-    from hdrmerge.synth import read_hdr_image
+    from hdrmerge.testsets import read_hdr_image
     from hdrmerge.tiling import resolve_flow_scale
 
     report = EvalReport(

@@ -130,7 +130,7 @@ def write_rotated_jpeg_bracket(folder: Path, size: tuple[int, int]) -> list[Path
     """A synthetic JPEG bracket (``size`` = height, width) whose EXIF says "rotate 90° clockwise" (Orientation 6)."""
     from PIL import Image
 
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     paths = write_bracket(folder, size=size, motion_px=0)
     for p in paths:

@@ -206,7 +206,7 @@ def test_auto_precision_keeps_afunet_fp32_on_cuda():
 def test_cli_eval_scores_afunet_on_a_synth_scene(isolated_env, tmp_path):
     import shutil
 
-    from hdrmerge.synth import SynthOptions, synthesise
+    from hdrmerge.testsets import SynthOptions, synthesise
 
     (tmp_path / "photos").mkdir()
     shutil.copy(DATA / "openexr_photos" / "Desk.exr", tmp_path / "photos")

@@ -17,7 +17,7 @@ import pytest
 from hdrmerge.batch import Shot, choose_three, group_shots, render_name, scan
 from hdrmerge.errors import InputError
 from hdrmerge.reading import Exif
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import DATA, run_cli
 
 T0 = datetime(2026, 5, 1, 20, 0, 0)

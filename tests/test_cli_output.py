@@ -15,7 +15,7 @@ from rich.console import Console
 from hdrmerge.cli import common
 from hdrmerge.exposure_text import ev100, settings_text, shutter_text, stops_text
 from hdrmerge.reading import Exif, read_exif
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import DATA, run_cli
 
 

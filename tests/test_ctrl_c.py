@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 
 
 

@@ -195,7 +195,7 @@ def _jpeg_bracket(folder: Path) -> list[Path]:
 
 def _converted(folder: Path, kind: str) -> list[Path]:
     """The synthetic bracket as 16-bit TIFF or 8-bit PNG (no EXIF: --ev gives the exposures)."""
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     out = []
     for p in write_bracket(folder, size=(96, 144), motion_px=0):
@@ -266,7 +266,7 @@ def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kin
 def test_batch_format_dng_merges_each_bracket_into_a_valid_dng(env, tmp_path):
     from datetime import datetime, timedelta
 
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     card = tmp_path / "card"
     start = datetime(2026, 1, 1, 12, 0, 0)

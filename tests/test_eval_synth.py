@@ -16,7 +16,7 @@ from hdrmerge.errors import InputError
 from hdrmerge.exposure import derive_exposures
 from hdrmerge.metrics import all_metrics, psnr, ssim
 from hdrmerge.reading import read_frame
-from hdrmerge.synth import SynthOptions, synthesise
+from hdrmerge.testsets import SynthOptions, synthesise
 from tests.conftest import DATA, run_cli
 
 PHOTOS = DATA / "openexr_photos"

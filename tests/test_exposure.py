@@ -10,7 +10,7 @@ import pytest
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import derive_exposures, exif_exposure, snap_stops
 from hdrmerge.reading import Exif, read_frame
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import DATA
 
 
@@ -81,7 +81,7 @@ def test_cross_check_on_camera_jpegs_catches_a_wrong_middle_frame():
 
 
 def test_bias_is_used_when_times_are_absent(tmp_path):
-    from hdrmerge.synthetic import expose, render_scene
+    from hdrmerge.demo_scene import expose, render_scene
 
     scene = render_scene(120, 160)
     paths = []
@@ -183,7 +183,7 @@ def test_missing_iso_that_differs_in_the_others_falls_back_to_the_exposure_bias(
 
 
 def test_exception_absurd_exposure_bias(tmp_path):
-    from hdrmerge.synthetic import expose, render_scene
+    from hdrmerge.demo_scene import expose, render_scene
     from PIL import Image
     from PIL.TiffImagePlugin import IFDRational
 

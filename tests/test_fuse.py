@@ -116,7 +116,7 @@ def test_merianos_without_exif_estimates_from_pixels(env, tmp_path):
 
 
 def test_debug_dir_writes_flows_masks_and_first_stage(env, tmp_path):
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     paths = write_bracket(tmp_path / "in", size=(96, 144))
     r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", env=env)
@@ -131,7 +131,7 @@ def test_absolute_normalisation_agrees_across_settings(env, tmp_path):
     # The same scene bracketed one stop longer (1/256, 1/64, 1/16 s against
     # 1/128, 1/32, 1/8 s): absolute values agree, reference-normalised ones
     # differ by the 2x between the two reference shots.
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     a = write_bracket(tmp_path / "a", size=(96, 144), motion_px=0, evs=(-2.0, 0.0, 2.0))
     b = write_bracket(tmp_path / "b", size=(96, 144), motion_px=0, evs=(-1.0, 1.0, 3.0))

@@ -9,7 +9,7 @@ import re
 import cv2
 import pytest
 
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests import corrupt
 from tests.conftest import DATA, SHARED, run_cli
 
@@ -211,7 +211,7 @@ def test_exception_exposure_bias_of_1000_ev(env, tmp_path):
     from PIL import Image
     from PIL.TiffImagePlugin import IFDRational
 
-    from hdrmerge.synthetic import expose, render_scene
+    from hdrmerge.demo_scene import expose, render_scene
 
     scene = render_scene(64, 96)
     paths = []

@@ -12,7 +12,7 @@ import pytest
 
 from hdrmerge.errors import InputError
 from hdrmerge.pipeline import FuseOptions, prepare
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import run_cli
 
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from hdrmerge import preflight
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import DATA
 
 _PROBE = """

@@ -13,7 +13,7 @@ from PIL import Image, ImageCms
 from PIL.TiffImagePlugin import IFDRational
 
 from hdrmerge.reading import Exif
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from hdrmerge.writing import write_preview
 from tests.conftest import run_cli
 

@@ -14,7 +14,7 @@ import rawpy
 
 from hdrmerge.errors import InputError
 from hdrmerge.reading import Exif, _captured_c_stderr, read_exif, read_frame, read_frames
-from hdrmerge.synthetic import ShotInfo, write_jpeg
+from hdrmerge.demo_scene import ShotInfo, write_jpeg
 from tests.conftest import DATA
 
 

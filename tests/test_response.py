@@ -264,7 +264,7 @@ def test_calibrate_writes_a_file_and_plot_that_fuse_reuses(tmp_path):
 def test_calibrate_splits_a_folder_into_brackets_as_batch_does(tmp_path):
     from datetime import datetime
 
-    from hdrmerge.synthetic import write_bracket
+    from hdrmerge.demo_scene import write_bracket
 
     folder = tmp_path / "shoot"
     write_bracket(folder, size=(96, 144), prefix="a", start=datetime(2026, 1, 1, 12, 0, 0))

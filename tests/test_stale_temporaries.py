@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hdrmerge.atomic import owner_tag
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import REPO, run_cli
 from tests.test_ctrl_c import start_fuse, wait_for_temporaries
 

@@ -14,8 +14,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from hdrmerge.synth import SynthOptions, synthesise
-from hdrmerge.synth_curves import ENCODINGS, KNOTS_16, decode, encode, response_document
+from hdrmerge.testsets import SynthOptions, synthesise
+from hdrmerge.testset_encodings import ENCODINGS, KNOTS_16, decode, encode, response_document
 from tests.conftest import DATA, run_cli
 
 PHOTOS = DATA / "openexr_photos"
@@ -180,7 +180,7 @@ def test_exception_synth_bad_encoding_or_depth(tmp_path, one_photo, args, messag
 def test_synth_response_file_is_read_by_hdrmerge_as_the_same_curve(tmp_path, encoding, bits):
     """The product's reader (what --response FILE uses) accepts synth's file and sees the true curve."""
     from hdrmerge.response import load_response_file
-    from hdrmerge.synth_curves import write_response
+    from hdrmerge.testset_encodings import write_response
 
     write_response(tmp_path / "r.json", encoding, bits)
     r = load_response_file(tmp_path / "r.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hdrmerge.synthetic import write_bracket
+from hdrmerge.demo_scene import write_bracket
 from tests.conftest import SAFNET_S_PTH, SHARED, run_cli
 
 

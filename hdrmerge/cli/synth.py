@@ -30,7 +30,7 @@ def synth(
     json_: JsonOpt = False,
 ) -> None:
     """Make a test set with known ground truth from real HDR photographs."""
-    from hdrmerge.synth import SynthOptions, synthesise
+    from hdrmerge.testsets import SynthOptions, synthesise
 
     evs = parse_ev(ev) or []
     if len(evs) != 3:

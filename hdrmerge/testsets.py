@@ -14,7 +14,7 @@ merge must cope with:
 
 Each shot is clipped to [0, 1], encoded with a transfer curve
 (``encoding``: gamma 2.2 by default, sRGB, sRGB with a camera-style S-curve,
-or linear; see :mod:`hdrmerge.synth_curves`) and stored as 16- or 8-bit TIFF
+or linear; see :mod:`hdrmerge.testset_encodings`) and stored as 16- or 8-bit TIFF
 or 8-bit JPEG, with EXIF tags: exposure (shutter time, f/8, ISO 100) and
 ColorSpace as a camera writes it (sRGB for the sRGB-based encodings, camera
 curves included; Uncalibrated for gamma 2.2 and linear). The set's folder
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from hdrmerge.errors import InputError
-from hdrmerge.synth_curves import ENCODINGS, encode, write_response
-from hdrmerge.synthetic import ShotInfo, nominal_time, write_jpeg
+from hdrmerge.testset_encodings import ENCODINGS, encode, write_response
+from hdrmerge.demo_scene import ShotInfo, nominal_time, write_jpeg
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class SynthOptions:
     max_side: int = 1000
     fmt: str = "tif"  # "tif" or "jpg" (8 bit)
     seed: int = 0
-    encoding: str = "gamma2.2"  # one of hdrmerge.synth_curves.ENCODINGS
+    encoding: str = "gamma2.2"  # one of hdrmerge.testset_encodings.ENCODINGS
     bits: int = 16  # sample depth of TIFF shots: 8 or 16 (JPEG is always 8)
     exif: bool = True  # False: no metadata at all; exposures only from exposure.txt (--ev)
 
