@@ -13,7 +13,8 @@ specification recommends:
   Orientation, XMP (hdrmerge's provenance) and a pointer to the EXIF IFD.
 * SubIFD 0: the full-resolution image (NewSubFileType 0, PhotometricInterpretation
   LinearRaw, 3 samples), with WhiteLevel.
-* EXIF IFD: the reference shot's exposure, lens and capture time.
+* EXIF IFD: the reference shot's exposure, lens and capture time
+  (:mod:`hdrmerge.exif_tags`).
 
 Colour. hdrmerge merges in linear sRGB primaries whatever the input. For a
 camera RAW whose colour matrix LibRaw knows, the image is turned back into
@@ -43,7 +44,6 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -180,10 +180,6 @@ def _srational(x: float, denominator: int = 10000) -> tuple[int, int]:
     return int(round(x * denominator)), denominator
 
 
-def _rational(x: float) -> Fraction:
-    return Fraction(x).limit_denominator(1_000_000)
-
-
 def _thumbnail(rgb: np.ndarray, gain: float) -> np.ndarray:
     """8-bit μ-law thumbnail, longer side :data:`THUMBNAIL_SIZE`, like hdrmerge's preview."""
     import cv2
@@ -226,36 +222,22 @@ def _xmp(provenance: Mapping[str, Any], software: str) -> bytes:
 
 
 def _exif_ifd(exif: Any, offset: int) -> bytes:
-    """The EXIF IFD of the reference shot, serialised for file offset ``offset`` (little-endian)."""
-    from PIL.TiffImagePlugin import IFDRational, ImageFileDirectory_v2
+    """The EXIF IFD of the reference shot, serialised for file offset ``offset`` (little-endian).
+
+    Its tags are :func:`hdrmerge.exif_tags.exif_tags`'s EXIF-IFD rows (Make and
+    Model go in IFD 0, see :func:`_ifd0_tags`), with their TIFF types.
+    """
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    from hdrmerge.exif_tags import EXIF_IFD, EXIF_VERSION, UNDEFINED, exif_tags
 
     ifd = ImageFileDirectory_v2(prefix=b"II")
-
-    def put(tag: int, typ: int, v: Any) -> None:
-        ifd.tagtype[tag] = typ
-        ifd[tag] = v
-
-    put(36864, 7, b"0232")  # ExifVersion
-    if exif.exposure_time:
-        t = _rational(exif.exposure_time)
-        put(33434, 5, IFDRational(t.numerator, t.denominator))  # ExposureTime
-    if exif.fnumber:
-        n = _rational(exif.fnumber)
-        put(33437, 5, IFDRational(n.numerator, n.denominator))  # FNumber
-    if exif.iso:
-        put(34855, 3, min(65535, int(round(exif.iso))))  # PhotographicSensitivity
-    if exif.datetime_original:
-        put(36867, 2, exif.datetime_original)  # DateTimeOriginal
-        if exif.subsec and exif.subsec.strip().isdigit():
-            put(37521, 2, exif.subsec.strip())  # SubSecTimeOriginal
-    if exif.exposure_bias is not None:
-        b = Fraction(exif.exposure_bias).limit_denominator(100)
-        put(37380, 10, IFDRational(b.numerator, b.denominator))  # ExposureBiasValue
-    if exif.focal_length:
-        f = _rational(exif.focal_length)
-        put(37386, 5, IFDRational(f.numerator, f.denominator))  # FocalLength
-    if exif.lens:
-        put(42036, 2, exif.lens)  # LensModel
+    ifd.tagtype[EXIF_VERSION] = UNDEFINED
+    ifd[EXIF_VERSION] = b"0232"
+    for entry in exif_tags(exif):
+        if entry.ifd == EXIF_IFD:
+            ifd.tagtype[entry.tag] = entry.type
+            ifd[entry.tag] = entry.value
     return ifd.tobytes(offset)
 
 

@@ -165,15 +165,14 @@ def preview_exif(source: Path | None = None, exif: Exif | None = None) -> Any:
     own, see :mod:`hdrmerge.provenance`).
 
     Tags are copied from ``source`` where Pillow reads its EXIF (JPEG, TIFF,
-    PNG), else taken from ``exif`` (what hdrmerge read, e.g. from a RAW file
-    through LibRaw; no GPS then).
+    PNG), else built from ``exif`` (what hdrmerge read, e.g. from a RAW file
+    through LibRaw; no GPS then) by :func:`hdrmerge.exif_tags.exif_tags`,
+    the same tags.
     """
-    from fractions import Fraction
-
     from PIL import Image
-    from PIL.TiffImagePlugin import IFDRational
 
     from hdrmerge import __version__
+    from hdrmerge.exif_tags import IFD0, exif_tags
     from hdrmerge.frame_size import pillow_open
 
     out = Image.Exif()
@@ -192,25 +191,10 @@ def preview_exif(source: Path | None = None, exif: Exif | None = None) -> Any:
         if src_gps:
             out.get_ifd(0x8825).update(src_gps)
     elif exif is not None:
-
-        def rational(x: float) -> IFDRational:
-            f = Fraction(x).limit_denominator(100000)
-            return IFDRational(f.numerator, f.denominator)
-
-        for tag, value in ((0x010F, exif.make), (0x0110, exif.model)):
-            if value:
-                out[tag] = value
-        for tag, value in ((0xA434, exif.lens), (0x9003, exif.datetime_original), (0x9291, exif.subsec)):
-            if value:
-                sub[tag] = value
-        if exif.exposure_time:
-            sub[0x829A] = rational(exif.exposure_time)
-        if exif.fnumber:
-            sub[0x829D] = rational(exif.fnumber)
-        if exif.iso:
-            sub[0x8827] = int(round(exif.iso))
-        if exif.focal_length:
-            sub[0x920A] = rational(exif.focal_length)
+        # The same tags as from a file, built from what hdrmerge read.
+        for entry in exif_tags(exif):
+            if entry.tag in (_PREVIEW_IFD0 if entry.ifd == IFD0 else _PREVIEW_EXIF_IFD):
+                (out if entry.ifd == IFD0 else sub)[entry.tag] = entry.value
     out[0x0112] = 1  # Orientation: the preview's pixels are upright
     out[0x0131] = f"hdrmerge {__version__}"  # Software
     sub[0xA001] = 1  # ColorSpace: sRGB (the embedded ICC profile says the same)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import exifread
 import numpy as np
+import rawpy
 from PIL import Image, ImageCms
 from PIL.TiffImagePlugin import IFDRational
 
-from hdrmerge.reading import Exif
 from hdrmerge.demo_scene import write_bracket
+from hdrmerge.dng import DngMetadata, write_dng
+from hdrmerge.reading import Exif, exif_from_libraw
 from hdrmerge.writing import write_preview
-from tests.conftest import run_cli
+from tests.conftest import DATA, run_cli
 
 GPS = {1: "N", 2: (IFDRational(48, 1), IFDRational(51, 1), IFDRational(2412, 100)),
        3: "E", 4: (IFDRational(2, 1), IFDRational(21, 1), IFDRational(1, 1))}
@@ -69,6 +71,34 @@ def test_preview_from_exif_alone_as_for_raw_files(tmp_path):
     assert (tags["EXIF ExposureTime"], tags["EXIF FNumber"], tags["EXIF ISOSpeedRatings"]) == ("1/125", "28/5", "200")
     assert tags["Image Orientation"] == "Horizontal (normal)" and not any(k.startswith("GPS") for k in tags)
     assert _srgb(img) == "sRGB built-in"
+
+
+def test_preview_from_exif_writes_iso_above_65535_as_the_short_maximum(tmp_path):
+    # PhotographicSensitivity is a SHORT; the DNG's EXIF IFD and the preview write it the same way.
+    out = tmp_path / "p.jpg"
+    write_preview(out, np.full((4, 4, 3), 0.5, np.float32), exif=Exif(iso=102400.0, exposure_time=1 / 8000))
+    with open(out, "rb") as f:
+        iso = exifread.process_file(f, details=False)["EXIF ISOSpeedRatings"]
+    assert (iso.field_type, iso.values) == (3, [65535])
+
+
+def test_dng_and_preview_store_libraws_float_settings_as_the_cameras_fractions(tmp_path):
+    """LibRaw gives a RAW file's settings as 32-bit floats (this KDC's f/6.2 is 6.1999998…):
+    both writers store the fraction the camera meant, and the same tags, re-read by exifread."""
+    with rawpy.imread(str(DATA / "rawpy_kodak_kdc" / "RAW_KODAK_DC50.KDC")) as raw:
+        exif = exif_from_libraw(raw.other)
+    rgb = np.full((8, 8, 3), 0.5, np.float32)
+    write_preview(tmp_path / "p.jpg", rgb, exif=exif)
+    write_dng(tmp_path / "x.dng", rgb, DngMetadata(exif))
+    reread = {}
+    for name in ("p.jpg", "x.dng"):
+        with open(tmp_path / name, "rb") as f:
+            tags = exifread.process_file(f, details=False)
+        reread[name] = {k: str(v) for k, v in tags.items() if k.startswith("EXIF ") and k != "EXIF ColorSpace"}
+    expected = {"EXIF ExposureTime": "87/20000", "EXIF FNumber": "31/5", "EXIF ISOSpeedRatings": "84",
+                "EXIF FocalLength": "37", "EXIF DateTimeOriginal": "1997:04:23 08:00:47"}
+    assert reread["p.jpg"] == expected
+    assert reread["x.dng"] == {**expected, "EXIF ExifVersion": "0232"}
 
 
 def test_fuse_preview_is_upright_with_reference_exif_gps_and_srgb_profile(env, tmp_path):
