@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -161,34 +161,36 @@ def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
         for b in roles[i + 1 :]:
             if same_file(paths[a], paths[b]):
                 raise InputError(
-                    f"{describe_role(b)} {paths[b]} is the same file as {describe_role(a)} {paths[a]}; "
-                    f"{remedy_for(b)}"
+                    f"{role_words(b).name} {paths[b]} is the same file as {role_words(a).name} {paths[a]}; "
+                    f"{role_words(b).remedy}"
                 )
     return paths
 
 
-def describe_role(role: str) -> str:
-    """How messages name an output role of :func:`output_paths`."""
-    if role == "hdr":
-        return "the output"
-    if role == "preview":
-        return "the preview"
-    return "the debug image"
+class RoleWords(NamedTuple):
+    """How messages name an output role of :func:`output_paths`, and what to do when it collides."""
+
+    name: str
+    remedy: str
 
 
-def remedy_for(role: str) -> str:
-    """What to do when an output of ``role`` collides with another file."""
-    if role == "hdr":
-        return "choose another output path"
-    if role == "preview":
-        return "choose another path for the preview"
-    return "choose another --debug-dir"
+#: Words for each role; the debug images (``debug_<name>``) share the ``debug`` entry.
+_ROLE_WORDS = {
+    "hdr": RoleWords("the output", "choose another output path"),
+    "preview": RoleWords("the preview", "choose another path for the preview"),
+    "debug": RoleWords("the debug image", "choose another --debug-dir"),
+}
+
+
+def role_words(role: str) -> RoleWords:
+    """The :data:`_ROLE_WORDS` entry of an :func:`output_paths` role."""
+    return _ROLE_WORDS["debug" if role.startswith("debug_") else role]
 
 
 def refuse_inputs_as_outputs(targets: dict[str, Path], inputs: Sequence[Path]) -> None:
     """InputError if any output would replace an input file, whatever --overwrite says."""
     for role, dest in targets.items():
-        refuse_input(dest, inputs, describe_role(role), remedy_for(role))
+        refuse_input(dest, inputs, *role_words(role))
 
 
 def normalisation_gain(bracket: Bracket, normalize: str) -> float:
