@@ -169,7 +169,7 @@ def _run(argv: list[str], debug: bool) -> int:
     except _EXIT as exc:
         return exc.exit_code
     except _ABORT:
-        return _error("aborted", 130)
+        return _error("aborted", EXIT_INTERRUPTED)
     except _CLICK_ERROR as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
             # A bare group or command: show its help, as click does, exit 2.

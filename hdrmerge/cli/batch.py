@@ -53,9 +53,7 @@ from hdrmerge.cli.common import (
     print_table,
     warn,
 )
-from hdrmerge.errors import EXIT_FAILURE, HdrmergeError, InputError
-
-EXIT_INTERRUPTED = 130
+from hdrmerge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, HdrmergeError, InputError
 
 
 class Prefer(str, Enum):
