@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -149,6 +151,33 @@ def test_resolution_order(isolated_env, tmp_path, monkeypatch):
     # 1. --weights wins over everything, and may be unregistered.
     got = load_weights(weights=RANDOM_SAFNET_PTH)
     assert (got.source, got.name, got.arch) == ("--weights", None, "SAFNet")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"XDG_CACHE_HOME": "{tmp}/xdg"},  # HF_HOME unset: $XDG_CACHE_HOME/huggingface
+        {},  # neither set: ~/.cache/huggingface
+        {"XDG_CACHE_HOME": "{tmp}/xdg", "HF_HOME": "~/hf"},  # HF_HOME wins, ~ expanded
+        {"HF_HOME": "$HDRMERGE_TEST_ROOT/hf", "HDRMERGE_TEST_ROOT": "{tmp}/root"},  # $VARS expanded
+        {"XDG_CACHE_HOME": ""},  # set but empty counts as set, as in huggingface_hub
+    ],
+    ids=["xdg", "home", "hf-home-tilde", "hf-home-var", "xdg-empty"],
+)
+def test_cache_dir_is_hf_home_as_huggingface_hub_resolves_it(tmp_path, env):
+    """The cache is $HF_HOME/hdrmerge, HF_HOME being what huggingface_hub itself computes."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("HDRMERGE_CACHE_DIR", "HF_HOME", "XDG_CACHE_HOME")}
+    clean["HOME"] = str(tmp_path / "home")
+    clean.update({k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()})
+    code = (
+        "import huggingface_hub.constants as c; from hdrmerge.weights.store import cache_dir; "
+        "print(cache_dir()); print(c.HF_HOME)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ours, hf_home = r.stdout.splitlines()
+    assert ours == str(Path(hf_home) / "hdrmerge")
+    assert "~" not in ours and "$" not in ours
 
 
 def test_exception_weights_dir_file_is_verified(isolated_env, tmp_path, monkeypatch):

@@ -86,17 +86,19 @@ def verify_file(path: Path, ckpt: Checkpoint) -> Digests:
 def cache_dir() -> Path:
     """Where verified checkpoints are kept.
 
-    ``HDRMERGE_CACHE_DIR`` if set, else ``$HF_HOME/hdrmerge`` (``HF_HOME``
-    defaulting, as for huggingface_hub, to ``$XDG_CACHE_HOME/huggingface`` or
-    ``~/.cache/huggingface``).
+    ``HDRMERGE_CACHE_DIR`` if set, else ``$HF_HOME/hdrmerge``. ``HF_HOME`` is
+    resolved by huggingface_hub's rule (``huggingface_hub.constants``), read
+    at each call: when unset it is ``$XDG_CACHE_HOME/huggingface``, or
+    ``~/.cache/huggingface`` when ``XDG_CACHE_HOME`` is unset too; ``~`` and
+    ``$VARS`` in it are expanded.
     """
     if explicit := os.environ.get("HDRMERGE_CACHE_DIR"):
         return Path(explicit).expanduser()
-    hf_home = os.environ.get("HF_HOME")
-    if not hf_home:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        hf_home = os.path.join(xdg, "huggingface")
-    return Path(hf_home).expanduser() / "hdrmerge"
+    # Exactly huggingface_hub's expression, so hdrmerge shares HF_HOME with it
+    # (a set but empty variable counts as set, as it does there).
+    xdg = os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    hf_home = os.path.expandvars(os.path.expanduser(os.getenv("HF_HOME", os.path.join(xdg, "huggingface"))))
+    return Path(hf_home) / "hdrmerge"
 
 
 def cached_path(ckpt: Checkpoint) -> Path:
