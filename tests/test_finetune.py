@@ -1,0 +1,123 @@
+"""The fine-tuning core (hdrmerge.finetune): short runs on small synthetic brackets.
+
+Brackets are synthesised from the OpenEXR photographs in the shared data
+(hdrmerge.testsets.make_scene) at high-ISO noise, where the shipped network
+is off its training domain, and fed to the network as 16-bit frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hdrmerge.errors import InputError
+from hdrmerge.finetune import FinetuneConfig, TrainingBracket, TrainingState, finetune
+from hdrmerge.models import build_model
+from hdrmerge.reading import Frame
+from hdrmerge.testsets import SynthOptions, make_scene, read_hdr_image
+from tests.conftest import DATA
+
+PHOTOS = DATA / "openexr_photos"
+
+
+def synth_bracket(name: str, photo: str, seed: int, side: int = 160, noise: float = 0.016) -> TrainingBracket:
+    options = SynthOptions(max_side=side, noise=noise, motion=10.0)
+    shots, _gt = make_scene(read_hdr_image(PHOTOS / photo), options, np.random.default_rng(seed))
+    frames = [
+        Frame(Path(f"{name}_{i}.tif"), (np.clip(s, 0, 1) * 65535 + 0.5).astype(np.uint16), "tiff")
+        for i, s in enumerate(shots)
+    ]
+    return TrainingBracket(name, frames, [2.0 ** (e - min(options.ev)) for e in options.ev])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine two threads spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def brackets() -> list[TrainingBracket]:
+    return [synth_bracket(f"b{i}", p, i) for i, p in enumerate(("Desk.exr", "Tree.exr", "MtTamWest.exr"))]
+
+
+def small_config(**kw) -> FinetuneConfig:
+    base = {"steps": 6, "crop": 96, "lr": 1e-4, "val_every": 3, "patience": 10, "val_fraction": 0.34}
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_a_few_steps_lower_the_held_out_self_supervised_loss(brackets, safnet_s_state):
+    model = build_model(safnet_s_state, "SAFNet-S")
+    steps = []
+    outcome, state = finetune(model, brackets, small_config(steps=12, val_every=4), device=torch.device("cpu"),
+                              on_step=steps.append)
+    assert (outcome.n_train, outcome.n_val) == (2, 1)
+    assert [r.step for r in steps] == list(range(1, 13))
+    assert [r.val_loss is not None for r in steps] == [s % 4 == 0 for s in range(1, 13)]
+    assert outcome.best_step > 0
+    assert outcome.best_val_loss < 0.97 * outcome.start_val_loss
+    assert set(outcome.state_dict) == set(safnet_s_state)
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" for v in outcome.state_dict.values())
+    assert any(not torch.equal(outcome.state_dict[k], safnet_s_state[k].float()) for k in safnet_s_state)
+    # The model is left holding the best weights.
+    assert all(torch.equal(v, outcome.state_dict[k]) for k, v in model.state_dict().items())
+    assert not outcome.interrupted and outcome.steps_done == 12
+
+
+def test_stopped_run_resumed_from_its_saved_state_ends_with_the_same_weights(brackets, safnet_s_state, tmp_path):
+    cfg = small_config()
+    _, straight = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"))
+
+    stop = threading.Event()
+    saved = []
+
+    def on_step(report) -> None:
+        if report.step == 2:
+            stop.set()  # as Ctrl-C does: the current step finishes
+
+    first, state = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"),
+                            on_step=on_step, stop=stop, checkpoint_every=lambda s: saved.append(s.step))
+    assert first.interrupted and first.steps_done == 2 and not saved
+    path = tmp_path / "run.state.safetensors"
+    state.save(path)
+    loaded = TrainingState.load(path)
+    assert loaded.step == 2 and loaded.train == state.train and loaded.val == state.val
+    second, resumed = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"),
+                               resume=loaded, checkpoint_every=lambda s: saved.append(s.step))
+    assert not second.interrupted and second.steps_done == 6
+    assert saved == [3, 6]
+    assert resumed.history == straight.history
+    for k, v in straight.model.items():
+        assert torch.equal(resumed.model[k], v), k
+    for k, v in straight.best.items():
+        assert torch.equal(second.state_dict[k], v), k
+
+
+def test_resume_from_other_starting_weights_is_refused(brackets, safnet_s_state, random_safnet_state, tmp_path):
+    _, state = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, small_config(steps=1),
+                        device=torch.device("cpu"))
+    other = build_model(random_safnet_state)
+    with pytest.raises(InputError, match="the resumed state started from other weights; give the same --model"):
+        finetune(other, brackets, small_config(), device=torch.device("cpu"), resume=state)
+
+
+def test_loading_a_file_that_is_no_training_state_is_one_input_error(tmp_path, safnet_s_state):
+    from safetensors.torch import save_file
+
+    junk = tmp_path / "junk.state"
+    junk.write_bytes(b"\x00not a safetensors file at all" * 10)
+    with pytest.raises(InputError, match=r"junk.state is not a fine-tuning state \(.*\); give the state file"):
+        TrainingState.load(junk)
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in safnet_s_state.items()}, str(weights))
+    with pytest.raises(InputError, match=r"weights.safetensors is not a fine-tuning state \(no hdrmerge.finetune_state"):
+        TrainingState.load(weights)
+    with pytest.raises(InputError, match="missing.state: no such file"):
+        TrainingState.load(tmp_path / "missing.state")
