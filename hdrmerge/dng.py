@@ -123,6 +123,7 @@ class DngMetadata:
 def dng_metadata(bracket: Any, report: Mapping[str, Any]) -> DngMetadata:
     """The DNG's metadata for a merged :class:`hdrmerge.pipeline.Bracket` and its run report."""
     from hdrmerge import __version__
+    from hdrmerge.pipeline import finetuned_from
 
     ref = bracket.reference
     model = report["model"]
@@ -137,6 +138,7 @@ def dng_metadata(bracket: Any, report: Mapping[str, Any]) -> DngMetadata:
         "model": model["arch"],
         "weights": model["name"] or "unregistered",
         "weightsSha256": model["sha256"],
+        "weightsFinetunedFrom": finetuned_from(model),
         "normalize": report["normalize"],
         "normalizeGain": float(report["normalize_gain"]),
         # AFUNet estimates no flows: the key is left out (None is dropped).

@@ -109,6 +109,7 @@ def evaluate(
     report = EvalReport(
         layout,
         {"name": engine.weights.name, "arch": engine.model.arch, "sha256": engine.weights.sha256,
+         "finetuned_from": engine.weights.describe()["finetuned_from"],
          "device": engine.device.type, "precision": engine.precision,
          # AFUNet has no flow network: no flow scale to report.
          "flow_scale": None if not engine.has_intermediates else "auto" if flow_scale is None else flow_scale},

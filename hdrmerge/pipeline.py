@@ -211,6 +211,12 @@ def normalisation_gain(bracket: Bracket, normalize: str) -> float:
     raise InputError(f"--normalize {normalize}: use short, reference or absolute")
 
 
+def finetuned_from(model: dict[str, Any]) -> str | None:
+    """``fine-tuned from safnet-s sha256:…`` for a report's fine-tuned model, else None."""
+    base = model.get("finetuned_from")
+    return None if not base else f"fine-tuned from {base['name']} sha256:{base['sha256']}"
+
+
 def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
     ref = bracket.reference
     exif = ref.exif
@@ -225,6 +231,7 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
         "hdrmerge:model": meta["model"]["arch"],
         "hdrmerge:weights": meta["model"]["name"] or "unregistered",
         "hdrmerge:weightsSha256": meta["model"]["sha256"],
+        "hdrmerge:weightsFinetunedFrom": finetuned_from(meta["model"]),
         "hdrmerge:normalize": meta["normalize"],
         "hdrmerge:normalizeGain": float(meta["normalize_gain"]),
         "hdrmerge:flowScale": None if meta["flow_scale"] is None else float(meta["flow_scale"]),
@@ -251,7 +258,8 @@ def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
         "SOFTWARE": f"hdrmerge {__version__}",
         "sources": " ".join(f.path.name for f in bracket.sorted_frames),
         "ev": " ".join(f"{bracket.exposures.ev[i]:+.3f}" for i in bracket.order) + f" ({bracket.exposures.source})",
-        "model": f"{meta['model']['arch']} {meta['model']['name'] or 'unregistered'} sha256:{meta['model']['sha256']}",
+        "model": f"{meta['model']['arch']} {meta['model']['name'] or 'unregistered'} sha256:{meta['model']['sha256']}"
+        + (f" ({tuned})" if (tuned := finetuned_from(meta["model"])) else ""),
         "normalize": f"{meta['normalize']} (x{meta['normalize_gain']:.6g} from the short-exposure domain)",
         "response": bracket.response.label(),
         "camera": bracket.reference.exif.camera or "unknown",
@@ -387,12 +395,8 @@ def run_prepared(
     report = describe_bracket(bracket)
     report.update(
         {
-            "model": {
-                "name": engine.weights.name,
-                "arch": engine.model.arch,
-                "sha256": engine.weights.sha256,
-                "source": engine.weights.source,
-            },
+            # name, sha256, source and, for a fine-tuned checkpoint, what it was tuned from.
+            "model": {"arch": engine.model.arch, **engine.weights.describe()},
             "device": engine.device.type,
             "precision": engine.precision,
             # AFUNet has no flow network: no flow scale to report.

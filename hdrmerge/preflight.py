@@ -87,17 +87,24 @@ def check_device(device: str, precision: str) -> None:
 
 
 def check_weights(model: str | None, weights: Path | None) -> None:
-    """An unknown ``--model``, a missing ``--weights`` file, or a checkpoint that
-    is nowhere here while downloads are off (``HF_HUB_OFFLINE``)."""
-    from hdrmerge.weights import DEFAULT_CHECKPOINT, get_checkpoint, weights_dir_file
+    """An unknown ``--model`` (registered, or fine-tuned and kept in the cache), a
+    missing ``--weights`` file, or a checkpoint that is nowhere here while
+    downloads are off (``HF_HUB_OFFLINE``)."""
+    from hdrmerge.weights import CHECKPOINTS, DEFAULT_CHECKPOINT, get_checkpoint, model_arch, weights_dir_file
     from hdrmerge.weights.download import install_hint, offline
+    from hdrmerge.weights.finetuned import find_cached
     from hdrmerge.weights.store import cached_path
 
-    ckpt = get_checkpoint(model) if model else None
+    tuned = bool(model) and model not in CHECKPOINTS and find_cached(model or "") is not None
+    if tuned:
+        model_arch(model or "")  # a fine-tuned file with a malformed header fails here, before any decoding
+    ckpt = get_checkpoint(model) if model and not tuned else None
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise InputError(f"--weights {path}: no such file")
+        return
+    if tuned:
         return
     ckpt = ckpt or get_checkpoint(DEFAULT_CHECKPOINT)
     if weights_dir_file(ckpt) is None and not cached_path(ckpt).is_file() and offline():

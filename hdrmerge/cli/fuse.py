@@ -101,9 +101,9 @@ def fuse(
         raise InputError("--preview and --no-preview contradict each other; give one")
     if debug_dir is not None and model is not None:
         from hdrmerge.inference import NO_AFUNET_INTERMEDIATES
-        from hdrmerge.weights.registry import get_checkpoint
+        from hdrmerge.weights import model_arch
 
-        if get_checkpoint(model).arch == "AFUNet":  # known before any file is read
+        if model_arch(model) == "AFUNet":  # known before any file is read
             raise InputError(NO_AFUNET_INTERMEDIATES)
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,

@@ -24,7 +24,7 @@ from hdrmerge.errors import EXIT_FAILURE, HdrmergeError
 from hdrmerge.weights.registry import CHECKPOINTS, get_checkpoint
 
 app = typer.Typer(
-    help="List, download, install and verify SAFNet and AFUNet checkpoints.",
+    help="List, download, install, verify and remove SAFNet and AFUNet checkpoints.",
     no_args_is_help=True,
 )
 
@@ -48,9 +48,34 @@ def _where(name: str) -> tuple[bool, str]:
     return False, f"downloaded on first use to {cp}"
 
 
+def _finetuned_rows() -> list[dict]:
+    """The fine-tuned checkpoints kept in the cache, as ``weights list --json`` gives them."""
+    from hdrmerge.weights.finetuned import list_cached
+
+    rows = []
+    for c in list_cached():
+        row: dict = {"name": c.name, "path": str(c.path)}
+        if c.info is None:
+            row["problem"] = c.problem
+        else:
+            row.update(c.info.to_json())
+        rows.append(row)
+    return rows
+
+
+def _licence_short(licence: str) -> str:
+    """The registry's word or two for a licence a fine-tuned checkpoint carried over."""
+    return next((c.licence_short for c in CHECKPOINTS.values() if c.licence == licence), licence)
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 @app.command("list", cls=ReadmeCommand)
 def list_(json_: JsonOpt = False) -> None:
-    """Show the known checkpoints, their licence, and whether they are on this machine."""
+    """Show the known checkpoints, their licence, and whether they are on this machine;
+    then the fine-tuned checkpoints kept in the cache (`hdrmerge finetune --name`)."""
     rows = []
     for name, c in CHECKPOINTS.items():
         cached, where = _where(name)
@@ -66,8 +91,9 @@ def list_(json_: JsonOpt = False) -> None:
                 "origin": c.origin,
             }
         )
+    tuned = _finetuned_rows()
     if json_:
-        print_json({"checkpoints": rows})
+        print_json({"checkpoints": rows, "finetuned": tuned})
         return
     table = Table(title="Checkpoints", title_justify="left")
     for col in ("name", "architecture", "training set", "licence", "cached", "where"):
@@ -82,6 +108,27 @@ def list_(json_: JsonOpt = False) -> None:
     for licence in dict.fromkeys(c.licence for c in CHECKPOINTS.values()):
         names = ", ".join(c.name for c in CHECKPOINTS.values() if c.licence == licence)
         print_note(f"Licence of {names}: {licence}.")
+    if not tuned:
+        return
+    from hdrmerge.weights.finetuned import finetuned_dir
+
+    table = Table(title=f"Fine-tuned checkpoints in {finetuned_dir()} (use with --model NAME)", title_justify="left")
+    for col in ("name", "architecture", "fine-tuned from", "brackets", "steps", "held-out loss", "created", "licence"):
+        table.add_column(col, overflow="fold")
+    for r in tuned:
+        if "problem" in r:
+            table.add_row(r["name"], "-", r["problem"], "-", "-", "-", "-", "-")
+            continue
+        table.add_row(
+            r["name"], r["arch"], f"{r['base_name']} (sha256 {r['base_sha256'][:12]}…)",
+            f"{r['brackets_train']} + {r['brackets_val']} held out", str(r["steps"]),
+            f"{_loss(r['loss_start_val'])} → {_loss(r['loss_best_val'])}", r["created"][:10],
+            _licence_short(r["licence"]),
+        )
+    print_table(table)
+    for licence in dict.fromkeys(r["licence"] for r in tuned if "problem" not in r):
+        names = ", ".join(r["name"] for r in tuned if r.get("licence") == licence)
+        print_note(f"Licence of {names} (carried over from the starting weights): {licence}.")
 
 
 @app.command(cls=ReadmeCommand)
@@ -156,3 +203,18 @@ def verify(
         print_table(table)
     if bad:
         raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command(cls=ReadmeCommand)
+def remove(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A fine-tuned checkpoint in the cache (see `hdrmerge weights list`).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Delete a fine-tuned checkpoint kept in the cache (`hdrmerge finetune --name`)."""
+    from hdrmerge.weights.finetuned import remove_cached
+
+    path = remove_cached(name)
+    if json_:
+        print_json({"name": name, "removed": str(path)})
+    else:
+        out_console.print(f"{name}: removed {path}", markup=False)

@@ -150,6 +150,8 @@ def get_checkpoint(name: str) -> Checkpoint:
     try:
         return CHECKPOINTS[name]
     except KeyError:
+        from hdrmerge.weights.finetuned import cached_names
+
         raise InputError(
-            f"unknown model {name!r}; known: {', '.join(CHECKPOINTS)} (see `hdrmerge weights list`)"
+            f"unknown model {name!r}; known: {', '.join([*CHECKPOINTS, *cached_names()])} (see `hdrmerge weights list`)"
         ) from None

@@ -153,13 +153,18 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise InputError(f"{path} is not a readable safetensors file ({exc}); fetch it again") from exc
 
 
-def read_checkpoint_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` (preferred) or ``.pth``, by content."""
+def is_pytorch_file(path: Path) -> bool:
+    """Whether ``path`` is a PyTorch file by content (else it is read as safetensors)."""
     with path.open("rb") as f:
         head = f.read(8)
     # A PyTorch file is a zip archive ("PK") or a legacy pickle; safetensors
     # starts with a little-endian header length followed by '{'.
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
+def read_checkpoint_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` (preferred) or ``.pth``, by content."""
+    if is_pytorch_file(path):
         return read_pth(path)
     return read_safetensors(path)[0]
 
