@@ -16,6 +16,7 @@ USAGE = {
     ("weights", "download"): "Usage: hdrmerge weights download [OPTIONS] NAME",
     ("weights", "install"): "Usage: hdrmerge weights install [OPTIONS] NAME PATH",
     ("weights", "verify"): "Usage: hdrmerge weights verify [OPTIONS] [NAME]...",
+    ("weights", "remove"): "Usage: hdrmerge weights remove [OPTIONS] NAME",
 }
 
 
