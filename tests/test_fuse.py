@@ -92,6 +92,8 @@ def test_frobisher_hdr_radiance_file(env, tmp_path):
     head = out.read_bytes()[:600].split(b"\n\n")[0].decode()
     assert head.startswith("#?RADIANCE\n") and "SOFTWARE=hdrmerge " in head
     assert "# sources: IMG_2600.jpg IMG_2601.jpg IMG_2602.jpg" in head
+    # Exposures as stops from the reference with the camera's settings (the internal EV is not shown).
+    assert "\n# exposures: -3 (1/8 s f/8 ISO 100), 0 (1 s f/8 ISO 100), +3 (8 s f/8 ISO 100) stops from the reference (exif)\n" in head
     assert "\n# camera: Canon EOS 5D Mark II\n" in head  # the make once, not "Canon Canon EOS ..."
     assert "\n# response: estimated (estimated: fitted to the pixels (residual " in head
     img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)  # OpenCV's own Radiance reader
