@@ -15,7 +15,8 @@ merge must cope with:
 Each shot is clipped to [0, 1], encoded with a transfer curve
 (``encoding``: gamma 2.2 by default, sRGB, sRGB with a camera-style S-curve,
 or linear; see :mod:`hdrmerge.testset_encodings`) and stored as 16- or 8-bit TIFF
-or 8-bit JPEG, with EXIF tags: exposure (shutter time, f/8, ISO 100) and
+or 8-bit JPEG, with EXIF tags: exposure (shutter time, f/8, ISO 100), capture
+time (a bracket's shots a second apart, scenes ten minutes apart) and
 ColorSpace as a camera writes it (sRGB for the sRGB-based encodings, camera
 curves included; Uncalibrated for gamma 2.2 and linear). The set's folder
 also gets ``response.json``, the encoding's true curve as a response file
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,15 @@ import numpy as np
 from hdrmerge.errors import InputError
 from hdrmerge.testset_encodings import ENCODINGS, encode, write_response
 from hdrmerge.demo_scene import ShotInfo, nominal_time, write_jpeg
+
+
+#: Capture times (DateTimeOriginal) of the shots: the first scene's first shot, the
+#: pause between a bracket's shots and the pause between scenes (far above
+#: batch's grouping gap, :data:`hdrmerge.batch.DEFAULT_GAP_S`). Fixed, so a seed
+#: gives the same files.
+FIRST_SHOT = datetime(2026, 1, 1, 12, 0, 0)
+SHOT_PAUSE = timedelta(seconds=1)
+SCENE_PAUSE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -196,25 +207,34 @@ def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo | None, bits: int = 
     tifffile.imwrite(path, data, photometric="rgb", extratags=tags)
 
 
-def write_scene(folder: Path, shots: list[np.ndarray], gt: np.ndarray, options: SynthOptions) -> None:
+def write_scene(
+    folder: Path, shots: list[np.ndarray], gt: np.ndarray, options: SynthOptions, start: datetime = FIRST_SHOT
+) -> datetime:
     """Kalantari layout: input_1..3 (short → long), exposure.txt, HDRImg.hdr.
 
     ``shots`` are code values in [0, 1] (``options.encoding``), ``gt`` is
-    H×W×3 linear (short-exposure domain).
+    H×W×3 linear (short-exposure domain). The first shot is taken at
+    ``start`` and each next one :data:`SHOT_PAUSE` after the previous
+    exposure ends (in whole seconds: TIFF shots carry no sub-seconds).
+    Returns when the last exposure ends.
     """
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
     ref_ev = options.ev[1]
+    when = start
     for i, (ldr, ev) in enumerate(zip(shots, options.ev), start=1):
         info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth",
-                        color_space=options.color_space)
+                        color_space=options.color_space, when=when)
+        end = when + timedelta(seconds=math.ceil(info.exposure_time))
+        when = end + SHOT_PAUSE
         if options.fmt == "jpg":
             write_jpeg(folder / f"input_{i}.jpg", (ldr * 255.0 + 0.5).astype(np.uint8), info if options.exif else None)
         else:
             _write_tiff(folder / f"input_{i}.tif", ldr, info if options.exif else None, options.bits)
     (folder / "exposure.txt").write_text("\n".join(f"{e:g}" for e in options.ev) + "\n")
     cv2.imwrite(str(folder / "HDRImg.hdr"), np.ascontiguousarray(gt[..., ::-1]))
+    return end
 
 
 def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path]:
@@ -236,11 +256,14 @@ def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path
     if options.bits not in (8, 16):
         raise InputError(f"--bits {options.bits}: use 8 or 16")
     out = []
+    start = FIRST_SHOT
     for k, src in enumerate(sources):
         rng = np.random.default_rng([options.seed, k])
         shots, gt = make_scene(read_hdr_image(src), options, rng)
         folder = out_dir / src.stem
-        write_scene(folder, shots, gt, options)
+        # Each scene its own capture times, well apart, so that batch and
+        # calibrate group a folder of scenes as one bracket per scene.
+        start = write_scene(folder, shots, gt, options, start) + SCENE_PAUSE
         out.append(folder)
     write_response(out_dir / "response.json", options.encoding, options.bit_depth)
     return out

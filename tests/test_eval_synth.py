@@ -105,6 +105,17 @@ def test_synth_jpeg_format(tmp_path, two_photos):
     assert (folders[0] / "exposure.txt").read_text() == "0\n3\n6\n"
 
 
+def test_batch_plans_one_bracket_per_synth_scene(env, tmp_path, two_photos):
+    """Each scene has its own capture times (scenes apart, a bracket's shots close):
+    batch's planner, reading them back from the files, finds one bracket per scene."""
+    folders = synthesise(two_photos, tmp_path / "set", SynthOptions(max_side=48))
+    r = run_cli("batch", str(tmp_path / "set"), "--recursive", "--dry-run", "--json", "--name", "{index}", env=env)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    brackets = [(rec["files"], rec["status"], rec["duplicates"]) for rec in records if "index" in rec]
+    assert brackets == [([str(f / f"input_{i}.tif") for i in (1, 2, 3)], "merge", []) for f in folders]
+
+
 def test_exception_synth_bad_inputs(env, tmp_path, two_photos):
     r = run_cli("synth", str(tmp_path), str(tmp_path / "o"), env=env)
     assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path}: no .hdr or .exr files"
