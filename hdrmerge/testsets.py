@@ -10,7 +10,9 @@ merge must cope with:
 * a hand-held global shift: each non-reference shot is translated by up to
   ``shift`` pixels (sub-pixel, bilinear, edges replicated);
 * moving foreground objects: ``objects`` textured discs, cut from the
-  photograph itself, that move by up to ``motion`` pixels between shots.
+  photograph itself, that move by up to ``motion`` pixels between shots
+  (``make_scene(..., motion_mask=True)`` also returns where they lie in any
+  shot, for tests of ghosting).
 
 Each shot is clipped to [0, 1], encoded with a transfer curve
 (``encoding``: gamma 2.2 by default, sRGB, sRGB with a camera-style S-curve,
@@ -34,6 +36,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 
@@ -134,22 +137,56 @@ class _Disc:
     vy: float
 
 
+def _disc_mask(xx: np.ndarray, yy: np.ndarray, d: _Disc, step: int) -> tuple[np.ndarray, float, float]:
+    """Where disc ``d`` lies in shot ``step`` (−1, 0, +1) on the pixel grid ``xx``, ``yy``, and its centre."""
+    cx, cy = d.cx + d.vx * step, d.cy + d.vy * step
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= d.r * d.r, cx, cy
+
+
 def _paste(img: np.ndarray, discs: list[_Disc], step: int, radiance_gain: float) -> np.ndarray:
     """``img`` with each disc at its position for shot ``step`` (−1, 0, +1)."""
     h, w = img.shape[:2]
     out = img.copy()
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for d in discs:
-        cx, cy = d.cx + d.vx * step, d.cy + d.vy * step
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= d.r * d.r
+        mask, cx, cy = _disc_mask(xx, yy, d, step)
         sy = np.clip((yy[mask] - cy + d.sy).astype(int), 0, h - 1)
         sx = np.clip((xx[mask] - cx + d.sx).astype(int), 0, w - 1)
         out[mask] = img[sy, sx] * radiance_gain
     return out
 
 
-def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
-    """Three LDR shots (float code values in [0, 1], ``options.encoding``) and the ground truth (short domain)."""
+def _footprint(h: int, w: int, discs: list[_Disc], step: int) -> np.ndarray:
+    """H×W float32: 1 where any disc lies in shot ``step``, as :func:`_paste` places it, else 0."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.zeros((h, w), np.float32)
+    for d in discs:
+        out[_disc_mask(xx, yy, d, step)[0]] = 1.0
+    return out
+
+
+@overload
+def make_scene(
+    hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator, *, motion_mask: Literal[False] = False
+) -> tuple[list[np.ndarray], np.ndarray]: ...
+
+
+@overload
+def make_scene(
+    hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator, *, motion_mask: Literal[True]
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]: ...
+
+
+def make_scene(
+    hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator, *, motion_mask: bool = False
+) -> tuple[list[np.ndarray], np.ndarray] | tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Three LDR shots (float code values in [0, 1], ``options.encoding``) and the ground truth (short domain).
+
+    With ``motion_mask`` also an H×W bool mask of the moving objects: every
+    pixel that a disc covers in any of the three shots (at that shot's
+    position and hand-held shift), i.e. where the shots differ because
+    something moved. The shots and ground truth are the same either way.
+    """
     img = _fit(np.maximum(hdr, 0.0), options.max_side)
     h, w = img.shape[:2]
     # Expose the reference so that the median luminance sits at mid-grey.
@@ -170,10 +207,17 @@ def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator)
         )
     ref_ev = options.ev[1]
     shots = []
+    moving = np.zeros((h, w), bool)
     for step, ev in zip((-1, 0, 1), options.ev):
         scene = _paste(img, discs, step, 1.0)
+        footprint = _footprint(h, w, discs, step) if motion_mask else None
         if step != 0 and options.shift > 0:
-            scene = _shifted(scene, *rng.uniform(-options.shift, options.shift, 2))
+            dx, dy = rng.uniform(-options.shift, options.shift, 2)
+            scene = _shifted(scene, dx, dy)
+            if footprint is not None:
+                footprint = _shifted(footprint, dx, dy)
+        if footprint is not None:
+            moving |= footprint > 0
         lin = scene * np.float32(base * 2.0 ** (ev - ref_ev))
         if options.noise > 0:
             sigma = np.sqrt(options.noise**2 + (4 * options.noise) ** 2 * np.maximum(lin, 0))
@@ -181,6 +225,8 @@ def make_scene(hdr: np.ndarray, options: SynthOptions, rng: np.random.Generator)
         shots.append(encode(lin, options.encoding))
     short_gain = base * 2.0 ** (min(options.ev) - ref_ev)
     gt = np.clip(_paste(img, discs, 0, 1.0) * np.float32(short_gain), 0.0, 1.0)
+    if motion_mask:
+        return shots, gt.astype(np.float32), moving
     return shots, gt.astype(np.float32)
 
 
