@@ -16,7 +16,9 @@ started (clock ticks since boot from ``/proc/<pid>/stat`` on Linux, psutil's
 creation time elsewhere when it is installed, ``x`` when unknown). A temporary
 is stale when it was made here and no process with that PID runs any more, or
 the process now holding that PID started at another time. Anything else is
-left alone: a live process's temporary is never removed.
+left alone: a live process's temporary is never removed. Temporary folders
+(:func:`owned_temporary_dir`, e.g. a download's ``.download-<where>-<pid>-
+<start>-<random>``) carry the same tag and follow the same rules.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import tempfile
@@ -151,14 +154,27 @@ def owner_tag() -> str:
     return _owner_cache[pid]
 
 
-_TEMP = re.compile(r"hdrmerge-(?P<where>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>[0-9x]+)-[a-z0-9_]+\.part(\..*)?")
+#: An owner tag (:func:`owner_tag`) and tempfile's random letters.
+_OWNED = r"(?P<where>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>[0-9x]+)-[a-z0-9_]+"
+_TEMP = re.compile(rf"hdrmerge-{_OWNED}\.part(\..*)?")
+_TEMP_DIR = re.compile(_OWNED)
 
 
 def _is_stale(name: str) -> bool:
     """Whether a temporary (its name after ``.<stem>.``) was left by a process that is gone."""
     m = _TEMP.fullmatch(name)
-    if m is None or m["where"] != owner_tag().split("-")[0]:
-        return False  # not ours to judge: another host, container or naming
+    return m is not None and _owner_gone(m)
+
+
+def _owner_gone(m: re.Match[str]) -> bool:
+    """Whether the owner named in ``m`` (``where``, ``pid``, ``start``) has died.
+
+    False when it runs, when it cannot be told, and for another host's or
+    container's owner (not ours to judge); True too when its PID now belongs
+    to a process that started at another time.
+    """
+    if m["where"] != owner_tag().split("-")[0]:
+        return False
     pid = int(m["pid"])
     if pid == os.getpid():
         return False
@@ -183,6 +199,30 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
                 except OSError:
                     continue  # read-only: nothing we can do, and it does no harm
                 removed.append(tmp)
+    return removed
+
+
+def owned_temporary_dir(parent: Path, prefix: str) -> Path:
+    """A new folder ``<prefix><owner tag>-<random>`` in ``parent``, for work
+    that a kill -9 would leave behind (see :func:`remove_stale_dirs`)."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=parent))
+
+
+def remove_stale_dirs(parent: Path, prefix: str) -> list[Path]:
+    """Delete the folders of :func:`owned_temporary_dir` in ``parent`` whose owner
+    process is dead, by the rules of the temporary files; return what was removed.
+
+    A live process's folder, a foreign host's, or one named otherwise is left alone.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for d in Path(parent).glob(f"{glob.escape(prefix)}*"):
+            m = _TEMP_DIR.fullmatch(d.name[len(prefix) :])
+            if m is None or d.is_symlink() or not d.is_dir() or not _owner_gone(m):
+                continue
+            shutil.rmtree(d, ignore_errors=True)  # another run may be removing it too
+            if not d.exists():
+                removed.append(d)
     return removed
 
 

@@ -30,8 +30,12 @@ class HubState:
     #: "ok", "corrupt" (one byte flipped), "truncate" (half the body, full
     #: Content-Length), "error" (HTTP 500 always; huggingface_hub retries a
     #: failing HEAD with backoff for ~25 s), "error-get" (HEAD fine, HTTP 500
-    #: on the download itself), "missing" (HTTP 404).
+    #: on the download itself), "missing" (HTTP 404), "stall" (half the body,
+    #: then nothing until ``release`` is set: a download in progress).
     mode: dict[str, str] = field(default_factory=dict)
+    release: threading.Event = field(default_factory=threading.Event)
+    #: How many "stall" downloads have received their half body and wait.
+    stalled: int = 0
     #: Paths requested, in order, for assertions.
     requests: list[str] = field(default_factory=list)
 
@@ -85,15 +89,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{etag}"')
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
-        if mode == "truncate":
+        if mode in ("truncate", "stall"):
             # Announce the full length, send half, then drop the connection.
             self.send_header("Connection", "close")
         self.end_headers()
         if not with_body:
             return
-        if mode == "truncate":
+        if mode in ("truncate", "stall"):
             self.wfile.write(sent[: len(sent) // 2])
             self.wfile.flush()
+            if mode == "stall":
+                self.state.stalled += 1
+                self.state.release.wait(120)
             self.close_connection = True
             return
         self.wfile.write(sent)

@@ -9,6 +9,12 @@ would, and checks the exit code, the one-line message and the cache contents.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -32,8 +38,6 @@ def _download(env: dict[str, str], url: str, *, fallback: bool = False, extra: t
 
 
 def _cache_listing(env: dict[str, str]) -> list[str]:
-    from pathlib import Path
-
     root = Path(env["HDRMERGE_CACHE_DIR"])
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
@@ -180,3 +184,41 @@ def test_exception_afunet_download_with_other_blob_id_is_refused_by_both_sources
     assert line.endswith("fetch Kalantari.pth elsewhere and run `hdrmerge weights install afunet-kalantari PATH`, "
                          "or put it in a folder named by HDRMERGE_WEIGHTS_DIR")
     assert _cache_listing(isolated_env) == []
+
+
+def _start_stalled_download(env: dict[str, str], url: str, state: HubState) -> tuple[subprocess.Popen, Path]:
+    """``weights download`` in a real process, stalled half-way: the process and its temporary folder."""
+    env = {**os.environ, **env, "HF_ENDPOINT": url, "HDRMERGE_FALLBACK_URL": "none", "HF_HUB_DOWNLOAD_TIMEOUT": "120"}
+    root = Path(env["HDRMERGE_CACHE_DIR"])
+    before = set(root.glob(".download-*"))
+    stalled = state.stalled
+    proc = subprocess.Popen([sys.executable, "-m", "hdrmerge", "weights", "download", "safnet-s"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while state.stalled == stalled:  # until the server has sent it half the file
+        assert proc.poll() is None and time.monotonic() < deadline, "the download did not start"
+        time.sleep(0.1)
+    (folder,) = set(root.glob(".download-*")) - before
+    return proc, folder
+
+
+def test_folder_of_a_killed_download_is_removed_by_the_next_but_a_running_ones_is_kept(isolated_env, checkpoint_bytes):
+    state = HubState(files={NAME: checkpoint_bytes}, mode={NAME: "stall"})
+    with HubServer(state) as url:
+        killed, killed_dir = _start_stalled_download(isolated_env, url, state)
+        running, running_dir = _start_stalled_download(isolated_env, url, state)
+        try:
+            os.kill(killed.pid, signal.SIGKILL)
+            killed.wait()
+            assert killed_dir.is_dir()  # kill -9 gives no chance to clean up
+            assert f"-{killed.pid}-" in killed_dir.name and f"-{running.pid}-" in running_dir.name  # owners named
+            state.mode[NAME] = "ok"
+            r = _download(isolated_env, url)
+            assert r.returncode == 0, r.stderr
+            assert not killed_dir.exists()
+            assert running.poll() is None and running_dir.is_dir()  # still downloading: left alone
+            assert _cache_listing(isolated_env) == sorted([running_dir.name, "safnet-s.safetensors"])
+        finally:
+            running.kill()
+            running.wait()
+            state.release.set()

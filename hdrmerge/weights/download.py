@@ -4,7 +4,9 @@ Every fetched file lands in a private temporary directory, is checked against
 the registry's pins, and only then converted into the cache
 (:func:`hdrmerge.weights.store.store`). A partial, damaged or foreign file is
 never used and never left behind: the temporary directory is removed whatever
-happens.
+happens. One left by a download that was killed (``kill -9``) is named after its
+process (:func:`hdrmerge.atomic.owned_temporary_dir`) and removed by the next
+download once that process is dead; a live download's is never touched.
 
 Environment: ``HF_ENDPOINT`` (the Hub's address, honoured by huggingface_hub),
 ``HF_HUB_OFFLINE`` (no network access at all), ``HF_HOME`` (token and default
@@ -19,7 +21,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -27,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hdrmerge import __version__
+from hdrmerge.atomic import owned_temporary_dir, remove_stale_dirs
 from hdrmerge.errors import HdrmergeError, WeightsError
 from hdrmerge.weights.registry import DEFAULT_HUB_REVISION, Checkpoint
 from hdrmerge.weights.store import CacheWriteError, cache_dir, cache_write_error, read_pth, store, verify_file
 
 _TRUE = {"1", "true", "yes", "on"}
 _TIMEOUT_S = 30.0
+#: Name prefix of a download's temporary folder in the cache.
+_DOWNLOAD_PREFIX = ".download-"
 
 
 def offline() -> bool:
@@ -193,11 +197,13 @@ def download(
         sources.append((url, lambda tmp: _fetch_url(ckpt, url, tmp, progress)))
 
     root = cache_dir()
+    # What a killed download left (its owner process is dead) goes first.
+    remove_stale_dirs(root, _DOWNLOAD_PREFIX)
     attempts: list[Attempt] = []
     for label, fetch in sources:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+            tmp = owned_temporary_dir(root, _DOWNLOAD_PREFIX)
         except OSError as exc:
             raise cache_write_error(root, exc) from None
         try:
