@@ -24,6 +24,7 @@ from hdrmerge import __version__
 from hdrmerge.cli import batch as batch_cmd
 from hdrmerge.cli import calibrate as calibrate_cmd
 from hdrmerge.cli import eval as eval_cmd
+from hdrmerge.cli import finetune as finetune_cmd
 from hdrmerge.cli import fuse as fuse_cmd
 from hdrmerge.cli import synth as synth_cmd
 from hdrmerge.cli import weights as weights_cmd
@@ -44,6 +45,7 @@ app.command("batch", no_args_is_help=True, cls=ReadmeCommand)(batch_cmd.batch)
 app.command("eval", no_args_is_help=True, cls=ReadmeCommand)(eval_cmd.eval_)
 app.command("synth", no_args_is_help=True, cls=ReadmeCommand)(synth_cmd.synth)
 app.command("calibrate", no_args_is_help=True, cls=ReadmeCommand)(calibrate_cmd.calibrate)
+app.command("finetune", no_args_is_help=True, cls=ReadmeCommand)(finetune_cmd.finetune)
 app.add_typer(weights_cmd.app, name="weights")
 
 

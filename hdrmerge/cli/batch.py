@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-import threading
 import time
 import traceback
 from collections import deque
@@ -23,6 +21,12 @@ from hdrmerge.cli.common import (
     DeviceOpt,
     DngDtype,
     DngDtypeOpt,
+    GapOpt,
+    GroupSizeOpt,
+    Prefer,
+    PreferOpt,
+    RecursiveOpt,
+    StopFlag,
     ExrCompression,
     ExrCompressionOpt,
     ExrDtype,
@@ -51,44 +55,16 @@ from hdrmerge.cli.common import (
     print_json,
     print_note,
     print_table,
+    check_gap,
     warn,
 )
 from hdrmerge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, HdrmergeError, InputError
-
-
-class Prefer(str, Enum):
-    raw = "raw"
-    jpeg = "jpeg"
 
 
 class Format(str, Enum):
     exr = "exr"
     hdr = "hdr"
     dng = "dng"
-
-
-class _StopFlag:
-    """First Ctrl-C: finish the current bracket, then stop. Second: abort now."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.event = threading.Event()
-        self.quiet = quiet
-        self._previous: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():
-            raise KeyboardInterrupt
-        self.event.set()
-        warn("stopping after the current bracket (Ctrl-C again to abort at once)", quiet=self.quiet)
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _plan_table(rows: list[Any], title: str) -> Table:
@@ -115,22 +91,14 @@ def batch(
         typer.Option("--output", "-o", metavar="DIR", help="Where merged files go (default: FOLDER/hdr).", show_default=False),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.", case_sensitive=False)] = Format.exr,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also look in subfolders.")] = False,
-    group_size: Annotated[
-        int | None,
-        typer.Option("--group-size", metavar="N", help="Fixed groups of N shots in capture (or file-name) order.", show_default=False),
-    ] = None,
-    gap: Annotated[
-        float, typer.Option("--gap", metavar="SECONDS", help="Seconds between shots of one bracket, plus the previous shot's exposure time.")
-    ] = 3.0,
+    recursive: RecursiveOpt = False,
+    group_size: GroupSizeOpt = None,
+    gap: GapOpt = 3.0,
     name: Annotated[
         str,
         typer.Option("--name", metavar="TEMPLATE", help="Output name template: {stem} {index} {date} {time} {camera}; the extension is added."),
     ] = "{stem}_hdr",
-    prefer: Annotated[
-        Prefer,
-        typer.Option("--prefer", help="Which file of a RAW+JPEG pair to merge from.", case_sensitive=False),
-    ] = Prefer.raw,
+    prefer: PreferOpt = Prefer.raw,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; merge nothing, load no network.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
     response: ResponseOpt = "auto",
@@ -171,8 +139,7 @@ def batch(
 
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: must be at least 1")
-    if gap < 0:
-        raise InputError(f"--gap {gap}: must not be negative")
+    check_gap(gap)
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact,
         dng_dtype=dng_dtype.value,
@@ -245,7 +212,7 @@ def batch(
         if (lock := locks.pop(b.index, None)) is not None:
             lock.release()
 
-    with contextlib.ExitStack() as cleanup, _StopFlag(quiet=quiet) as stop, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="decode") as pool:
+    with contextlib.ExitStack() as cleanup, StopFlag("bracket", quiet=quiet) as stop, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="decode") as pool:
         cleanup.callback(lambda: [lock.release() for lock in locks.values()])
         pending: deque[tuple[Any, Future]] = deque()
         queue = deque(todo)

@@ -6,7 +6,10 @@ Nothing here imports torch: ``hdrmerge --help`` imports this module.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -116,6 +119,64 @@ DeviceOpt = Annotated[
     Device,
     typer.Option("--device", help="auto prefers CUDA, then MPS, then the CPU.", case_sensitive=False),
 ]
+
+
+class Prefer(str, Enum):
+    raw = "raw"
+    jpeg = "jpeg"
+
+
+# Finding brackets in a folder (batch, finetune; hdrmerge/batch.py).
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Also look in subfolders.")]
+GroupSizeOpt = Annotated[
+    int | None,
+    typer.Option("--group-size", metavar="N", help="Fixed groups of N shots in capture (or file-name) order.", show_default=False),
+]
+GapOpt = Annotated[
+    float, typer.Option("--gap", metavar="SECONDS", help="Seconds between shots of one bracket, plus the previous shot's exposure time.")
+]
+PreferOpt = Annotated[
+    Prefer,
+    typer.Option("--prefer", help="Which file of a RAW+JPEG pair to merge from.", case_sensitive=False),
+]
+
+
+def check_gap(gap: float) -> None:
+    if gap < 0:
+        raise InputError(f"--gap {gap}: must not be negative")
+
+
+class StopFlag:
+    """First Ctrl-C: finish the current ``what`` (bracket, step), then stop. Second: abort now.
+
+    Installed in the main thread only (where Python delivers signals); the
+    previous handler comes back on exit.
+    """
+
+    def __init__(self, what: str, *, quiet: bool) -> None:
+        self.event = threading.Event()
+        self.what = what
+        self.quiet = quiet
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        if not self.quiet:
+            # Straight to the file descriptor: the signal may land while the console is
+            # printing a progress line, and rich's console (like Python's buffered
+            # stderr) is not reentrant: a print from here lost this line and doubled that one.
+            os.write(2, f"warning: stopping after the current {self.what} (Ctrl-C again to abort at once)\n".encode())
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class Normalize(str, Enum):

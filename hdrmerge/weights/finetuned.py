@@ -50,7 +50,7 @@ from hdrmerge import __version__
 from hdrmerge.errors import InputError, WeightsError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import torch
 
@@ -191,17 +191,23 @@ def verify(state: Mapping[str, torch.Tensor], info: FinetunedInfo, path: Path) -
         )
 
 
-def save(path: Path, state: Mapping[str, torch.Tensor], info: FinetunedInfo, *, overwrite: bool = False) -> FinetunedInfo:
-    """Write a fine-tuned checkpoint atomically (float32 on the CPU); return ``info`` as written.
+def save(
+    dests: Path | Sequence[Path], state: Mapping[str, torch.Tensor], info: FinetunedInfo, *, overwrite: bool = False
+) -> FinetunedInfo:
+    """Write a fine-tuned checkpoint (float32 on the CPU) to one or more files; return ``info`` as written.
 
+    The files appear together or not at all (:class:`hdrmerge.atomic.StagedOutputs`);
     ``created`` and ``tensors_sha256`` are filled in here.
     """
+    import shutil
+
     import torch
     from safetensors.torch import save_file
 
-    from hdrmerge.atomic import atomic_path
+    from hdrmerge.atomic import StagedOutputs
     from hdrmerge.weights.store import tensors_digest
 
+    paths = [Path(dests)] if isinstance(dests, (str, Path)) else [Path(d) for d in dests]
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     info = replace(
         info,
@@ -209,8 +215,12 @@ def save(path: Path, state: Mapping[str, torch.Tensor], info: FinetunedInfo, *, 
         tensors_sha256=tensors_digest(tensors),
         hdrmerge_version=__version__,
     )
-    with atomic_path(Path(path), overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=info.to_metadata())
+    with StagedOutputs(overwrite=overwrite) as staged:
+        temporaries = [staged.stage(p) for p in paths]
+        save_file(tensors, str(temporaries[0]), metadata=info.to_metadata())
+        for tmp in temporaries[1:]:
+            shutil.copyfile(temporaries[0], tmp)
+        staged.commit()
     return info
 
 

@@ -1,0 +1,297 @@
+"""``hdrmerge finetune`` end to end, as a user runs it: a folder of brackets, a real Ctrl-C, ``--resume``,
+the checkpoint it writes read back by safetensors itself and loaded strictly by ``fuse --weights``,
+``weights list``, and every bad input's one line and exit code with nothing written.
+
+One short fine-tune (three 64×96 brackets rendered by hdrmerge.demo_scene, 64 px crops, 3 steps) is
+stopped by SIGINT after its first step and resumed to the end; the other tests reuse its files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import OpenEXR
+import pytest
+from safetensors import safe_open
+
+from hdrmerge.demo_scene import write_bracket
+from hdrmerge.weights.registry import CHECKPOINTS, LICENCE
+from hdrmerge.weights.store import file_digests
+from tests.conftest import SHARED, run_cli
+
+SAFNET_S_SHA = CHECKPOINTS["safnet-s"].sha256
+T0 = datetime(2026, 3, 1, 9, 0, 0)
+#: The short run's options (three steps: validation at the last; crops as small as allowed).
+RUN = ("--steps", "3", "--crop", "64", "--val-fraction", "0.34")
+
+
+def write_card(folder: Path, n: int = 3) -> Path:
+    """``n`` brackets of three JPEGs, a minute apart, each of another rendering of the demo scene."""
+    for i in range(n):
+        write_bracket(folder, size=(64, 96), seed=i, motion_px=3, start=T0 + timedelta(minutes=i), prefix=f"b{i + 1}")
+    return folder
+
+
+def make_env(root: Path) -> dict[str, str]:
+    env = {
+        "HDRMERGE_CACHE_DIR": str(root / "cache"),
+        "HF_HOME": str(root / "hf"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HDRMERGE_FALLBACK_URL": "http://127.0.0.1:9/raw",
+        "HDRMERGE_WEIGHTS_DIR": str(SHARED / "weights"),
+        "HF_HUB_OFFLINE": "1",
+        # One thread: on a loaded 2-core machine two spin against each other.
+        "OMP_NUM_THREADS": "1",
+    }
+    return env
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+@dataclass
+class Run:
+    root: Path
+    card: Path
+    env: dict[str, str]
+    out: Path
+    state_copy: Path  # the state the interrupted run saved, kept before --resume used it up
+    interrupted: subprocess.CompletedProcess
+    resumed: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    root = tmp_path_factory.mktemp("finetune")
+    card = write_card(root / "card")
+    env = make_env(root)
+    out = root / "mycam.safetensors"
+    # Started as an interactive shell starts it (SIGINT not ignored), stderr piped: plain progress lines.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hdrmerge", "finetune", str(card), "-o", str(out), "--name", "mycam", *RUN],
+        env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    # Unbuffered reads of the raw pipe until the first step's line: whatever follows is left in
+    # the pipe for communicate() (a buffered reader would swallow it).
+    seen = b""
+    fd = proc.stderr.fileno()  # type: ignore[union-attr]
+    while b"step 1/3:" not in seen or not seen.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        seen += byte
+    proc.send_signal(signal.SIGINT)
+    stdout, rest = proc.communicate(timeout=300)
+    interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, seen.decode() + rest)
+    state = Path(str(out) + ".resume")
+    copy = root / "saved.resume"
+    if state.is_file():
+        shutil.copyfile(state, copy)
+    resumed = run_cli("finetune", str(card), "-o", str(out), "--name", "mycam", "--resume", str(state), "--json",
+                      env=env)
+    return Run(root, card, env, out, copy, interrupted, resumed)
+
+
+def test_ctrl_c_saves_a_resumable_state_and_says_how_to_continue(run):
+    r = run.interrupted
+    state = f"{run.out}.resume"
+    assert r.returncode == 130, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("step 1/3: loss ")
+    # The signal lands while step 1's line is read, or during step 2: that step finishes.
+    done = 1 if lines[-1].startswith("interrupted at step 1 ") else 2
+    assert lines[1:] == [
+        "warning: stopping after the current step (Ctrl-C again to abort at once)",
+        f"interrupted at step {done} of 3; the state is saved in {state}; to continue, run the same command with --resume {state}",
+    ]
+    assert r.stdout == ""
+    # The state, and no checkpoint: the run did not finish.
+    assert run.state_copy.is_file()
+    with safe_open(str(run.state_copy), framework="pt") as f:
+        meta = json.loads(f.metadata()["hdrmerge.finetune_state"])
+    assert (meta["format"], meta["step"], meta["config"]["steps"], meta["config"]["crop"]) == ("hdrmerge-finetune-state", done, 3, 64)
+    assert sorted(meta["train"] + meta["val"]) == sorted(str((run.card / f"b{i}_02.jpg").resolve()) for i in (1, 2, 3))
+
+
+def test_resume_completes_and_writes_the_checkpoint_to_both_places(run):
+    r = run.resumed
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    cached = Path(run.env["HDRMERGE_CACHE_DIR"]) / "finetuned" / "mycam.safetensors"
+    assert report["outputs"] == [str(run.out), str(cached)]
+    assert run.out.read_bytes() == cached.read_bytes()
+    # The history holds the interrupted run's step 1, then the resumed steps 2 and 3.
+    assert [h["step"] for h in report["history"]] == [1, 2, 3]
+    assert report["history"][2]["val_loss"] is not None
+    # Its state is used up: nothing is left to resume.
+    assert not Path(f"{run.out}.resume").exists()
+    assert files_under(run.root) == sorted(
+        [*(f"card/b{i}_0{j}.jpg" for i in (1, 2, 3) for j in (1, 2, 3)), "cache/finetuned/mycam.safetensors",
+         "mycam.safetensors", "saved.resume"])
+
+
+def test_checkpoint_metadata_as_safetensors_reads_it(run):
+    import torch
+
+    with safe_open(str(run.out), framework="pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+    assert {k: meta[k] for k in ("hdrmerge_format", "hdrmerge_name", "arch", "base_name", "base_sha256", "licence",
+                                 "brackets_train", "brackets_val", "steps", "stopped_early")} == {
+        "hdrmerge_format": "hdrmerge-finetuned/1", "hdrmerge_name": "mycam", "arch": "SAFNet-S",
+        "base_name": "safnet-s", "base_sha256": SAFNET_S_SHA, "licence": LICENCE,
+        "brackets_train": "2", "brackets_val": "1", "steps": "3", "stopped_early": "false"}
+    assert float(meta["loss_best_val"]) <= float(meta["loss_start_val"])
+    assert int(meta["best_step"]) in (0, 3)  # the only validation after the start is at the last step
+    config = json.loads(meta["config"])
+    assert (config["steps"], config["crop"], config["seed"], config["val_fraction"]) == (3, 64, 0, 0.34)
+    assert datetime.fromisoformat(meta["created"]).tzinfo is not None
+    reference = torch.load(SHARED / "weights" / "SAFNet_S_siggraph17.pth", weights_only=True, map_location="cpu")
+    assert keys == set(reference)
+
+
+def test_fuse_loads_the_checkpoint_strictly_and_records_its_provenance(run):
+    shots = [run.card / f"b1_0{j}.jpg" for j in (1, 2, 3)]
+    exr = run.root / "fused" / "o.exr"
+    exr.parent.mkdir()
+    try:
+        r = run_cli("fuse", *map(str, shots), "-o", str(exr), "--weights", str(run.out), "--json", "--no-preview", env=run.env)
+        assert r.returncode == 0, r.stderr
+        model = json.loads(r.stdout)["model"]
+        assert (model["name"], model["arch"], model["sha256"]) == ("mycam", "SAFNet-S", file_digests(run.out).sha256)
+        assert (model["finetuned_from"]["name"], model["finetuned_from"]["sha256"]) == ("safnet-s", SAFNET_S_SHA)
+        header = OpenEXR.File(str(exr)).header()
+        assert header["hdrmerge:weights"] == "mycam"
+        assert header["hdrmerge:weightsFinetunedFrom"] == f"fine-tuned from safnet-s sha256:{SAFNET_S_SHA}"
+    finally:
+        shutil.rmtree(exr.parent)
+
+
+def test_weights_list_shows_the_named_checkpoint(run):
+    r = run_cli("weights", "list", "--json", env=run.env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["finetuned"]
+    assert [(x["name"], x["base_name"], x["brackets_train"], x["brackets_val"], x["steps"], x["licence"]) for x in rows] == [
+        ("mycam", "safnet-s", 2, 1, 3, LICENCE)]
+
+
+# --- bad input: one line, exit 2, nothing written ---------------------------------------------------
+
+
+@pytest.fixture
+def bad(run, monkeypatch, capsys):
+    """Run ``hdrmerge finetune ARGS`` in this process (refusals need no fresh interpreter) and
+    check that it wrote and removed nothing; return (exit code, stderr) as a CompletedProcess."""
+    from hdrmerge.cli import run as cli
+
+    for key, value in run.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HDRMERGE_DEBUG", raising=False)
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        before = files_under(run.root)
+        capsys.readouterr()
+        code = cli(["finetune", *args])
+        out, err = capsys.readouterr()
+        assert files_under(run.root) == before, "a refused run wrote or removed something"
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return call
+
+
+def test_exception_no_brackets_found(run, bad):
+    empty = run.root / "empty"
+    empty.mkdir()
+    try:
+        r = bad(str(empty), "-o", str(run.root / "x.safetensors"))
+        assert (r.returncode, r.stderr) == (2, f"error: no brackets found in {empty}: no photos (JPEG, PNG, TIFF or camera "
+                                               "RAW) (subfolders are not searched); give folders of bracketed shots, or add --recursive\n")
+        for name in ("b1_01.jpg", "b1_02.jpg"):
+            shutil.copy(run.card / name, empty / name)
+        r = bad(str(empty), "-o", str(run.root / "x.safetensors"))
+        assert (r.returncode, r.stderr) == (2, f"error: no brackets found in {empty}: 2 photo(s), but no three of them form a "
+                                               f"bracket; see how they group with `hdrmerge batch {empty} --dry-run`\n")
+    finally:
+        shutil.rmtree(empty)
+
+
+def test_exception_output_that_exists_or_is_not_safetensors_or_missing(run, bad):
+    r = bad(str(run.card), "-o", str(run.out))
+    assert (r.returncode, r.stderr) == (2, f"error: {run.out} exists already; pass --overwrite to replace it\n")
+    r = bad(str(run.card), "-o", str(run.root / "mycam.pth"))
+    assert (r.returncode, r.stderr) == (2, f"error: -o {run.root / 'mycam.pth'}: a fine-tuned checkpoint is a .safetensors "
+                                           "file; give a name ending in .safetensors\n")
+    r = bad(str(run.card))
+    assert (r.returncode, r.stderr) == (2, "error: say where the checkpoint goes: -o FILE.safetensors, --name NAME (kept in "
+                                           "the weights cache), or both\n")
+    cached = Path(run.env["HDRMERGE_CACHE_DIR"]) / "finetuned" / "mycam.safetensors"
+    r = bad(str(run.card), "--name", "mycam")
+    assert (r.returncode, r.stderr) == (2, f"error: a fine-tuned checkpoint named mycam is in the cache already ({cached}); "
+                                           "choose another --name, or pass --overwrite to replace it\n")
+    r = bad(str(run.card), "--name", "safnet-s")
+    assert (r.returncode, r.stderr) == (2, "error: --name safnet-s: that is a registered checkpoint's name; choose another, "
+                                           "e.g. safnet-s-mycam\n")
+    r = bad(str(run.card), "-o", str(run.root / "x.safetensors"), "--model", "afunet-kalantari")
+    assert (r.returncode, r.stderr) == (2, "error: --model afunet-kalantari is AFUNet; fine-tuning works on SAFNet-S and "
+                                           "SAFNet: use --model safnet-s or safnet\n")
+
+
+def test_exception_a_state_left_by_a_stopped_run_is_not_overwritten_without_resume(run, bad):
+    out = run.root / "other.safetensors"
+    state = run.root / "other.safetensors.resume"
+    shutil.copyfile(run.state_copy, state)
+    try:
+        r = bad(str(run.card), "-o", str(out))
+        assert (r.returncode, r.stderr) == (2, f"error: {state} exists: the state of a stopped fine-tune; add --resume "
+                                               f"{state} to continue it, or --overwrite to start again\n")
+    finally:
+        state.unlink()
+
+
+def test_exception_resume_file_missing_or_foreign(run, bad):
+    out = str(run.root / "x.safetensors")
+    missing = run.root / "nothing.resume"
+    r = bad(str(run.card), "-o", out, "--resume", str(missing))
+    assert (r.returncode, r.stderr) == (2, f"error: --resume {missing}: no such file; give the state a stopped `hdrmerge "
+                                           "finetune` saved\n")
+    # A fine-tuned checkpoint is a safetensors file too, but no training state.
+    r = bad(str(run.card), "-o", out, "--resume", str(run.out))
+    assert (r.returncode, r.stderr) == (2, f"error: {run.out} is not a fine-tuning state (no hdrmerge.finetune_state "
+                                           "metadata); give the state file a stopped `hdrmerge finetune` left\n")
+
+
+def test_exception_resume_with_other_starting_weights_or_other_brackets(run, bad):
+    out = str(run.root / "x.safetensors")
+    # Started from safnet-s; resumed from the fine-tuned weights instead.
+    r = bad(str(run.card), "-o", out, "--resume", str(run.state_copy), "--weights", str(run.out))
+    assert (r.returncode, r.stderr) == (2, f"error: {run.state_copy} is the state of a fine-tune that started from other "
+                                           "weights than mycam; give the --model or --weights of the first run, or start "
+                                           "again without --resume\n")
+    # One bracket more than the first run found.
+    extra = run.root / "extra"
+    write_bracket(extra, size=(64, 96), seed=9, start=T0 + timedelta(hours=1), prefix="x")
+    try:
+        r = bad(str(run.card), str(extra), "-o", out, "--resume", str(run.state_copy))
+        assert (r.returncode, r.stderr) == (2, f"error: {run.state_copy} is the state of a fine-tune on 3 brackets, but 4 are "
+                                               f"found now ({(extra / 'x_02.jpg').resolve()} was not among them then); give the "
+                                               "same folders as the first run, or start again without --resume\n")
+    finally:
+        shutil.rmtree(extra)
+
+
+def test_cli_defaults_are_the_training_cores():
+    from hdrmerge.cli import finetune as cli
+    from hdrmerge.finetune import FinetuneConfig
+
+    assert (cli.DEFAULT_STEPS, cli.DEFAULT_CROP, cli.DEFAULT_VAL_FRACTION) == (
+        FinetuneConfig.steps, FinetuneConfig.crop, FinetuneConfig.val_fraction)
