@@ -12,6 +12,7 @@ USAGE = {
     ("batch",): "Usage: hdrmerge batch [OPTIONS] FOLDER",
     ("eval",): "Usage: hdrmerge eval [OPTIONS] DATASET",
     ("synth",): "Usage: hdrmerge synth [OPTIONS] HDR_DIR OUT_DIR",
+    ("finetune",): "Usage: hdrmerge finetune [OPTIONS] FOLDER...",
     ("weights", "list"): "Usage: hdrmerge weights list [OPTIONS]",
     ("weights", "download"): "Usage: hdrmerge weights download [OPTIONS] NAME",
     ("weights", "install"): "Usage: hdrmerge weights install [OPTIONS] NAME PATH",
