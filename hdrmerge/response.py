@@ -480,9 +480,17 @@ WHITE_MARGIN = 1.0
 #: below white) are left out: sensor noise there biases histogram matching.
 LIN_FLOOR = 0.012
 _QUANTILES = np.linspace(0.002, 0.998, 250)
+#: An 8-bit JPEG pixel counts as clipped at white from code 255 − this: compression smears
+#: a clipped area's edge a few codes down (on synthetic JPEG brackets the share of codes
+#: ≥ 252 is within 0.03 of the true clipped share, that of 255 alone up to 0.12 under).
+JPEG_CLIP_CODES = 3
+#: A clipping anchor needs the brighter shot clipped on this share of pixels, and unclipped on as much.
+ANCHOR_SHARE = 0.005
+#: Weight of each clipping anchor in the fit, against 1 for each histogram match.
+ANCHOR_WEIGHT = 5.0
 #: Fewer matched points than this per channel (all pairs): too weak.
 MIN_POINTS = 40
-#: The matched darker-shot codes of some pair must span at least this much of the code range.
+#: The matched codes of some pair (in its darker or its brighter shot) must span at least this much of the code range.
 MIN_SPAN = 0.1
 
 
@@ -509,6 +517,29 @@ def _quantiles(hist: np.ndarray, width: float, q: np.ndarray) -> np.ndarray:
     return np.clip(np.interp(q, cdf[keep], edges[keep]), 0.0, 1.0)
 
 
+def _clip_threshold(darker: np.ndarray, brighter: np.ndarray, jpeg: bool) -> tuple[float, float]:
+    """Pixel by pixel: the darker shot's code above which the brighter shot is clipped, and its share.
+
+    ``darker``, ``brighter``: one channel of the same subsample of two shots
+    (uint8 or uint16). The threshold (in [0, 1]) is the one that
+    misclassifies fewest pixels as clipped or not in the brighter shot
+    (computed on a 256- or 1024-bin histogram of the darker codes), so moved
+    pixels on both sides of a clipped area's edge cancel out.
+    """
+    top = 255 if brighter.dtype == np.uint8 else 65535
+    clip = brighter >= (top - JPEG_CLIP_CODES if jpeg else top)
+    codes = darker if darker.dtype == np.uint8 else darker >> 6
+    bins = 256 if darker.dtype == np.uint8 else 1024
+    above = np.bincount(codes[clip], minlength=bins).astype(np.float64)
+    below = np.bincount(codes[~clip], minlength=bins).astype(np.float64)
+    # Misclassified with the threshold at the lower edge of bin i: clipped below it, unclipped at or above it.
+    wrong = np.concatenate(([0.0], np.cumsum(above))) + np.concatenate((np.cumsum(below[::-1])[::-1], [0.0]))
+    best = np.flatnonzero(wrong == wrong.min())
+    edge = 0.5 * (best[0] + best[-1])
+    u = (edge - 0.5) / 255.0 if bins == 256 else edge * 64.0 / 65535.0
+    return float(np.clip(u, 0.0, 1.0)), float(clip.mean()) if clip.size else 0.0
+
+
 @dataclass
 class Matches:
     """Comparametric pairs: code ``u`` in the darker shot ↔ ``v`` in the brighter one.
@@ -516,7 +547,9 @@ class Matches:
     For each channel, arrays ``u``, ``v``, ``pair`` (index of the adjacent pair
     of shots, darker first). ``log_ratio``: log of each pair's exposure ratio
     when known (from --ev or EXIF), else None. ``pair_weight``: how much
-    each pair counts in a fit (None: all alike).
+    each pair counts in a fit (None: all alike). ``point_weight``: per
+    channel, how much each point counts (None: 1 each; clipping anchors,
+    the points with ``v = 1``, count :data:`ANCHOR_WEIGHT`).
     """
 
     u: list[np.ndarray]
@@ -525,9 +558,13 @@ class Matches:
     log_ratio: np.ndarray | None
     pairs: int
     pair_weight: np.ndarray | None = None
+    point_weight: list[np.ndarray] | None = None
 
     def weights(self) -> np.ndarray:
         return self.pair_weight if self.pair_weight is not None else np.ones(self.pairs)
+
+    def point_weights(self, c: int) -> np.ndarray:
+        return self.point_weight[c] if self.point_weight is not None else np.ones(len(self.u[c]))
 
     def extend(self, other: Matches) -> Matches:
         """Two brackets' matches pooled (for calibration); pair indices kept apart."""
@@ -539,22 +576,28 @@ class Matches:
             np.concatenate((self.log_ratio, other.log_ratio)) if known else None,  # type: ignore[arg-type]
             self.pairs + other.pairs,
             np.concatenate((self.weights(), other.weights())),
+            [np.concatenate((self.point_weights(c), other.point_weights(c))) for c in range(3)],
         )
 
     def above(self, curve: Any) -> Matches:
         """Only the points whose darker value ``curve(u, c)`` is at least :data:`LIN_FLOOR`."""
         keep = [curve(self.u[c], c) >= LIN_FLOOR for c in range(3)]
         return Matches([u[k] for u, k in zip(self.u, keep)], [v[k] for v, k in zip(self.v, keep)],
-                       [p[k] for p, k in zip(self.pair, keep)], self.log_ratio, self.pairs, self.pair_weight)
+                       [p[k] for p, k in zip(self.pair, keep)], self.log_ratio, self.pairs, self.pair_weight,
+                       [self.point_weights(c)[k] for c, k in enumerate(keep)])
 
     def count(self) -> int:
-        return min(len(u) for u in self.u)
+        """Fewest histogram matches of a channel (clipping anchors not counted)."""
+        return min(int(np.count_nonzero(v < 1.0)) for v in self.v)
 
     def span(self) -> float:
-        """Range of the darker shot's matched codes, widest pair, narrowest channel (flat scene: ~0)."""
+        """Range of the matched codes in the darker or the brighter shot (the wider), widest pair,
+        narrowest channel (flat scene: ~0). The brighter shot's counts too: in a linear file
+        3 EV apart, the darker shot's matched codes span only 1/8 of the range."""
         return min(
-            max((float(u[p == k].max() - u[p == k].min()) for k in range(self.pairs) if np.any(p == k)), default=0.0)
-            for u, p in zip(self.u, self.pair)
+            max((max(float(u[sel].max() - u[sel].min()), float(v[sel].max() - v[sel].min()))
+                 for k in range(self.pairs) if np.any(sel := (p == k) & (v < 1.0))), default=0.0)
+            for u, v, p in zip(self.u, self.v, self.pair)
         )
 
 
@@ -568,18 +611,31 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
     h, w = frames[0].size
     step = max(1, math.ceil(max(h, w) / SAMPLE_SIDE))
     hists = [_histograms(f, step) for f in frames]
+    subs = [f.pixels[::step, ::step] for f in frames]
     if ev is not None:
         order = sorted(range(len(frames)), key=lambda i: ev[i])
     else:
         order = sorted(range(len(frames)), key=lambda i: float((hists[i][0] * np.arange(hists[i][0].shape[1])).sum() / hists[i][0].sum()))
     lo, hi = _USABLE
-    us, vs, ps = [[], [], []], [[], [], []], [[], [], []]  # type: ignore[var-annotated]
+    us, vs, ps, ws = [[], [], []], [[], [], []], [[], [], []], [[], [], []]  # type: ignore[var-annotated]
     ratios = []
     for p, (a, b) in enumerate(zip(order, order[1:])):
         if ev is not None:
             ratios.append((ev[b] - ev[a]) * math.log(2.0))
         (ha, wa), (hb, wb) = hists[a], hists[b]
         for c in range(3):
+            # Clipping anchor: the brighter shot's white is linear 1 exactly, so the
+            # darker shot's code where the brighter one starts to clip has the linear
+            # value 1/k. It is the one match that reaches the top code values (a
+            # camera curve's shoulder), which the histogram matches below white
+            # cannot: the brighter shot is clipped there.
+            if subs[a].shape == subs[b].shape:
+                uc, share = _clip_threshold(subs[a][..., c], subs[b][..., c], frames[b].kind == "jpeg")
+                if ANCHOR_SHARE <= share <= 1.0 - ANCHOR_SHARE and lo < uc < hi:
+                    us[c].append(np.array([uc]))
+                    vs[c].append(np.array([1.0]))
+                    ps[c].append(np.array([p]))
+                    ws[c].append(np.array([ANCHOR_WEIGHT]))
             u = _quantiles(ha[c], wa, _QUANTILES)
             v = _quantiles(hb[c], wb, _QUANTILES)
             # JPEG compression smears clipped highlights a few codes down (ringing,
@@ -592,8 +648,10 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
             us[c].append(u[ok])
             vs[c].append(v[ok])
             ps[c].append(np.full(int(ok.sum()), p))
+            ws[c].append(np.ones(int(ok.sum())))
     cat = lambda xs: [np.concatenate(x) if x else np.zeros(0) for x in xs]  # noqa: E731
-    return Matches(cat(us), cat(vs), cat(ps), np.asarray(ratios) if ev is not None else None, len(frames) - 1)
+    return Matches(cat(us), cat(vs), cat(ps), np.asarray(ratios) if ev is not None else None, len(frames) - 1,
+                   point_weight=cat(ws))
 
 
 def _bernstein(x: np.ndarray, degree: int = DEGREE) -> np.ndarray:
@@ -754,18 +812,21 @@ def _fit(m: Matches, prior: str, shared: bool, iterations: int) -> Fit:
     curves = 1 if shared else 3
     col = (lambda c: slice(0, n)) if shared else (lambda c: slice(c * n, (c + 1) * n))  # noqa: E731
     du = [_integral(m.u[c]) - _integral(m.v[c]) for c in range(3)]  # du @ coef = log g(v) − log g(u)
-    trust = [m.weights()[m.pair[c]] for c in range(3)]
+    trust = [m.weights()[m.pair[c]] * m.point_weights(c) for c in range(3)]
     weights = list(trust)
     smooth = np.zeros((n - 2, n))
     for i in range(n - 2):
         smooth[i, i : i + 3] = (1.0, -2.0, 1.0)
     coef = np.stack([prior_c] * 3)
     # Where no match reaches (typically the top codes, clipped in the brighter
-    # shot), the data cannot place the curve: there it follows the prior's shape.
+    # shot), the data cannot place the curve: there it follows the prior's shape,
+    # unless a clipping anchor ties the top code to the rest of the curve.
     support = [np.abs(du[c]).sum(axis=0) for c in range(3)]
+    anchored = [bool(np.any(m.v[c] >= 1.0)) for c in range(3)]
     if shared:
-        support = [support[0] + support[1] + support[2]]
-    pull = [PRIOR_STRENGTH + UNSEEN_PULL * np.clip(1.0 - sup / (UNSEEN_SHARE * max(sup.max(), 1e-12)), 0.0, 1.0) for sup in support]
+        support, anchored = [support[0] + support[1] + support[2]], [all(anchored)]
+    pull = [PRIOR_STRENGTH + (0.0 if tied else UNSEEN_PULL) * np.clip(1.0 - sup / (UNSEEN_SHARE * max(sup.max(), 1e-12)), 0.0, 1.0)
+            for sup, tied in zip(support, anchored)]
     for _ in range(iterations):
         blocks, rhs = [], []
         for c in range(3):
