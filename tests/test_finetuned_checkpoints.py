@@ -9,9 +9,7 @@ tested in test_finetune_cli.py), so the file is not the registered checkpoint un
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import OpenEXR
 import pytest
 from safetensors import safe_open
 
@@ -48,7 +46,7 @@ def bracket(tmp_path):
     return write_bracket(tmp_path / "in", size=(64, 96), motion_px=0)
 
 
-def test_finetuned_file_metadata_is_read_by_safetensors_and_fuse_loads_it_strictly(env, tmp_path, bracket, safnet_s_state):
+def test_finetuned_file_metadata_is_read_by_safetensors_and_load_weights_names_it(isolated_env, tmp_path, safnet_s_state):
     state = tuned_state(safnet_s_state)
     path = tmp_path / "mycam.safetensors"
     written = finetuned.save(path, state, info_for("mycam", state, safnet_s_state))
@@ -74,18 +72,13 @@ def test_finetuned_file_metadata_is_read_by_safetensors_and_fuse_loads_it_strict
     assert meta["tensors_sha256"] == tensors_digest(state) == written.tensors_sha256
     assert meta["base_tensors_sha256"] == tensors_digest(safnet_s_state) != meta["tensors_sha256"]
 
-    out = tmp_path / "o.exr"
-    r = run_cli("fuse", *map(str, bracket), "-o", str(out), "--weights", str(path), "--json", "--no-preview", env=env)
-    assert r.returncode == 0, r.stderr
-    model = json.loads(r.stdout)["model"]
-    assert model["name"] == "mycam" and model["arch"] == "SAFNet-S" and model["source"] == "--weights"
-    assert model["sha256"] == file_digests(path).sha256
-    assert model["finetuned_from"] == {"name": "safnet-s", "sha256": SAFNET_S_SHA, "brackets": 3, "steps": 7,
-                                       "created": written.created, "licence": LICENCE}
-    header = OpenEXR.File(str(out)).header()
-    assert header["hdrmerge:weights"] == "mycam"
-    assert header["hdrmerge:weightsSha256"] == file_digests(path).sha256
-    assert header["hdrmerge:weightsFinetunedFrom"] == f"fine-tuned from safnet-s sha256:{SAFNET_S_SHA}"
+    # Loaded as --weights loads it (fuse with --weights, and the EXR header, are tested on a real
+    # fine-tune's file in test_finetune_cli.py): named by its metadata, its tensors as written.
+    w = load_weights(weights=path)
+    assert (w.name, w.arch, w.source, w.sha256, w.licence) == ("mycam", "SAFNet-S", "--weights", file_digests(path).sha256, LICENCE)
+    assert all(w.state[k].equal(v) for k, v in state.items())
+    assert w.describe()["finetuned_from"] == {"name": "safnet-s", "sha256": SAFNET_S_SHA, "brackets": 3, "steps": 7,
+                                              "created": written.created, "licence": LICENCE}
 
 
 def test_exception_finetuned_file_with_changed_tensors_or_a_missing_tensor_is_refused(isolated_env, tmp_path, safnet_s_state):
@@ -111,7 +104,15 @@ def test_exception_finetuned_file_with_changed_tensors_or_a_missing_tensor_is_re
     assert e.value.exit_code == 2 and sorted(state)[0] in str(e.value)
 
 
-def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp_path, bracket, safnet_s_state):
+def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp_path, bracket, safnet_s_state, capsys):
+    from hdrmerge.cli import run
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        """``hdrmerge ARGS`` in this process: (exit code, stdout, stderr)."""
+        capsys.readouterr()
+        code = run(list(args))
+        return (code, *capsys.readouterr())
+
     state = tuned_state(safnet_s_state)
     dest = finetuned.cached_file("mycam")
     dest.parent.mkdir(parents=True)
@@ -126,7 +127,7 @@ def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp
     assert lines[at + 1:] == [f"mycam\tSAFNet-S\tsafnet-s (sha256 {SAFNET_S_SHA[:12]}…)\t3 + 1 held out\t7\t"
                               f"0.125 → 0.0625\t{written.created[:10]}\tacademic only"]
     assert f"Licence of mycam (carried over from the starting weights): {LICENCE}." in r.stderr
-    rows = json.loads(run_cli("weights", "list", "--json", env=env).stdout)["finetuned"]
+    rows = json.loads(cli("weights", "list", "--json")[1])["finetuned"]
     assert [(x["name"], x["path"], x["base_sha256"], x["licence"], x["tensors_sha256"]) for x in rows] == [
         ("mycam", str(dest), SAFNET_S_SHA, LICENCE, tensors_digest(state))]
 
@@ -138,14 +139,13 @@ def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp
     head = (tmp_path / "o.hdr").read_bytes()[:2000].decode("latin-1")
     assert f"\n# model: SAFNet-S mycam sha256:{file_digests(dest).sha256} (fine-tuned from safnet-s sha256:{SAFNET_S_SHA})\n" in head
 
-    r = run_cli("weights", "remove", "mycam", env=env)
-    assert (r.returncode, r.stdout) == (0, f"mycam: removed {dest}\n")
+    assert cli("weights", "remove", "mycam") == (0, f"mycam: removed {dest}\n", "")
     assert not dest.exists()
-    r = run_cli("weights", "remove", "mycam", env=env)
-    assert (r.returncode, r.stderr) == (2, "error: no fine-tuned checkpoint 'mycam' in the cache (fine-tuned ones there: none)\n")
-    r = run_cli("weights", "remove", "safnet-s", env=env)
-    assert (r.returncode, r.stderr) == (2, "error: safnet-s is a registered checkpoint; `weights remove` deletes fine-tuned "
-                                           "checkpoints only (see `hdrmerge weights list`)\n")
+    assert cli("weights", "remove", "mycam") == (
+        2, "", "error: no fine-tuned checkpoint 'mycam' in the cache (fine-tuned ones there: none)\n")
+    assert cli("weights", "remove", "safnet-s") == (
+        2, "", "error: safnet-s is a registered checkpoint; `weights remove` deletes fine-tuned checkpoints only "
+        "(see `hdrmerge weights list`)\n")
     with pytest.raises(InputError) as e:
         load_weights("mycam")
     assert str(e.value) == f"unknown model 'mycam'; known: {', '.join(CHECKPOINTS)} (see `hdrmerge weights list`)"

@@ -147,7 +147,7 @@ class FinetunedInfo:
         """One line for people: what it was tuned from and on what."""
         return (
             f"fine-tuned from {self.base_name} (sha256 {self.base_sha256[:12]}…) on {self.brackets_train} "
-            f"brackets ({self.brackets_val} held out), {self.steps} steps, {self.created[:10] or 'date unknown'}"
+            f"brackets plus {self.brackets_val} held out, {self.steps} steps, {self.created[:10] or 'date unknown'}"
         )
 
 
