@@ -139,6 +139,18 @@ def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp
     head = (tmp_path / "o.hdr").read_bytes()[:2000].decode("latin-1")
     assert f"\n# model: SAFNet-S mycam sha256:{file_digests(dest).sha256} (fine-tuned from safnet-s sha256:{SAFNET_S_SHA})\n" in head
 
+    # weights verify re-checks it with the registered ones; damaged, it fails (exit 1) and says so.
+    code, out, _ = cli("weights", "verify", "mycam", "--json")
+    assert code == 0 and [(r["name"], r["where"], r["ok"]) for r in json.loads(out)["results"]] == [("mycam", str(dest), True)]
+    data = bytearray(dest.read_bytes())
+    data[-10] ^= 0xFF
+    dest.write_bytes(bytes(data))
+    code, out, _ = cli("weights", "verify", "--json")
+    assert code == 1
+    assert [r for r in json.loads(out)["results"] if r["name"] == "mycam"] == [
+        {"name": "mycam", "where": str(dest), "ok": False, "detail": f"{dest} is damaged: its tensors do not match the hash "
+         "recorded when it was fine-tuned; restore it from a backup or fine-tune again"}]
+
     assert cli("weights", "remove", "mycam") == (0, f"mycam: removed {dest}\n", "")
     assert not dest.exists()
     assert cli("weights", "remove", "mycam") == (

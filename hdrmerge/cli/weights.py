@@ -166,11 +166,23 @@ def verify(
     names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", help="Checkpoints to check; default all cached.", show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Re-check cached checkpoints (and files in HDRMERGE_WEIGHTS_DIR); exit 1 if any is damaged."""
-    from hdrmerge.weights import weights_dir_file
+    """Re-check cached checkpoints, fine-tuned ones included (and files in HDRMERGE_WEIGHTS_DIR); exit 1 if any is damaged."""
+    from hdrmerge.weights import finetuned, weights_dir_file
     from hdrmerge.weights.store import load_cached, verify_file
 
-    wanted = [get_checkpoint(n).name for n in names] if names else list(CHECKPOINTS)
+    # Fine-tuned checkpoints in the cache: all of them by default, or those named.
+    tuned = [n for n in names or [] if n not in CHECKPOINTS and finetuned.find_cached(n) is not None]
+    wanted = [get_checkpoint(n).name for n in names if n not in tuned] if names else list(CHECKPOINTS)
+    tuned_results = []
+    for c in finetuned.list_cached() if not names else [c for c in finetuned.list_cached() if c.name in tuned]:
+        try:
+            _, info = finetuned.load(c.path)
+            if info is None:
+                raise HdrmergeError(c.problem or "not a fine-tuned checkpoint")
+            tuned_results.append({"name": c.name, "where": str(c.path), "ok": True,
+                                  "detail": f"tensors match their recorded hash ({info.provenance})"})
+        except HdrmergeError as exc:
+            tuned_results.append({"name": c.name, "where": str(c.path), "ok": False, "detail": str(exc)})
     results = []
     for name in wanted:
         ckpt = CHECKPOINTS[name]
@@ -189,6 +201,7 @@ def verify(
             results.append({"name": name, "where": str(entry.path), "ok": True, "detail": "matches " + ckpt.pin})
         elif names:
             results.append({"name": name, "where": "-", "ok": False, "detail": "not cached"})
+    results += tuned_results
     bad = [r for r in results if not r["ok"]]
     if json_:
         print_json({"results": results, "ok": not bad})
