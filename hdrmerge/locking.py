@@ -6,6 +6,10 @@ POSIX, ``msvcrt.locking`` on Windows) on a hidden file beside the output,
 drops the lock when that process ends, however it ends (``kill -9``
 included), so a crashed run never blocks the next one; a lock file it leaves
 behind is reused and removed by the next run that takes it.
+
+Neither ``batch`` nor ``fuse`` waits for a lock another run holds: ``batch``
+leaves that bracket to the other run (status ``locked``), ``fuse`` stops
+with :func:`locked_output`'s one-line error (exit 1).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from hdrmerge.errors import OutputError
 
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -118,3 +125,30 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def held_elsewhere(lock: OutputLock) -> str:
+    """``another hdrmerge run (process N) is writing NAME``: the run that holds ``lock``."""
+    pid = lock.holder()
+    return f"another hdrmerge run{f' (process {pid})' if pid else ''} is writing {lock.dest.name}"
+
+
+@contextlib.contextmanager
+def locked_output(dest: Path) -> Iterator[None]:
+    """Hold ``dest``'s lock for the block; OutputError (one line, exit 1) if another run holds it.
+
+    Where no lock file can be made (a missing or read-only folder) nothing is
+    locked: no output can be written there either, and the writer's own
+    checks say why.
+    """
+    lock = OutputLock(dest)
+    try:
+        taken: bool | None = lock.acquire()
+    except OSError:
+        taken = None
+    if taken is False:
+        raise OutputError(f"{held_elsewhere(lock)}; wait for it to finish, or choose another output path")
+    try:
+        yield
+    finally:
+        lock.release()

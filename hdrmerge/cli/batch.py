@@ -134,7 +134,7 @@ def batch(
     from hdrmerge import preflight
     from hdrmerge.batch import PLAN_STATUSES, resume, scan
     from hdrmerge.batch import plan as make_plan
-    from hdrmerge.locking import OutputLock
+    from hdrmerge.locking import OutputLock, held_elsewhere
     from hdrmerge.pipeline import prepare, run_prepared
 
     if jobs < 1:
@@ -222,9 +222,7 @@ def batch(
                 b = queue.popleft()
                 lock = OutputLock(b.output)
                 if not lock.acquire():
-                    pid = lock.holder()
-                    emit(b, "locked", f"another hdrmerge run{f' (process {pid})' if pid else ''} is writing "
-                         f"{b.output.name}; left to it")
+                    emit(b, "locked", f"{held_elsewhere(lock)}; left to it")
                     continue
                 if not overwrite:
                     # Another run may have finished this bracket since it was planned.

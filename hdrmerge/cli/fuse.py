@@ -92,9 +92,11 @@ def fuse(
 ) -> None:
     """Merge three bracketed shots into one ghost-free HDR image.
 
-    Exit codes: 0 success, 2 bad usage or input, 1 any other failure.
+    Exit codes: 0 success, 2 bad usage or input, 1 any other failure
+    (another run writing the same output included).
     """
     from hdrmerge import preflight
+    from hdrmerge.locking import locked_output
     from hdrmerge.pipeline import fuse_files
 
     if preview is not None and no_preview:
@@ -116,7 +118,9 @@ def fuse(
     started = time.perf_counter()
     get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)
 
-    with merge_progress(chatty and err_console.is_terminal) as (on_stage, on_tile):
+    # Held from decoding to the last rename, as batch holds a bracket's: a
+    # second run to the same output stops at once instead of interleaving.
+    with locked_output(output), merge_progress(chatty and err_console.is_terminal) as (on_stage, on_tile):
         report = fuse_files(inputs, output, options, get_engine, on_stage=on_stage, on_tile=on_tile)
     report["timings_s"]["total"] = round(time.perf_counter() - started, 4)
 
