@@ -131,9 +131,9 @@ def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp
     assert [(x["name"], x["path"], x["base_sha256"], x["licence"], x["tensors_sha256"]) for x in rows] == [
         ("mycam", str(dest), SAFNET_S_SHA, LICENCE, tensors_digest(state))]
 
-    r = run_cli("fuse", *map(str, bracket), "-o", str(tmp_path / "o.hdr"), "--model", "mycam", "--json", "--no-preview", env=env)
-    assert r.returncode == 0, r.stderr
-    model = json.loads(r.stdout)["model"]
+    code, out, err = cli("fuse", *map(str, bracket), "-o", str(tmp_path / "o.hdr"), "--model", "mycam", "--json", "--no-preview")
+    assert code == 0, err
+    model = json.loads(out)["model"]
     assert (model["name"], model["source"], model["finetuned_from"]["name"]) == ("mycam", "cache", "safnet-s")
     # The Radiance header names the weights and what they were tuned from.
     head = (tmp_path / "o.hdr").read_bytes()[:2000].decode("latin-1")
