@@ -295,3 +295,17 @@ def test_cli_defaults_are_the_training_cores():
 
     assert (cli.DEFAULT_STEPS, cli.DEFAULT_CROP, cli.DEFAULT_VAL_FRACTION) == (
         FinetuneConfig.steps, FinetuneConfig.crop, FinetuneConfig.val_fraction)
+
+
+def test_exception_a_second_run_to_the_same_checkpoint_stops_at_once(run, bad):
+    from hdrmerge.locking import OutputLock
+
+    out = run.root / "x.safetensors"
+    lock = OutputLock(out)  # held here as a first run holds it while it trains
+    assert lock.acquire()
+    try:
+        r = bad(str(run.card), "-o", str(out))
+        assert (r.returncode, r.stderr) == (1, f"error: another hdrmerge run (process {os.getpid()}) is writing "
+                                               "x.safetensors; wait for it to finish, or choose another output path\n")
+    finally:
+        lock.release()

@@ -110,6 +110,7 @@ def finetune(
     """
     from hdrmerge import preflight
     from hdrmerge.finetune_inputs import find_brackets
+    from hdrmerge.locking import locked_output
     from hdrmerge.response import parse_response_option
     from hdrmerge.tiling import parse_memory
     from hdrmerge.weights import finetuned
@@ -117,131 +118,134 @@ def finetune(
     started = time.perf_counter()
     # --- everything that needs neither decoding nor torch ---------------------------------
     targets = _targets(output, name, overwrite)
-    state_path = Path(str(targets[0]) + RESUME_SUFFIX)
-    if resume is None and state_path.exists() and not overwrite:
-        raise InputError(
-            f"{state_path} exists: the state of a stopped fine-tune; add --resume {state_path} to continue it, "
-            "or --overwrite to start again"
-        )
-    if resume is not None and not resume.is_file():
-        raise InputError(f"--resume {resume}: no such file; give the state a stopped `hdrmerge finetune` saved")
-    if steps is not None and steps < 1:
-        raise InputError(f"--steps {steps}: must be at least 1")
-    if crop < 64:
-        raise InputError(f"--crop {crop}: must be at least 64 pixels")
-    if not 0.0 <= val_fraction <= 0.5:
-        raise InputError(f"--val-fraction {val_fraction}: must be between 0 and 0.5")
-    check_gap(gap)
-    response_choice = parse_response_option(response, False)
-    memory = parse_memory(max_memory) if max_memory else None
-    pixel_limit = parse_max_pixels(max_pixels)
-    preflight.check_device(device.value, "fp32")
-    if model is not None:
-        _check_trainable(_model_arch(model), f"--model {model}")
-    preflight.check_weights(model, weights)
-    found = find_brackets(folders, recursive=recursive, group_size=group_size, gap_s=gap, prefer=prefer.value)
-    chatty = not (quiet or json_)
-    for line in found.skipped:
-        status(f"not a bracket: {line}", quiet=not chatty)
-
-    # --- the network, and the state to resume -----------------------------------------------
-    # hdrmerge.finetune imports PyTorch: here, in the main thread, before the Ctrl-C handler is set.
-    from hdrmerge.finetune import FinetuneConfig, TrainingState, finetune as train, weights_fingerprint
-    from hdrmerge.inference import select_device
-    from hdrmerge.models import build_model
-    from hdrmerge.weights import load_weights
-    from hdrmerge.weights.store import tensors_digest
-
-    start = load_weights(model, weights, progress=chatty and err_console.is_terminal)
-    _check_trainable(start.arch, f"{start.name or start.path}")
-    net = build_model(start.state, start.arch, source=str(start.path))
-    dev = select_device(device.value)
-    state: TrainingState | None = None
-    if resume is not None:
-        state = TrainingState.load(resume)
-        if state.start_sha256 != weights_fingerprint(net.state_dict()):
+    # Held for the whole run, as fuse and batch hold an output: a second run to the same
+    # checkpoint (and so the same state file) stops at once instead of interleaving.
+    with locked_output(targets[0]):
+        state_path = Path(str(targets[0]) + RESUME_SUFFIX)
+        if resume is None and state_path.exists() and not overwrite:
             raise InputError(
-                f"{resume} is the state of a fine-tune that started from other weights than "
-                f"{start.name or start.path}; give the --model or --weights of the first run, or start again without --resume"
+                f"{state_path} exists: the state of a stopped fine-tune; add --resume {state_path} to continue it, "
+                "or --overwrite to start again"
             )
-        _check_same_brackets(resume, state.train + state.val, [b.name for b in found.brackets])
-    config = FinetuneConfig(
-        steps=steps if steps is not None else state.config.steps if state is not None else DEFAULT_STEPS,
-        crop=crop, seed=seed, val_fraction=val_fraction, max_memory=memory,
-    )
+        if resume is not None and not resume.is_file():
+            raise InputError(f"--resume {resume}: no such file; give the state a stopped `hdrmerge finetune` saved")
+        if steps is not None and steps < 1:
+            raise InputError(f"--steps {steps}: must be at least 1")
+        if crop < 64:
+            raise InputError(f"--crop {crop}: must be at least 64 pixels")
+        if not 0.0 <= val_fraction <= 0.5:
+            raise InputError(f"--val-fraction {val_fraction}: must be between 0 and 0.5")
+        check_gap(gap)
+        response_choice = parse_response_option(response, False)
+        memory = parse_memory(max_memory) if max_memory else None
+        pixel_limit = parse_max_pixels(max_pixels)
+        preflight.check_device(device.value, "fp32")
+        if model is not None:
+            _check_trainable(_model_arch(model), f"--model {model}")
+        preflight.check_weights(model, weights)
+        found = find_brackets(folders, recursive=recursive, group_size=group_size, gap_s=gap, prefer=prefer.value)
+        chatty = not (quiet or json_)
+        for line in found.skipped:
+            status(f"not a bracket: {line}", quiet=not chatty)
 
-    # --- the brackets ----------------------------------------------------------------------
-    from hdrmerge.finetune_inputs import load_training_brackets
-    from hdrmerge.tiling import available_memory
+        # --- the network, and the state to resume -----------------------------------------------
+        # hdrmerge.finetune imports PyTorch: here, in the main thread, before the Ctrl-C handler is set.
+        from hdrmerge.finetune import FinetuneConfig, TrainingState, finetune as train, weights_fingerprint
+        from hdrmerge.inference import select_device
+        from hdrmerge.models import build_model
+        from hdrmerge.weights import load_weights
+        from hdrmerge.weights.store import tensors_digest
 
-    status(f"model: {start.arch} ({start.name or start.path.name}) on {dev.type}; licence: {start.licence}", quiet=not chatty)
-    with _loading_progress(chatty and err_console.is_terminal) as on_loaded:
-        brackets, skipped = load_training_brackets(
-            found.brackets, response_choice, max_pixels=pixel_limit,
-            memory_limit=available_memory("cpu") // 2, on_loaded=on_loaded,
+        start = load_weights(model, weights, progress=chatty and err_console.is_terminal)
+        _check_trainable(start.arch, f"{start.name or start.path}")
+        net = build_model(start.state, start.arch, source=str(start.path))
+        dev = select_device(device.value)
+        state: TrainingState | None = None
+        if resume is not None:
+            state = TrainingState.load(resume)
+            if state.start_sha256 != weights_fingerprint(net.state_dict()):
+                raise InputError(
+                    f"{resume} is the state of a fine-tune that started from other weights than "
+                    f"{start.name or start.path}; give the --model or --weights of the first run, or start again without --resume"
+                )
+            _check_same_brackets(resume, state.train + state.val, [b.name for b in found.brackets])
+        config = FinetuneConfig(
+            steps=steps if steps is not None else state.config.steps if state is not None else DEFAULT_STEPS,
+            crop=crop, seed=seed, val_fraction=val_fraction, max_memory=memory,
         )
-    for w in skipped:
-        warn(w, quiet=quiet)
 
-    # --- training ----------------------------------------------------------------------------
-    def save_state(s: TrainingState) -> None:
-        s.save(state_path)
+        # --- the brackets ----------------------------------------------------------------------
+        from hdrmerge.finetune_inputs import load_training_brackets
+        from hdrmerge.tiling import available_memory
 
-    with StopFlag("step", quiet=quiet or json_) as stop, _training_progress(chatty, err_console.is_terminal) as on_step:
-        outcome, final = train(
-            net, brackets, config, device=dev, on_step=on_step, resume=state, stop=stop.event,
-            checkpoint_every=save_state,
+        status(f"model: {start.arch} ({start.name or start.path.name}) on {dev.type}; licence: {start.licence}", quiet=not chatty)
+        with _loading_progress(chatty and err_console.is_terminal) as on_loaded:
+            brackets, skipped = load_training_brackets(
+                found.brackets, response_choice, max_pixels=pixel_limit,
+                memory_limit=available_memory("cpu") // 2, on_loaded=on_loaded,
+            )
+        for w in skipped:
+            warn(w, quiet=quiet)
+
+        # --- training ----------------------------------------------------------------------------
+        def save_state(s: TrainingState) -> None:
+            s.save(state_path)
+
+        with StopFlag("step", quiet=quiet or json_) as stop, _training_progress(chatty, err_console.is_terminal) as on_step:
+            outcome, final = train(
+                net, brackets, config, device=dev, on_step=on_step, resume=state, stop=stop.event,
+                checkpoint_every=save_state,
+            )
+        if outcome.interrupted:
+            final.save(state_path)
+            line = (
+                f"interrupted at step {outcome.steps_done} of {final.config.steps}; the state is saved in {state_path}; "
+                f"to continue, run the same command with --resume {state_path}"
+            )
+            err_console.print(line, markup=False)
+            if json_:
+                print_json({"error": line, "exit_code": EXIT_INTERRUPTED, "resume": str(state_path),
+                            "steps_done": outcome.steps_done})
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+        # --- the checkpoint ----------------------------------------------------------------------
+        info = finetuned.FinetunedInfo(
+            name=name or targets[0].name.removesuffix(".safetensors"),
+            arch=start.arch,
+            base_name=start.name or "unregistered",
+            base_sha256=start.sha256,
+            base_tensors_sha256=tensors_digest(start.state),
+            licence=start.licence,
+            brackets_train=outcome.n_train,
+            brackets_val=outcome.n_val,
+            steps=outcome.steps_done,
+            best_step=outcome.best_step,
+            loss_start_val=outcome.start_val_loss,
+            loss_best_val=outcome.best_val_loss,
+            stopped_early=outcome.stopped_early,
+            config={k: v for k, v in asdict(final.config).items() if k != "max_memory"},
         )
-    if outcome.interrupted:
-        final.save(state_path)
-        line = (
-            f"interrupted at step {outcome.steps_done} of {final.config.steps}; the state is saved in {state_path}; "
-            f"to continue, run the same command with --resume {state_path}"
-        )
-        err_console.print(line, markup=False)
+        info = finetuned.save(targets, outcome.state_dict, info, overwrite=overwrite)
+        state_path.unlink(missing_ok=True)  # the run is complete: its state has nothing left to resume
+        seconds = time.perf_counter() - started
         if json_:
-            print_json({"error": line, "exit_code": EXIT_INTERRUPTED, "resume": str(state_path),
-                        "steps_done": outcome.steps_done})
-        raise typer.Exit(EXIT_INTERRUPTED)
-
-    # --- the checkpoint ----------------------------------------------------------------------
-    info = finetuned.FinetunedInfo(
-        name=name or targets[0].name.removesuffix(".safetensors"),
-        arch=start.arch,
-        base_name=start.name or "unregistered",
-        base_sha256=start.sha256,
-        base_tensors_sha256=tensors_digest(start.state),
-        licence=start.licence,
-        brackets_train=outcome.n_train,
-        brackets_val=outcome.n_val,
-        steps=outcome.steps_done,
-        best_step=outcome.best_step,
-        loss_start_val=outcome.start_val_loss,
-        loss_best_val=outcome.best_val_loss,
-        stopped_early=outcome.stopped_early,
-        config={k: v for k, v in asdict(final.config).items() if k != "max_memory"},
-    )
-    info = finetuned.save(targets, outcome.state_dict, info, overwrite=overwrite)
-    state_path.unlink(missing_ok=True)  # the run is complete: its state has nothing left to resume
-    seconds = time.perf_counter() - started
-    if json_:
-        print_json({
-            "outputs": [str(t) for t in targets], "name": info.name, "checkpoint": info.to_json(),
-            "history": [{"step": s, "loss": t, "val_loss": v} for s, t, v in outcome.history],
-            "skipped": found.skipped + skipped, "seconds": round(seconds, 2),
-        })
-        return
-    if not quiet:
-        where = " and ".join(str(t) for t in targets)
-        err_console.print(
-            f"wrote {where}: {info.arch} {info.provenance}; held-out loss {outcome.start_val_loss:.4g} → "
-            f"{outcome.best_val_loss:.4g} (best at step {outcome.best_step}"
-            + (", stopped early" if outcome.stopped_early else "") + f"); {seconds:.0f} s",
-            markup=False,
-        )
-        err_console.print(f"licence (carried over from {info.base_name}): {info.licence}", markup=False)
-        if name is not None:
-            err_console.print(f"use it with --model {name}", markup=False)
+            print_json({
+                "outputs": [str(t) for t in targets], "name": info.name, "checkpoint": info.to_json(),
+                "history": [{"step": s, "loss": t, "val_loss": v} for s, t, v in outcome.history],
+                "skipped": found.skipped + skipped, "seconds": round(seconds, 2),
+            })
+            return
+        if not quiet:
+            where = " and ".join(str(t) for t in targets)
+            err_console.print(
+                f"wrote {where}: {info.arch} {info.provenance}; held-out loss {outcome.start_val_loss:.4g} → "
+                f"{outcome.best_val_loss:.4g} (best at step {outcome.best_step}"
+                + (", stopped early" if outcome.stopped_early else "") + f"); {seconds:.0f} s",
+                markup=False,
+            )
+            err_console.print(f"licence (carried over from {info.base_name}): {info.licence}", markup=False)
+            if name is not None:
+                err_console.print(f"use it with --model {name}", markup=False)
 
 
 def _targets(output: Path | None, name: str | None, overwrite: bool) -> list[Path]:
