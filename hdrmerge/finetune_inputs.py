@@ -54,7 +54,8 @@ def find_brackets(
     """Every bracket in ``folders`` (metadata only); InputError when there is none.
 
     A folder's ``hdr`` subfolder (``batch``'s default output) is left out.
-    A folder given twice counts once.
+    A folder given twice, or a bracket found twice (a folder and its parent
+    with ``recursive``), counts once.
     """
     from hdrmerge.batch import plan, scan
 
@@ -72,6 +73,8 @@ def find_brackets(
         for b in the_plan.brackets:
             if b.status == "merge" and b.choice is not None:
                 short, ref, long = (s.path for s in b.choice.shots)
+                if any(f.name == str(ref.resolve()) for f in found.brackets):
+                    continue  # found again through a parent folder given with --recursive
                 found.brackets.append(FoundBracket(str(ref.resolve()), (short, ref, long)))
             else:
                 found.skipped.append(f"{b.shots[0].path}: {b.reason}")

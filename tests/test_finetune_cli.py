@@ -309,3 +309,13 @@ def test_exception_a_second_run_to_the_same_checkpoint_stops_at_once(run, bad):
                                                "x.safetensors; wait for it to finish, or choose another output path\n")
     finally:
         lock.release()
+
+
+def test_brackets_are_found_as_batch_finds_them_and_each_once(run):
+    from hdrmerge.finetune_inputs import find_brackets
+
+    # The folder, its parent searched recursively, and the folder again: three brackets, not nine.
+    found = find_brackets([run.card, run.root, run.card], recursive=True)
+    assert [(b.name, [p.name for p in b.paths]) for b in found.brackets] == [
+        (str((run.card / f"b{i}_02.jpg").resolve()), [f"b{i}_01.jpg", f"b{i}_02.jpg", f"b{i}_03.jpg"]) for i in (1, 2, 3)]
+    assert found.skipped == []
