@@ -89,12 +89,12 @@ class FinetuneConfig:
     reduced to fit.
     """
 
-    steps: int = 300
-    crop: int = 256
+    steps: int = 240
+    crop: int = 192
     lr: float = 2e-5
     seed: int = 0
     val_fraction: float = 0.2
-    val_every: int = 25
+    val_every: int = 20
     patience: int = 4
     batch: int = 1
     flow_scale: float = 0.5
@@ -334,6 +334,108 @@ def _unclipped(ldr: torch.Tensor) -> torch.Tensor:
     return ((0.98 - top) / 0.08).clamp(0.0, 1.0)
 
 
+def estimate_noise(ref: torch.Tensor, other: torch.Tensor, flow: torch.Tensor, e_ref: float, e_other: float) -> torch.Tensor:
+    """Read-noise level ``n`` (B×1×1×1) of the camera under the model ``σ²(v) = n²·(1 + 16·v)``.
+
+    ``v`` is a shot's camera-linear value in [0, 1]. Measured on the
+    difference between the reference and another shot aligned to it by
+    ``flow`` (so the scene's own texture cancels), where both are unclipped:
+    each difference, divided by the standard deviation the model predicts
+    for it with ``n = 1`` (the bilinear warp's averaging included), has the
+    standard deviation ``n``; its median absolute deviation is robust to
+    the pixels that alignment got wrong.
+    """
+    from hdrmerge.models.layers import warp
+
+    xw = warp(other, flow)
+    lin = ref[:, 0:3].clamp(0.0, 1.0)
+    fx, fy = flow[:, 0:1] - flow[:, 0:1].floor(), flow[:, 1:2] - flow[:, 1:2].floor()
+    smoothing = ((1 - fx) ** 2 + fx**2) * ((1 - fy) ** 2 + fy**2)
+    unit = (1 + 16 * e_ref * lin) / e_ref**2 + smoothing * (1 + 16 * e_other * lin) / e_other**2
+    z = ((xw[:, 0:3] - ref[:, 0:3]).abs() / unit.sqrt()).flatten(1)
+    keep = ((ref[:, 3:6] < 0.9) & (xw[:, 3:6] < 0.9) & (ref[:, 3:6] > 0.02) & (xw[:, 3:6] > 0.02)).flatten(1)
+    out = []
+    for zi, ki in zip(z, keep):
+        sel = zi[ki] if int(ki.sum()) >= 256 else zi
+        out.append(1.4826 * sel.median())
+    return torch.stack(out).clamp_min(1e-4).view(-1, 1, 1, 1)
+
+
+#: Window (Gaussian σ, pixels) of the local statistics of the denoising filter and the gate.
+DENOISE_SIGMA = 1.5
+#: Local energy of the network's difference from the denoised merge, in units
+#: of the merge's noise variance, up to which the merge is kept (see :func:`denoise`).
+GATE = 3.0
+
+
+def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def denoise(colour: torch.Tensor, start: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """The colour target, denoised and kept where the starting network disagrees with it structurally.
+
+    ``colour``: B×3×h×w linear merge; ``variance``: B×1×h×w, the noise
+    variance of its values; ``start``: the frozen starting network's output.
+    All in the μ-law domain, where the loss is computed:
+
+    1. Lee's local linear minimum-mean-square-error filter: each pixel moves
+       towards its local mean (Gaussian, σ = :data:`DENOISE_SIGMA`) by the
+       share of the local variance that the noise explains, so flat noisy
+       areas are smoothed while edges and texture well above the noise stay.
+    2. A gate towards the starting network: where the difference between the
+       network and the denoised merge has a local energy within
+       :data:`GATE` × the merge's noise variance, it is noise (the
+       network's, at high ISO) and the merge is kept; where it is larger,
+       it has structure (a misaligned edge in the merge), and the label
+       moves to the network in proportion. At base noise, where the network
+       is accurate, this keeps the label from teaching the merge's
+       alignment errors.
+    """
+    x = colour.clamp(0.0, 1.0)
+    slope = MU / ((1.0 + MU * x) * math.log1p(MU))  # dμ/dx
+    noise = variance * slope * slope
+    y = mu_law(x)
+    mean = _gauss(y, DENOISE_SIGMA)
+    local = (_gauss(y * y, DENOISE_SIGMA) - mean * mean).clamp_min(1e-12)
+    y = mean + ((local - noise) / local).clamp(0.0, 1.0) * (y - mean)
+    d = mu_law(start) - y
+    share = (GATE * noise / _gauss(d * d, DENOISE_SIGMA).clamp_min(1e-12)).clamp(0.0, 1.0)
+    y = y + (1.0 - share) * d
+    return torch.expm1(y * math.log1p(MU)) / MU
+
+
+def align(ref: torch.Tensor, other: torch.Tensor, e_ref: float, e_other: float) -> torch.Tensor:
+    """Optical flow (B×2×h×w, pixels, x then y) from the reference to another shot, by OpenCV's DIS.
+
+    Both shots are brought to the same brightness first: their short-exposure
+    linear values are clipped where the brighter of the two clips, scaled to
+    that level, encoded with gamma 2.2 and averaged over the channels. The
+    flow follows :func:`hdrmerge.models.layers.warp`'s convention: the shot
+    sampled at ``p + flow(p)`` lands on the reference's pixel ``p``.
+    """
+    import cv2
+
+    level = 0.9 / max(e_ref, e_other)
+    out = []
+    for r, o in zip(ref, other):
+        grey = [
+            (np.clip(t[0:3].mean(dim=0).cpu().numpy() / level, 0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
+            for t in (r, o)
+        ]
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow = dis.calc(grey[0], grey[1], None)
+        out.append(torch.from_numpy(flow).permute(2, 0, 1))
+    return torch.stack(out).to(ref.device, ref.dtype)
+
+
 def make_label(frozen: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor,
                exposures: Sequence[float], flow_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The self-supervised label ``T`` (B×3×h×w) and colour mask ``m`` (B×1×h×w) of a crop.
@@ -346,37 +448,46 @@ def make_label(frozen: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor, x2: 
     with torch.no_grad():
         out = frozen.run(x0, x1, x2, flow_scale)
         base = out.hdr.clamp(0.0, 1.0)
-        m = out.motion
-        ref_ldr = x1[:, 3:6]
-        lo, hi = WELL_EXPOSED
-        ref_top, ref_bottom = ref_ldr.amax(dim=1, keepdim=True), ref_ldr.amin(dim=1, keepdim=True)
-        ref_ok = ((ref_top < hi) & (ref_bottom > lo)).to(x1.dtype)
+        radiance = _box5(base.mean(dim=1, keepdim=True))
+        e1 = float(exposures[1])
+
+        def variance(e: float) -> torch.Tensor:
+            # Per pixel and channel, of a frame's estimate of radiance (short-exposure domain).
+            return noise * noise * (1.0 + 16.0 * e * radiance) / (e * e)
+
+        ref_top = x1[:, 3:6].amax(dim=1, keepdim=True)
         ref_mean = _box5(x1[:, 0:3].mean(dim=1, keepdim=True))
-        radiance = base.mean(dim=1, keepdim=True)
         num = torch.zeros_like(base)
         den = torch.zeros_like(radiance)
         usable = torch.zeros_like(radiance)
-        for k, xk, flow, mask in ((0, x0, m.flow0, m.mask0), (1, x1, None, None), (2, x2, m.flow2, m.mask2)):
+        flows = {k: align(x1, xk, e1, float(exposures[k])) for k, xk in ((0, x0), (2, x2))}
+        noise = estimate_noise(x1, x0, flows[0], e1, float(exposures[0]))
+        for k, xk, flow in ((0, x0, flows[0]), (1, x1, None), (2, x2, flows[2])):
             e = float(exposures[k])
             if flow is None:
                 xw, trust = xk, torch.ones_like(radiance)
             else:
                 xw = warp(xk, flow)
-                ldr = xw[:, 3:6]
-                ok = ((ldr.amax(dim=1, keepdim=True) < hi) & (ldr.amin(dim=1, keepdim=True) > lo)).to(x1.dtype)
+                top = xw[:, 3:6].amax(dim=1, keepdim=True)
                 mean = _box5(xw[:, 0:3].mean(dim=1, keepdim=True))
-                rel = (mean - ref_mean).abs() / (mean + ref_mean + 1e-3)
-                checkable = ref_ok * ok
-                bad = F.max_pool2d(((rel > DISAGREE).to(x1.dtype) * checkable), 7, stride=1, padding=3)
-                trust = _in_bounds(flow) * (1.0 - bad) * torch.where(checkable > 0, torch.ones_like(mask), mask)
+                # Both unclipped: their local means must agree within noise (3σ of
+                # the difference of two 5×5, 3-channel means) and DISAGREE.
+                tol = 3.0 * torch.sqrt((variance(e) + variance(e1)) / 75.0) + DISAGREE * 0.5 * (mean + ref_mean)
+                bad = ((mean - ref_mean).abs() > tol) & (top < 0.9) & (ref_top < 0.9)
+                # Reference clipped: the shot must see light that would clip it.
+                seen = _box5((xw[:, 0:3] * e1).amax(dim=1, keepdim=True))
+                bad |= (ref_top > 0.97) & (seen < 0.7)
+                bad = F.max_pool2d(bad.to(x1.dtype), 7, stride=1, padding=3)
+                trust = _in_bounds(flow) * (1.0 - bad)
             clip = _unclipped(xw[:, 3:6])
-            weight = trust * clip * (e * e / (1.0 + 16.0 * e * radiance))
+            weight = trust * clip / variance(e)
             num = num + weight * xw[:, 0:3]
             den = den + weight
             usable = torch.maximum(usable, trust * clip)
-        colour = num / den.clamp_min(1e-12)
+        colour = num / den.clamp_min(1e-20)
+        colour = denoise(colour, base, 1.0 / den.clamp_min(1e-20))
         colour_mask = usable
-        w_mid = triangle_weights(ref_ldr)[1].amin(dim=1, keepdim=True)
+        w_mid = triangle_weights(x1[:, 3:6])[1].amin(dim=1, keepdim=True)
         structure = w_mid * x1[:, 0:3] + (1.0 - w_mid) * base
         target = (colour_mask * colour + (1.0 - colour_mask) * structure).clamp(0.0, 1.0)
     return target, colour_mask
