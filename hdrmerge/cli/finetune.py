@@ -51,8 +51,8 @@ from hdrmerge.errors import EXIT_INTERRUPTED, InputError
 RESUME_SUFFIX = ".resume"
 #: Defaults, as hdrmerge.finetune.FinetuneConfig has them (repeated so that --help imports no torch;
 #: a test keeps them equal).
-DEFAULT_STEPS = 300
-DEFAULT_CROP = 256
+DEFAULT_STEPS = 240
+DEFAULT_CROP = 192
 DEFAULT_VAL_FRACTION = 0.2
 
 
