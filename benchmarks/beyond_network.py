@@ -20,8 +20,8 @@ set         EV         noise (``--noise``, read-noise sigma; shot noise 4×)
 each 16-bit TIFF, gamma 2.2, with EXIF, two moving objects per scene and a
 hand-held shift (synth's defaults, scaled with the image size). Every
 photograph is downscaled to 512 px on its longer side (``--max-side``): that
-keeps 72 network runs (6 scenes × 4 sets × 3 runs) within about 10 minutes
-on a 2-core CPU, and is still large enough for SAFNet's flow at scale 0.5
+keeps 72 network runs (6 scenes × 4 sets × 3 runs) within about 8 minutes
+on a shared 2-core CPU, and is still large enough for SAFNet's flow at scale 0.5
 (256 px) to see the motion. ``hdrmerge eval`` scores each set three times:
 
 * ``--exact``: the baseline;
@@ -55,7 +55,8 @@ same on synthetic motion against ground truth.
     python benchmarks/beyond_network.py [--quick] [--keep DIR] [--json FILE]
 
 ``--quick``: two scenes (Desk, MtTamWest) at 256 px and the Kalantari scene
-at half size (a smoke test for development, about a minute).
+at half size (a smoke test for development: 2-4 minutes on the shared
+2-core machine).
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="beyond-"))
     work.mkdir(parents=True, exist_ok=True)
     photos = make_photos(data / "openexr_photos", work / "photos", QUICK_PHOTOS if args.quick else None)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     print(f"# issue #15 targets: default vs --exact, commit {commit}, {side} px, work dir {work}", file=sys.stderr, flush=True)
 
     results: dict[str, dict[str, object]] = {}
