@@ -12,9 +12,12 @@ file whose header declares a huge image) costs neither time nor memory:
    (libjpeg-turbo itself, asked to decode a lying file, fills the whole
    declared image before it reports the missing data.)
 2. **Pixel limit** (``--max-pixels``, default :data:`DEFAULT_MAX_PIXELS`).
-3. **Memory.** The decode's own peak (see :func:`decode_bytes`) must fit the
-   memory available; otherwise an :class:`~hdrmerge.errors.HdrmergeError`
-   (exit 1: the machine, not the file, is the problem).
+3. **Memory.** The decode's own peak (see :func:`decode_bytes`) must fit its
+   share of the memory available (:func:`decode_share`: the decodes running at
+   once, a bracket's shots times the brackets ``batch --jobs`` decodes
+   together, share it equally); otherwise an
+   :class:`~hdrmerge.errors.HdrmergeError` (exit 1: the machine, not the
+   file, is the problem).
 
 Nothing heavy is imported at module level: the CLI imports this module for
 its default.
@@ -77,8 +80,10 @@ def megapixels(pixels: int) -> str:
 
 
 def _bytes(n: float) -> str:
-    """``"2.4 GB"``, ``"18 MB"`` (decimal units, as memory is sold)."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    """``"2.4 GB"``, ``"18 MB"``, ``"28 kB"`` (decimal units, as memory is sold)."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 # --- headers ---------------------------------------------------------------------------------
@@ -280,11 +285,30 @@ def check_plausible(
                 raise _damaged(path, kind, claim)
 
 
-def check_limits(path: Path, declared: Declared, max_pixels: int, memory: int | None, extra: int = 0) -> None:
+@dataclass(frozen=True)
+class DecodeShare:
+    """The bytes one decode may use, and the ``batch --jobs`` whose decodes share the memory (1: none)."""
+
+    bytes: int
+    jobs: int = 1
+
+
+def decode_share(shots: int, jobs: int = 1) -> DecodeShare:
+    """Each decode's equal share of the memory available now, when ``shots`` decode
+    at once in each of ``jobs`` brackets decoded together (``batch --jobs``)."""
+    from hdrmerge.tiling import available_memory
+
+    return DecodeShare(available_memory("cpu") // max(1, shots * jobs), jobs)
+
+
+def check_limits(
+    path: Path, declared: Declared, max_pixels: int, memory: int | DecodeShare | None, extra: int = 0
+) -> None:
     """InputError above ``max_pixels``; HdrmergeError if the decode needs more than ``memory`` bytes.
 
     ``extra``: what the decoder allocates beyond :func:`decode_bytes` (LibRaw's working buffers).
-    ``memory`` None: what the machine has available now.
+    ``memory`` None: what the machine has available now; a :class:`DecodeShare`
+    also names the ``--jobs`` to lower in the message.
     """
     size = f"{declared.width}×{declared.height} pixels ({megapixels(declared.pixels)})"
     if declared.pixels > max_pixels:
@@ -292,12 +316,21 @@ def check_limits(path: Path, declared: Declared, max_pixels: int, memory: int | 
             f"{path}: {size} exceed the limit of {megapixels(max_pixels)}; "
             "if the image is real, raise --max-pixels"
         )
+    jobs = 1
+    if isinstance(memory, DecodeShare):
+        memory, jobs = memory.bytes, memory.jobs
     if memory is None:
         from hdrmerge.tiling import available_memory
 
         memory = available_memory("cpu")
     need = decode_bytes(declared) + extra
     if need > memory:
+        if jobs > 1:
+            raise HdrmergeError(
+                f"{path}: decoding its {size} needs about {_bytes(need)} of memory, but {_bytes(memory)} is "
+                f"available to each decode while --jobs {jobs} brackets decode at once; "
+                "lower --jobs, free some memory or use a machine with more"
+            )
         raise HdrmergeError(
             f"{path}: decoding its {size} needs about {_bytes(need)} of memory, but {_bytes(memory)} is available; "
             "free some memory or use a machine with more"

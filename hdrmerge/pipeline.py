@@ -49,6 +49,7 @@ class FuseOptions:
     tile: int | None = None  # None: from the memory budget
     max_memory: int | None = None  # bytes; None: half of what is free
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger frames are refused before decoding
+    jobs: int = 1  # brackets decoded at once (batch --jobs): their decodes share the memory
     normalize: str = "reference"
     exr_dtype: str = "half"
     exr_compression: str = "zip"
@@ -98,12 +99,15 @@ def load_bracket(
     response: ResponseChoice | None = None,
     on_checked: Callable[[], None] = lambda: None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    jobs: int = 1,
 ) -> Bracket:
     """Read three shots, find their response and exposures; InputError on any problem.
 
     ``response``: what ``--response``/``--exact`` asked for (default auto).
 
     ``max_pixels``: frames declaring more pixels are refused before decoding.
+    ``jobs``: brackets that may be decoding at the same time (``batch --jobs``),
+    whose decodes share the memory available.
 
     ``on_checked`` is called once the arguments and files have passed the
     cheap checks, just before the (slow) decoding starts; ``fuse`` uses it
@@ -123,7 +127,7 @@ def load_bracket(
     for p in paths:
         check_shot(p)
     on_checked()
-    frames = read_frames(paths, max_pixels=max_pixels)
+    frames = read_frames(paths, max_pixels=max_pixels, jobs=jobs)
     first = frames[0]
     for f in frames[1:]:
         if f.size != first.size:
@@ -359,7 +363,8 @@ def prepare(
         on_checked()
 
     bracket = load_bracket(
-        paths, options.ev, response=options.response, on_checked=checked, max_pixels=options.max_pixels
+        paths, options.ev, response=options.response, on_checked=checked, max_pixels=options.max_pixels,
+        jobs=options.jobs,
     )
     gain = normalisation_gain(bracket, options.normalize)
     warnings = [describe_removed(probe.removed)] if probe.removed else []

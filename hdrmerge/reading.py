@@ -42,8 +42,10 @@ import numpy as np
 from hdrmerge.errors import InputError
 from hdrmerge.frame_size import (
     DEFAULT_MAX_PIXELS,
+    DecodeShare,
     check_limits,
     check_plausible,
+    decode_share,
     jpeg_header,
     png_header,
     raw_header,
@@ -322,7 +324,7 @@ def _damaged_raster(path: Path, kind: str, reason: str | None = None) -> InputEr
     return InputError(f"{path}: damaged or truncated {kind.upper()} file{why}; re-export or copy it again")
 
 
-def _decode_raster(path: Path, data: bytes, kind: str, max_pixels: int, memory: int | None) -> np.ndarray:
+def _decode_raster(path: Path, data: bytes, kind: str, max_pixels: int, memory: int | DecodeShare | None) -> np.ndarray:
     """H×W×3 RGB of a JPEG, PNG or TIFF stream, once its declared size has passed the checks."""
     if not _complete(data, kind):
         raise _damaged_raster(path, kind)
@@ -388,7 +390,9 @@ def _decode_jpeg(path: Path, data: bytes, colorspace: str) -> np.ndarray:
     return img
 
 
-def _decode_raw(path: Path, max_pixels: int, memory: int | None) -> tuple[np.ndarray, Exif | None, CameraColour | None]:
+def _decode_raw(
+    path: Path, max_pixels: int, memory: int | DecodeShare | None
+) -> tuple[np.ndarray, Exif | None, CameraColour | None]:
     """Linear 16-bit decode through LibRaw, gamma-encoded; with LibRaw's metadata and colour."""
     import rawpy
 
@@ -601,15 +605,15 @@ def check_shot(path: Path | str) -> None:
         raise InputError(f"{path}: empty file")
 
 
-def read_frames(paths: Sequence[Path | str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Frame]:
+def read_frames(paths: Sequence[Path | str], *, max_pixels: int = DEFAULT_MAX_PIXELS, jobs: int = 1) -> list[Frame]:
     """Decode several shots at once, one thread each (the decoders release the GIL).
 
-    Each decode may use an equal share of the memory available now.
+    Each decode may use an equal share of the memory available now, shared
+    also with the other ``jobs - 1`` brackets that may be decoding at the
+    same time (``batch --jobs``; :func:`hdrmerge.frame_size.decode_share`).
     Errors are raised in input order: the first unusable shot is the one reported.
     """
-    from hdrmerge.tiling import available_memory
-
-    memory = available_memory("cpu") // max(1, len(paths))
+    memory = decode_share(len(paths), jobs)
     workers = min(len(paths), os.cpu_count() or 1)
     if workers <= 1:
         return [read_frame(p, max_pixels=max_pixels, memory=memory) for p in paths]
@@ -623,7 +627,9 @@ def read_frames(paths: Sequence[Path | str], *, max_pixels: int = DEFAULT_MAX_PI
             raise
 
 
-def read_frame(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory: int | None = None) -> Frame:
+def read_frame(
+    path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory: int | DecodeShare | None = None
+) -> Frame:
     """Decode one shot; InputError with a one-line reason if it cannot be used.
 
     ``max_pixels``: larger frames are refused before decoding. ``memory``:

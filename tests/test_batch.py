@@ -618,6 +618,46 @@ def test_lock_of_a_killed_run_is_released_by_the_kernel(env, tmp_path):
     assert sorted(p.name for p in (card / "hdr").iterdir()) == ["B01_DSC08196_hdr.exr", "B01_DSC08196_hdr.exr.preview.jpg"]
 
 
+# --- memory shared by --jobs ------------------------------------------------------------------
+
+# `hdrmerge` on a machine with MEMORY bytes available (first argument).
+_SMALL_MACHINE = """
+import sys
+import hdrmerge.tiling
+memory = int(sys.argv.pop(1))
+hdrmerge.tiling.available_memory = lambda device: memory
+from hdrmerge.cli import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def test_jobs_share_the_decode_memory_check(env, tmp_path):
+    """48×64 shots need 28 kB each to decode, three at once per bracket: 100 kB is enough
+    for one bracket at a time, not for two brackets' six decodes at once (--jobs 2)."""
+    card = tmp_path / "card"
+    _bif_card(card, 2)
+
+    def batch(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", _SMALL_MACHINE, "100000", "batch", str(card), "--json", "--max-memory", "256MB", *args],
+            env=dict(os.environ, **env), capture_output=True, text=True, timeout=600,
+        )
+
+    r = batch("--jobs", "2")
+    assert r.returncode == 1, r.stderr
+    rows = _json_lines(r.stdout)[:-1]
+    assert [(row["status"], row["reason"]) for row in rows] == [
+        ("failed", f"{card / f'B0{i}_DSC08197.JPG'}: decoding its 64×48 pixels (0.003 MP) needs about 28 kB of memory, "
+                   "but 17 kB is available to each decode while --jobs 2 brackets decode at once; "
+                   "lower --jobs, free some memory or use a machine with more")
+        for i in (1, 2)
+    ]
+    assert not (card / "hdr").exists() or not any((card / "hdr").iterdir())
+    r = batch("--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    assert [row["status"] for row in _json_lines(r.stdout)[:-1]] == ["merged", "merged"]
+
+
 # --- what camera cards really hold: RAW+JPEG pairs, copies, partial copies, backups ------------
 
 

@@ -8,6 +8,7 @@ import time
 import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -169,6 +170,8 @@ def batch(
         return
 
     todo = [b for b in the_plan.brackets if b.status == "merge"]
+    # Brackets decoding at once share the memory (hdrmerge.frame_size.decode_share).
+    options = replace(options, jobs=max(1, min(jobs, len(todo))))
     if todo and not outdir.exists():
         try:
             outdir.mkdir(parents=True)
@@ -317,8 +320,6 @@ def _failure_reason(exc: Exception, debug: bool) -> str:
 
 def _with_preview(options: Any, b: Any) -> Any:
     """The shared options with this bracket's preview path."""
-    from dataclasses import replace
-
     return replace(options, preview=b.preview, no_preview=b.preview is None, replace_own=b.replace_own)
 
 
