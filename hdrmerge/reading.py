@@ -275,9 +275,8 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
-def _to_rgb(img: np.ndarray, path: Path) -> np.ndarray:
-    """OpenCV's BGR/BGRA/grey in 8 or 16 bit → RGB, same depth."""
-    cv2 = _cv2()
+def _to_rgb(img: np.ndarray, path: Path, order: str = "bgr") -> np.ndarray:
+    """BGR/BGRA (OpenCV's ``order``) or RGB/RGBA, or grey, in 8 or 16 bit → RGB, same depth."""
 
     if img.dtype not in (np.uint8, np.uint16):
         raise InputError(
@@ -291,10 +290,11 @@ def _to_rgb(img: np.ndarray, path: Path) -> np.ndarray:
         return np.repeat(img, 3, axis=2)
     if channels == 2:  # grey + alpha
         return np.repeat(img[:, :, :1], 3, axis=2)
-    if channels == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if channels in (3, 4):
+        if order == "rgb":
+            return np.ascontiguousarray(img[:, :, :3])
+        cv2 = _cv2()
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGB)
     raise InputError(f"{path}: {channels} colour channels are not supported; give an RGB or greyscale image")
 
 
@@ -336,25 +336,45 @@ def _decode_raster(path: Path, data: bytes, kind: str, max_pixels: int, memory: 
     if kind == "png":
         declared, stream = png_header(path, data)
         check_plausible(path, kind, declared, data, png_stream=stream, max_pixels=max_pixels)
-    else:
-        declared, by_tifffile = tiff_header(path, data)
-        if by_tifffile:
-            check_limits(path, declared, max_pixels, memory)
-            return _decode_deflate_tiff(path, data)
+        check_limits(path, declared, max_pixels, memory)
+        return _decode_png(path, data)
+    declared, by_tifffile = tiff_header(path, data)
+    if by_tifffile:
+        check_limits(path, declared, max_pixels, memory)
+        return _decode_deflate_tiff(path, data)
     check_limits(path, declared, max_pixels, memory)
     cv2 = _cv2()
-    # libpng prints its errors and warnings ("libpng error: IDAT: CRC error")
-    # on stderr: they are captured, and the one error of a failed decode is
-    # named in the message when it is unambiguous (parallel decodes may fail too).
-    with _captured_c_stderr(path, prefix=b"libpng ") as printed:
-        try:
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        except cv2.error:  # OpenCV's own checks (sizes, allocation) on a damaged header
-            img = None
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV's own checks (sizes, allocation) on a damaged header
+        img = None
     if img is None or img.size == 0:
-        errors = [line.removeprefix("libpng error: ") for line in printed if line.startswith("libpng error: ")]
-        raise _damaged_raster(path, kind, errors[0] if len(errors) == 1 else None)
+        raise _damaged_raster(path, kind)
     return _to_rgb(img, path)
+
+
+#: libpng's message for data that ends inside the image, as imagecodecs words it.
+_PNG_SHORT = "png_read_data_fn input stream too small"
+
+
+def _decode_png(path: Path, data: bytes) -> np.ndarray:
+    """libpng through imagecodecs, which raises each decode's own error.
+
+    (OpenCV's libpng prints its errors on stderr, where the lines of decodes
+    running in parallel mix, so a reason could not always be told apart.)
+    libpng's warnings, about an ancillary chunk it skips, are printed by
+    imagecodecs on stderr (``PNG warning: tEXt: CRC error``): captured and
+    dropped, the image being intact.
+    """
+    import imagecodecs
+
+    with _captured_c_stderr(path, prefix=b"PNG warning: "):
+        try:
+            img = imagecodecs.png_decode(data)
+        except imagecodecs.PngError as exc:
+            reason = " ".join(str(exc).split()) or None
+            raise _damaged_raster(path, "png", "the image data ends early" if reason == _PNG_SHORT else reason) from None
+    return _to_rgb(img, path, order="rgb")
 
 
 def _decode_deflate_tiff(path: Path, data: bytes) -> np.ndarray:
@@ -505,10 +525,11 @@ class _StderrCapture:
     """One redirection of file descriptor 2, shared by concurrent LibRaw and libpng calls.
 
     LibRaw reports data errors by printing ``<path>: <message>`` on stderr;
-    libpng prints ``libpng error: …`` / ``libpng warning: …``. File
+    imagecodecs prints libpng's warnings as ``PNG warning: …`` (its errors
+    are raised, per call). File
     descriptors are process-wide, so decodes running in parallel threads
     share a single redirection into a temporary file: each takes the lines
-    printed since it started that carry its prefix (its path, or ``libpng``),
+    printed since it started that carry its prefix (its path, or ``PNG warning: ``),
     and whatever else was printed meanwhile (another thread's progress
     display, a warning) is passed on to the real stderr when the last of them
     finishes, instead of being lost or mistaken for a decoder's complaint.
@@ -535,7 +556,8 @@ class _StderrCapture:
     @contextlib.contextmanager
     def __call__(self, path: Path | str, *, prefix: bytes | None = None) -> Iterator[list[str]]:
         """Collect the lines printed while the block runs that start with ``prefix``
-        (default ``b"<path>: "``, LibRaw's form; libpng's lines start ``b"libpng "``)."""
+        (default ``b"<path>: "``, LibRaw's form; libpng's warnings through
+        imagecodecs start ``b"PNG warning: "``)."""
         prefix = os.fsencode(f"{path}: ") if prefix is None else prefix
         with self._lock:
             sys.stderr.flush()

@@ -91,9 +91,9 @@ def png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
     return out
 
 
-def png_with_bad_crc(data: bytes, chunk: bytes = b"IDAT") -> bytes:
-    """The CRC of the first ``chunk`` inverted (a bit flip a checksum catches)."""
-    kind, offset, n = next(c for c in png_chunks(data) if c[0] == chunk)
+def png_with_bad_crc(data: bytes, chunk: bytes = b"IDAT", *, last: bool = False) -> bytes:
+    """The CRC of the first (or ``last``) ``chunk`` inverted (a bit flip a checksum catches)."""
+    kind, offset, n = [c for c in png_chunks(data) if c[0] == chunk][-1 if last else 0]
     out = bytearray(data)
     for k in range(offset + 8 + n, offset + 12 + n):
         out[k] ^= 0xFF

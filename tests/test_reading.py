@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -305,17 +307,40 @@ def test_png_with_a_bad_ancillary_chunk_decodes_silently(tmp_path, capfd):
     assert capfd.readouterr().err == ""  # today: "libpng warning: tEXt: CRC error"
 
 
-def test_parallel_png_failures_never_borrow_each_others_reason(tmp_path, capfd):
+def test_parallel_png_failures_each_keep_their_own_reason(tmp_path, capfd):
+    """Two PNGs failing at the same moment in parallel decodes: each error names its own reason."""
+    import threading
+
     a, _ = _kalantari_png(tmp_path, "a.png")
     b, _ = _kalantari_png(tmp_path, "b.png")
-    a.write_bytes(corrupt.png_with_bad_crc(a.read_bytes(), b"IDAT"))
-    b.write_bytes(corrupt.png_with_bad_crc(b.read_bytes(), b"IHDR"))
-    for _ in range(3):
-        # Overlapping failures may leave the reason out, never give the other file's.
-        with pytest.raises(InputError, match=r"a\.png: damaged or truncated PNG file( \(IDAT: CRC error\))?" + DAMAGE):
-            read_frames([a, b])
-        with pytest.raises(InputError, match=r"b\.png: damaged or truncated PNG file( \(IHDR: CRC error\))?" + DAMAGE):
-            read_frames([b, a])
+    # The last IDAT chunk's CRC: each decode fails only after decoding nearly the whole image.
+    a.write_bytes(corrupt.png_with_bad_crc(a.read_bytes(), b"IDAT", last=True))
+    b.write_bytes(corrupt.png_with_bad_crc(b.read_bytes(), b"IDAT", last=True))
+    c, _ = _kalantari_png(tmp_path, "c.png")
+    c.write_bytes(corrupt.png_with_bad_crc(c.read_bytes(), b"IHDR"))
+    expected = {p: re.escape(str(p)) + r": damaged or truncated PNG file \(IDAT: CRC error\)" + DAMAGE for p in (a, b)}
+    for _ in range(5):
+        # Both threads start decoding together, so both decodes fail while both run.
+        start = threading.Barrier(2)
+        errors: dict[Path, str] = {}
+
+        def decode(path: Path) -> None:
+            start.wait()
+            try:
+                read_frame(path)
+            except InputError as exc:
+                errors[path] = str(exc)
+
+        threads = [threading.Thread(target=decode, args=(p,)) for p in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for p in (a, b):
+            assert re.fullmatch(expected[p], errors[p]), errors[p]
+        # Another file's reason is never borrowed either.
+        with pytest.raises(InputError, match=rf"c\.png: damaged or truncated PNG file \(IHDR: CRC error\)" + DAMAGE):
+            read_frames([c, a])
     assert capfd.readouterr().err == ""
 
 
@@ -357,6 +382,7 @@ def no_decoding(monkeypatch):
         raise AssertionError("decoded")
 
     monkeypatch.setattr(reading, "_decode_jpeg", refuse)
+    monkeypatch.setattr(reading, "_decode_png", refuse)
     monkeypatch.setattr(reading, "_cv2", refuse)
 
 
