@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,45 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         text=True,
         timeout=600,
     )
+
+
+# `hdrmerge` run from `python -c`: when the network stage is reached for an
+# output whose name starts with $TEST_PAUSE_PREFIX, it touches $TEST_SIGNALS/holding
+# and waits for $TEST_SIGNALS/go (the run holds that output's lock meanwhile).
+_PAUSED_CLI = """
+import os, sys, time
+from pathlib import Path
+import hdrmerge.pipeline
+run_prepared = hdrmerge.pipeline.run_prepared
+signals = Path(os.environ["TEST_SIGNALS"])
+
+def paused(prepared, *args, **kwargs):
+    if prepared.output.name.startswith(os.environ["TEST_PAUSE_PREFIX"]):
+        (signals / "holding").touch()
+        while not (signals / "go").exists():
+            time.sleep(0.05)
+    return run_prepared(prepared, *args, **kwargs)
+
+hdrmerge.pipeline.run_prepared = paused
+from hdrmerge.cli import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def start_paused_cli(args: list[str], signals: Path, env: dict[str, str], prefix: str = "") -> subprocess.Popen:
+    """A real ``hdrmerge ARGS`` paused before the network runs on an output named ``prefix…``
+    (see ``_PAUSED_CLI``); returns once it is paused. Touch ``signals / "go"`` to let it go on."""
+    signals.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_CLI, *args],
+        env=dict(os.environ, **env, TEST_SIGNALS=str(signals), TEST_PAUSE_PREFIX=prefix),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (signals / "holding").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1] if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    return proc
 
 
 def write_rotated_jpeg_bracket(folder: Path, size: tuple[int, int]) -> list[Path]:

@@ -18,7 +18,7 @@ from hdrmerge.batch import Shot, choose_three, group_shots, render_name, scan
 from hdrmerge.errors import InputError
 from hdrmerge.reading import Exif
 from hdrmerge.demo_scene import write_bracket
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, run_cli, start_paused_cli
 
 T0 = datetime(2026, 5, 1, 20, 0, 0)
 
@@ -541,37 +541,9 @@ def test_provenance_tags_and_completeness_of_each_output_format(tmp_path):
 
 # --- two runs on one folder ----------------------------------------------------------------
 
-_PAUSED_BATCH = """
-import os, sys, time
-from pathlib import Path
-import hdrmerge.pipeline
-run_prepared = hdrmerge.pipeline.run_prepared
-signals = Path(os.environ["TEST_SIGNALS"])
-
-def paused(prepared, *args, **kwargs):
-    if prepared.output.name.startswith("B01"):  # holds bracket 1's lock until told to go on
-        (signals / "holding").touch()
-        while not (signals / "go").exists():
-            time.sleep(0.05)
-    return run_prepared(prepared, *args, **kwargs)
-
-hdrmerge.pipeline.run_prepared = paused
-from hdrmerge.cli import run
-sys.exit(run(sys.argv[1:]))
-"""
-
-
 def _start_paused_batch(card: Path, signals: Path, env: dict) -> subprocess.Popen:
-    signals.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_BATCH, "batch", str(card), "--json"],
-        env=dict(os.environ, **env, TEST_SIGNALS=str(signals)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 300
-    while not (signals / "holding").exists():
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
-        time.sleep(0.05)
-    return proc
+    """A batch on ``card`` that holds bracket 1's lock (paused before its network stage)."""
+    return start_paused_cli(["batch", str(card), "--json"], signals, env, prefix="B01")
 
 
 def test_second_run_leaves_brackets_another_run_is_writing(env, tmp_path):

@@ -4,18 +4,14 @@ line on stderr with no traceback, and leaves no output (nor temporary) file."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 
 import cv2
 import pytest
 
 from hdrmerge.demo_scene import write_bracket
 from tests import corrupt
-from tests.conftest import DATA, SHARED, run_cli
+from tests.conftest import DATA, SHARED, run_cli, start_paused_cli
 
 
 @pytest.fixture
@@ -126,40 +122,12 @@ def test_overwrite_replaces_both_outputs(env, bracket, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.exr", "x.exr.preview.jpg"]
 
 
-# A real `hdrmerge fuse` that, once its inputs are decoded, waits for a signal
-# file before running the network: it holds the output's lock meanwhile.
-_PAUSED_FUSE = """
-import os, sys, time
-from pathlib import Path
-import hdrmerge.pipeline
-run_prepared = hdrmerge.pipeline.run_prepared
-signals = Path(os.environ["TEST_SIGNALS"])
-
-def paused(*args, **kwargs):
-    (signals / "holding").touch()
-    while not (signals / "go").exists():
-        time.sleep(0.05)
-    return run_prepared(*args, **kwargs)
-
-hdrmerge.pipeline.run_prepared = paused
-from hdrmerge.cli import run
-sys.exit(run(sys.argv[1:]))
-"""
-
-
 def test_exception_second_fuse_to_an_output_being_written_stops_with_one_line(env, bracket, tmp_path):
     out, signals = tmp_path / "out", tmp_path / "signals"
     out.mkdir()
-    signals.mkdir()
-    first = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_FUSE, "fuse", *map(str, bracket), "-o", str(out / "x.exr")],
-        env=dict(os.environ, **env, TEST_SIGNALS=str(signals)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    # The first run holds the output's lock, paused once its inputs are decoded.
+    first = start_paused_cli(["fuse", *map(str, bracket), "-o", str(out / "x.exr")], signals, env)
     try:
-        deadline = time.monotonic() + 300
-        while not (signals / "holding").exists():
-            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1]
-            time.sleep(0.05)
         second = run_cli("fuse", *map(str, bracket), "-o", str(out / "x.exr"), "--overwrite", env=env)
         _fails(second, 1, f"another hdrmerge run (process {first.pid}) is writing x.exr; "
                           "wait for it to finish, or choose another output path")
