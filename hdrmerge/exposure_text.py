@@ -65,15 +65,15 @@ def relative_stops(ev: Sequence[float], reference: int) -> list[float]:
     return [e - ev[reference] for e in ev]
 
 
-def shot_text(stops: float, exif: Exif) -> str:
-    """``-2 (1/1000 s f/5 ISO 100)``, or ``-2`` without settings."""
-    settings = settings_text(exif)
-    return f"{stops_text(stops)} ({settings})" if settings else stops_text(stops)
+def exposures_text(stops: Sequence[float], settings: Sequence[str | None], source: str) -> str:
+    """``-2 (1/1000 s f/5 ISO 100), 0 (1/250 s …), +2 (…) stops from the reference (exif)``.
 
-
-def bracket_text(stops: Sequence[float], exifs: Sequence[Exif]) -> str:
-    """``-2 (1/1000 s f/5 ISO 100), 0 (1/250 s …), +2 (…)``, in the order given."""
-    return ", ".join(shot_text(s, x) for s, x in zip(stops, exifs))
+    In the order given; ``settings`` as :func:`settings_text` gives them ('' or
+    None: left out); ``source``: where the exposures came from. The words of
+    every merge's record line and of the Radiance header.
+    """
+    shots = (f"{stops_text(s)} ({text})" if text else stops_text(s) for s, text in zip(stops, settings))
+    return f"{', '.join(shots)} stops from the reference ({source})"
 
 
 def size_text(n_bytes: int) -> str:

@@ -260,14 +260,16 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
 def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
     """The Radiance header's lines; exposures as people read them elsewhere: stops
     from the reference shot with the camera's settings, short → long like ``sources``."""
-    from hdrmerge.exposure_text import bracket_text, relative_stops
+    from hdrmerge.exposure_text import exposures_text, relative_stops, settings_text
 
     stops = relative_stops(bracket.exposures.ev, bracket.order[1])
-    exposures = bracket_text([stops[i] for i in bracket.order], [f.exif for f in bracket.sorted_frames])
+    exposures = exposures_text(
+        [stops[i] for i in bracket.order], [settings_text(f.exif) for f in bracket.sorted_frames], bracket.exposures.source
+    )
     return {
         "SOFTWARE": f"hdrmerge {__version__}",
         "sources": " ".join(f.path.name for f in bracket.sorted_frames),
-        "exposures": f"{exposures} stops from the reference ({bracket.exposures.source})",
+        "exposures": exposures,
         "model": f"{meta['model']['arch']} {meta['model']['name'] or 'unregistered'} sha256:{meta['model']['sha256']}"
         + (f" ({tuned})" if (tuned := finetuned_from(meta["model"])) else ""),
         "normalize": f"{meta['normalize']} (x{meta['normalize_gain']:.6g} from the short-exposure domain)",

@@ -449,7 +449,7 @@ def merge_progress(enabled: bool, label: str = "") -> Iterator[tuple[Callable[[s
 def merge_summary(report: dict[str, Any]) -> str:
     """One plain line for a finished merge: the files written, the HDR's size,
     the exposures in stops from the reference with their settings, the time."""
-    from hdrmerge.exposure_text import size_text, stops_text
+    from hdrmerge.exposure_text import exposures_text, size_text
 
     outputs = report["outputs"]
     hdr = Path(outputs["hdr"])
@@ -458,14 +458,12 @@ def merge_summary(report: dict[str, Any]) -> str:
     except OSError:
         size = ""
     shots = sorted(report["inputs"], key=lambda i: i["stops"])
-    exposures = ", ".join(
-        stops_text(i["stops"]) + (f" ({i['settings']})" if i.get("settings") else "") for i in shots
-    )
+    exposures = exposures_text([i["stops"] for i in shots], [i.get("settings") for i in shots], report["exposures"]["source"])
     timings = report["timings_s"]
     seconds = timings.get("total", sum(v for k, v in timings.items() if k != "total"))
     return (
         f"wrote {hdr}{size}" + (f" and {outputs['preview']}" if "preview" in outputs else "")
-        + f"; exposures {exposures} stops from the reference ({report['exposures']['source']}); {seconds:.1f} s"
+        + f"; exposures {exposures}; {seconds:.1f} s"
     )
 
 
