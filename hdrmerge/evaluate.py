@@ -94,11 +94,15 @@ def evaluate(
     response: Any = None,
     max_pixels: int | None = None,
     on_scene: Callable[[SceneResult], None] = lambda r: None,
+    guard: bool = True,
+    shadow_merge: bool = True,
 ) -> EvalReport:
     """Run every scene through the pipeline and score it and the baselines.
 
     ``response``: a :class:`hdrmerge.response.ResponseChoice` (default auto).
     ``max_pixels``: shots declaring more are refused before decoding (None: the default limit).
+    ``guard``, ``shadow_merge``: hdrmerge's additions (:mod:`hdrmerge.postmerge`); both are
+    off under ``--exact`` (a ``response`` of mode ``exact``), whatever these say.
     """
     from hdrmerge.errors import InputError
     from hdrmerge.inference import merge
@@ -112,7 +116,12 @@ def evaluate(
          "finetuned_from": engine.weights.describe()["finetuned_from"],
          "device": engine.device.type, "precision": engine.precision,
          # AFUNet has no flow network: no flow scale to report.
-         "flow_scale": None if not engine.has_intermediates else "auto" if flow_scale is None else flow_scale},
+         "flow_scale": None if not engine.has_intermediates else "auto" if flow_scale is None else flow_scale,
+         # hdrmerge's additions to SAFNet's output (docs/quality.md); off under --exact, none for AFUNet.
+         "additions": {
+             "guard": guard and engine.has_intermediates and not (response is not None and response.mode == "exact"),
+             "shadow_merge": shadow_merge and engine.has_intermediates and not (response is not None and response.mode == "exact"),
+         }},
     )
     for scene in scenes:
         t = time.perf_counter()
@@ -124,7 +133,11 @@ def evaluate(
         if gt.shape[:2] != (h, w):
             raise InputError(f"scene {scene.name}: ground truth is {gt.shape[1]}×{gt.shape[0]}, shots are {w}×{h}")
         scale = resolve_flow_scale(flow_scale, (h, w))
-        result = merge(engine, frames, relative, flow_scale=scale, tile=tile, max_memory=max_memory)
+        exact = response is not None and response.mode == "exact"
+        result = merge(
+            engine, frames, relative, flow_scale=scale, tile=tile, max_memory=max_memory,
+            guard=guard and not exact, shadow_merge=shadow_merge and not exact,
+        )
         outputs = {"hdrmerge": result.hdr, **baselines(frames, relative)}
         metrics = {m: all_metrics(img, gt) for m, img in outputs.items()}
         if save_dir is not None:

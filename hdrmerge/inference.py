@@ -130,6 +130,8 @@ def merge(
     tile: int | None = None,
     max_memory: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    guard: bool = False,
+    shadow_merge: bool = False,
 ) -> Result:
     """Run the network on three frames sorted short → long, in tiles.
 
@@ -139,6 +141,9 @@ def merge(
     result equals a whole-image run (see :mod:`hdrmerge.tiling`).
     ``on_tile(done, total)``: progress of SAFNet's full-resolution tiles
     (not called for AFUNet, whose tiles overlap and are blended).
+    ``guard``, ``shadow_merge``: hdrmerge's additions to SAFNet's output
+    (:mod:`hdrmerge.postmerge`); AFUNet has no first stage to fall back to
+    and no flows, so they do not apply to it.
     """
     import torch
 
@@ -162,9 +167,13 @@ def merge(
     else:
         autocast = contextlib.nullcontext
     t0 = time.perf_counter()
+    from hdrmerge.postmerge import settings_for
+
+    additions = settings_for(frames, guard=guard, shadows=shadow_merge)
     out = run_tiled(
         engine.model, frames, exposures, flow_scale=flow_scale, tile=tile, device=dev,
         autocast=autocast, intermediates=intermediates, decoder_tile=choose_decoder_tile(budget), on_tile=on_tile,
+        additions=additions,
     )
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)

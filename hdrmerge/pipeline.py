@@ -60,6 +60,13 @@ class FuseOptions:
     overwrite: bool = False
     response: ResponseChoice = field(default_factory=ResponseChoice)  # --response / --exact
     replace_own: bool = False  # replace existing outputs hdrmerge wrote itself (batch resume)
+    guard: bool = True  # --no-guard turns it off; --exact turns both additions off
+    shadow_merge: bool = True  # --no-shadow-merge
+
+    def additions(self) -> tuple[bool, bool]:
+        """(guard, shadow merge) as they run: both off under ``--exact`` (:mod:`hdrmerge.postmerge`)."""
+        exact = self.response.mode == "exact"
+        return self.guard and not exact, self.shadow_merge and not exact
 
 
 @dataclass
@@ -158,7 +165,9 @@ def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
     if not options.no_preview:
         paths["preview"] = options.preview or preview_path(output)
     if options.debug_dir is not None:
-        for name in ("flow0", "flow2", "mask0", "mask2", "hdr_m", "hdr"):
+        guard, shadows = options.additions()
+        extra = (("guard",) if guard else ()) + (("merge_long", "merge_short") if shadows else ())
+        for name in ("flow0", "flow2", "mask0", "mask2", "hdr_m", "hdr", *extra):
             paths[f"debug_{name}"] = options.debug_dir / f"{name}.png"
     roles = list(paths)
     for i, a in enumerate(roles):
@@ -393,6 +402,7 @@ def run_prepared(
     timings = {"read": prepared.read_s, "load_model": load_s}
     on_stage("merging")
     flow_scale = resolve_flow_scale(options.flow_scale, bracket.frames[0].size)
+    guard, shadows = options.additions()
     result = merge(
         engine,
         bracket.sorted_frames,
@@ -402,6 +412,8 @@ def run_prepared(
         tile=options.tile,
         max_memory=options.max_memory,
         on_tile=on_tile,
+        guard=guard,
+        shadow_merge=shadows,
     )
     timings["network"] = result.seconds
 
@@ -416,6 +428,8 @@ def run_prepared(
             "flow_scale": flow_scale if engine.has_intermediates else None,
             "tile": result.tile,
             "tiles": result.tiles,
+            # What hdrmerge added to SAFNet's output (docs/quality.md); AFUNet gets neither.
+            "additions": {"guard": guard and engine.has_intermediates, "shadow_merge": shadows and engine.has_intermediates},
             "normalize": options.normalize,
             "normalize_gain": gain,
             "warnings": [*prepared.warnings, *bracket.exposures.warnings],
@@ -444,6 +458,9 @@ def run_prepared(
             write_png(staged.stage(targets["debug_mask2"]), result.mask2)  # type: ignore[arg-type]
             write_png(staged.stage(targets["debug_hdr_m"]), mu_law(result.hdr_m))  # type: ignore[arg-type]
             write_png(staged.stage(targets["debug_hdr"]), mu_law(result.hdr))
+            for name, mask in result.additions.items():  # where the guard / shadow merge acted
+                if f"debug_{name}" in targets:
+                    write_png(staged.stage(targets[f"debug_{name}"]), mask)
             report["flow_max_px"] = round(scale, 3)
         # The HDR is staged last, so it is renamed into place last: a kill
         # between two renames leaves a set without its HDR, which batch redoes.

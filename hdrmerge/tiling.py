@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +30,8 @@ from hdrmerge.errors import InputError
 
 if TYPE_CHECKING:
     import torch
+
+    from hdrmerge.postmerge import Additions
 
 #: Bytes of working memory per output pixel of a tile for float32, with
 #: headroom (fp16 autocast needs less). No benchmark isolates this figure;
@@ -239,9 +241,11 @@ def decoder_step_tiled(decoder, tile: int) -> Callable[..., tuple]:
 class Result:
     """One merged bracket, as H×W×C float32 arrays.
 
-    ``hdr``: refined HDR, short-exposure domain, in [0, 1]. The rest only with
+    ``hdr``: refined HDR, short-exposure domain, in [0, 1] (with hdrmerge's
+    additions when they ran, :mod:`hdrmerge.postmerge`). The rest only with
     ``intermediates=True``: ``hdr_m`` first-stage HDR, ``flow0``/``flow2``
-    (H×W×2, pixels), ``mask0``/``mask2`` (H×W×1). ``tile``/``tiles``: the
+    (H×W×2, pixels), ``mask0``/``mask2`` (H×W×1); ``additions``: where each
+    addition acted (name → H×W×1 in [0, 1]; empty when none ran). ``tile``/``tiles``: the
     tile size used and the number of tiles; ``seconds``: time in the network
     (set by :func:`hdrmerge.inference.merge`).
     """
@@ -255,6 +259,7 @@ class Result:
     mask0: np.ndarray | None = None
     mask2: np.ndarray | None = None
     seconds: float = 0.0
+    additions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def run_tiled(
@@ -269,8 +274,12 @@ def run_tiled(
     intermediates: bool = False,
     decoder_tile: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    additions: Additions | None = None,
 ) -> Result:
     """SAFNet on three frames (short → long) in tiles of ``tile`` pixels.
+
+    ``additions``: hdrmerge's guard and shadow merge (:mod:`hdrmerge.postmerge`),
+    applied to each tile; None runs the network alone (``--exact``).
 
     ``frames`` are :class:`hdrmerge.reading.Frame` objects; ``exposures`` their
     relative exposures. The flow network's finest decoder step runs in
@@ -295,11 +304,17 @@ def run_tiled(
         del feats
     reach = model.refinenet.reach
     src_reach = model.refinenet.source_reach
+    if additions is not None:
+        from hdrmerge import postmerge
+
+        # The additions' windows need the refined output exact REACH px beyond the core.
+        reach += postmerge.REACH
     full = (h, w)
     while True:
         try:
             hdr = np.empty((h, w, 3), np.float32)
             hdr_m = np.empty((h, w, 3), np.float32) if intermediates else None
+            acted: dict[str, np.ndarray] = {}
             windows = plan_tiles(h, w, tile)
             for done, core in enumerate(windows):
                 ext = core.grow(reach, h, w)
@@ -324,6 +339,12 @@ def run_tiled(
                     out = torch.clamp(hm + model.refinenet(s0w, x1, s2w, motion, hm), 0.0, 1.0)
                     oy, ox = core.y0 - ext.y0, core.x0 - ext.x0
                     ch, cw = core.shape
+                    if additions is not None:
+                        out, masks = postmerge.apply(x0w, x1, x2w, hm, out, exposures, additions)
+                        if intermediates:
+                            for name, m in masks.items():
+                                acted.setdefault(name, np.empty((h, w, 1), np.float32))
+                                acted[name][core.y0 : core.y1, core.x0 : core.x1] = m[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).cpu().numpy()
                     hdr[core.y0 : core.y1, core.x0 : core.x1] = out[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
                     if hdr_m is not None:
                         hdr_m[core.y0 : core.y1, core.x0 : core.x1] = hm[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
@@ -335,7 +356,7 @@ def run_tiled(
                 raise
             tile = max(MIN_TILE, tile // 2 // 2 * 2)
             torch.cuda.empty_cache()
-    result = Result(hdr, tile, len(windows), hdr_m)
+    result = Result(hdr, tile, len(windows), hdr_m, additions=acted)
     if intermediates:
         with torch.inference_mode():
             m = model.motion_window(low, full)

@@ -47,6 +47,8 @@ from hdrmerge.cli.common import (
     QuietOpt,
     ResponseOpt,
     ExactOpt,
+    NoGuardOpt,
+    NoShadowMergeOpt,
     WeightsOpt,
     engine_loader,
     err_console,
@@ -104,6 +106,8 @@ def batch(
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Brackets decoded ahead in parallel while the network runs.")] = 1,
     response: ResponseOpt = "auto",
     exact: ExactOpt = False,
+    no_guard: NoGuardOpt = False,
+    no_shadow_merge: NoShadowMergeOpt = False,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     hub_repo: HubRepoOpt = None,
@@ -145,6 +149,8 @@ def batch(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory, response, exact,
         dng_dtype=dng_dtype.value,
         max_pixels=max_pixels,
+        no_guard=no_guard,
+        no_shadow_merge=no_shadow_merge,
     )
     if not dry_run:  # options that cannot work here fail before any decoding
         preflight.check_device(device.value, precision.value)

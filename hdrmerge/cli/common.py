@@ -308,6 +308,22 @@ ExactOpt = Annotated[
     bool,
     typer.Option("--exact", help="The network authors' pipeline exactly: gamma 2.2, no hdrmerge additions (reproduces papers)."),
 ]
+NoGuardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-guard",
+        help="Keep SAFNet's refined output where it leaves what the reference shot allows, instead of "
+        "falling back to its first-stage merge (SAFNet only; off under --exact). See docs/quality.md.",
+    ),
+]
+NoShadowMergeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-shadow-merge",
+        help="Do not average the long shot's cleaner shadows (and the short shot's highlights) into the "
+        "output where they agree with it (SAFNet only; off under --exact). See docs/quality.md.",
+    ),
+]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option("--precision", help="auto: fp16 on CUDA for SAFNet, fp32 elsewhere and for AFUNet.", case_sensitive=False),
@@ -326,6 +342,8 @@ def fuse_options(
     response: str = "auto",
     exact: bool = False,
     max_pixels: str = MAX_PIXELS_DEFAULT,
+    no_guard: bool = False,
+    no_shadow_merge: bool = False,
     **extra: Any,
 ) -> Any:
     """The pipeline's FuseOptions from the options fuse and batch share (a response file is read now)."""
@@ -344,6 +362,8 @@ def fuse_options(
         exr_compression=exr_compression.value,
         no_preview=no_preview,
         overwrite=overwrite,
+        guard=not no_guard,
+        shadow_merge=not no_shadow_merge,
         **extra,
     )
 

@@ -28,6 +28,8 @@ from hdrmerge.cli.common import (
     QuietOpt,
     ResponseOpt,
     ExactOpt,
+    NoGuardOpt,
+    NoShadowMergeOpt,
     WeightsOpt,
     engine_loader,
     parse_flow_scale,
@@ -50,6 +52,8 @@ def eval_(
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="Only the first N scenes.", show_default=False)] = None,
     response: ResponseOpt = "auto",
     exact: ExactOpt = False,
+    no_guard: NoGuardOpt = False,
+    no_shadow_merge: NoShadowMergeOpt = False,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     hub_repo: HubRepoOpt = None,
@@ -101,7 +105,7 @@ def eval_(
 
     report = evaluate(
         scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, response=choice,
-        max_pixels=limit_pixels, **tiling,
+        max_pixels=limit_pixels, guard=not no_guard, shadow_merge=not no_shadow_merge, **tiling,
     )
     data = report.to_json()
     if out is not None:

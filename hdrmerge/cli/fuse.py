@@ -34,6 +34,8 @@ from hdrmerge.cli.common import (
     QuietOpt,
     ResponseOpt,
     ExactOpt,
+    NoGuardOpt,
+    NoShadowMergeOpt,
     WeightsOpt,
     engine_loader,
     err_console,
@@ -63,6 +65,8 @@ def fuse(
     ] = None,
     response: ResponseOpt = "auto",
     exact: ExactOpt = False,
+    no_guard: NoGuardOpt = False,
+    no_shadow_merge: NoShadowMergeOpt = False,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     hub_repo: HubRepoOpt = None,
@@ -109,7 +113,7 @@ def fuse(
             raise InputError(NO_AFUNET_INTERMEDIATES)
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
-        response, exact, max_pixels=max_pixels, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
+        response, exact, max_pixels=max_pixels, no_guard=no_guard, no_shadow_merge=no_shadow_merge, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
     )
     # Options that cannot work here fail now, before any decoding or torch import.
     preflight.check_device(device.value, precision.value)

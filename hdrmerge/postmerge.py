@@ -1,0 +1,239 @@
+"""What hdrmerge adds after SAFNet's merge: a refinement guard and a shadow merge.
+
+Both act per tile of :func:`hdrmerge.tiling.run_tiled`, on what the network
+already computed there: the warped outer shots ``x0w``/``x2w``, the reference
+``x1`` (each 1×6×h×w: linear ``ldr^2.2 / e`` in channels 0-2, the gamma-2.2
+LDR in [0, 1] in channels 3-5), the first-stage merge ``hm`` and the refined
+output ``out`` (1×3×h×w, short-exposure linear domain, [0, 1]). Neither
+retrains or changes the network; ``--exact`` runs without them. AFUNet has no
+first stage and no flows: they apply to SAFNet only.
+
+* **Refinement guard.** Where the reference shot is well exposed it measures
+  the scene directly (it needs no alignment), so the refined output must
+  agree with it within the reference's noise. Where, averaged over a 5×5
+  window, it departs by more than :data:`GUARD_Z` standard deviations, the
+  output falls back to the first-stage merge ``hm``, blended smoothly (fully
+  at twice that).
+* **Shadow merge.** Each outer shot's warped linear value is a second
+  measurement of the scene, with its own noise (a long shot has less, in
+  the short-exposure domain) plus the error of a sub-pixel misalignment
+  (:data:`ALIGN_PX` times the local gradient). Where the long shot is
+  unsaturated, the reference is dark, and the two agree within their noise
+  over a 5×5 window, it is averaged into the output with inverse-variance
+  weights; the short shot likewise where the reference is near saturation.
+  Where motion makes a shot disagree, its weight is zero, so no ghost
+  returns.
+
+The noise of each shot is measured once per bracket, on the whole frame
+(:func:`estimate_noise`), so tiles all use the same figures. The spatial
+windows reach :data:`REACH` pixels; :func:`hdrmerge.tiling.run_tiled` grows
+each tile by that much, so a tiled run still equals a whole-image run.
+
+The constants were chosen from measurements on ``hdrmerge synth`` test sets
+(docs/quality.md, "How the additions were chosen").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from hdrmerge.reading import Frame
+
+#: LDR value (gamma domain, any channel) from which a shot counts as saturated.
+SATURATED = 0.95
+#: The guard checks the output against the reference where its LDR value is above this
+#: (below, the reference is too noisy to judge the refinement's denoising).
+GUARD_DARK = 0.2
+#: Mean normalised deviation (in standard deviations) where the guard starts to act; full at twice.
+GUARD_Z = 3.0
+#: Radius of the guard's averaging window (5×5).
+GUARD_RADIUS = 2
+#: The long shot is merged where the reference's LDR value is below this (fading out over 0.15).
+SHADOW_BELOW = 0.5
+#: The short shot is merged where the reference's LDR value is above this (fading in over 0.1).
+HIGHLIGHT_ABOVE = 0.85
+#: Mean normalised disagreement where a shot's weight starts to fall; zero at twice.
+MERGE_Z = 1.5
+#: Radius of the merge's consistency window (5×5).
+MERGE_RADIUS = 2
+#: Misalignment assumed for warped shots, pixels: adds (ALIGN_PX·gradient)² to their variance.
+ALIGN_PX = 1.0
+#: The refined output counts as this many reference shots: the network denoises.
+OUTPUT_WEIGHT = 4.0
+#: Pixels of context the additions need around a pixel (guard window, then merge window).
+REACH = GUARD_RADIUS + MERGE_RADIUS
+
+
+@dataclass(frozen=True)
+class Additions:
+    """Which additions run, and each shot's noise (short → long).
+
+    ``noise``: standard deviation of each shot's LDR values (gamma domain,
+    [0, 1] scale), from :func:`estimate_noise`; ``levels``: each shot's
+    number of code values minus one (255 or 65535), for its quantisation noise.
+    """
+
+    guard: bool = True
+    shadows: bool = True
+    noise: tuple[float, float, float] = (0.01, 0.01, 0.01)
+    levels: tuple[float, float, float] = (255.0, 255.0, 255.0)
+
+    @property
+    def active(self) -> bool:
+        return self.guard or self.shadows
+
+
+#: Laplacian-difference kernel of Immerkær (1996), "Fast noise variance estimation":
+#: blind to linear gradients; its response to white noise of deviation σ has deviation 6σ.
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+#: Quantile of |response| used: low quantiles come from flat areas, not texture;
+#: for Gaussian noise the 0.2 quantile of |N(0, 1)| is 0.2533.
+_NOISE_QUANTILE, _NOISE_QUANTILE_Z = 0.2, 0.2533
+#: Frames larger than this many pixels are measured on every n-th band of rows.
+_NOISE_MAX_PIXELS = 2_000_000
+
+
+def estimate_noise(frame: Frame) -> float:
+    """Standard deviation of a frame's noise, in LDR units ([0, 1], gamma domain).
+
+    Immerkær's operator on each channel, over pixels between 0.05 and 0.9
+    (away from clipping), the 0.2 quantile of its magnitude scaled to a
+    deviation; the median over the channels. Large frames are measured on
+    bands of rows (a few MP are plenty for one number).
+    """
+    import cv2
+
+    pixels = frame.pixels
+    h = pixels.shape[0]
+    step = max(1, int(np.ceil(pixels.shape[0] * pixels.shape[1] / _NOISE_MAX_PIXELS)))
+    if step > 1:  # bands of 16 rows, every step-th band
+        rows = np.concatenate([np.arange(y, min(h, y + 16)) for y in range(0, h, 16 * step)])
+        pixels = pixels[rows]
+    values = []
+    for c in range(pixels.shape[2]):
+        x = pixels[..., c].astype(np.float32) / np.float32(frame.scale)
+        r = cv2.filter2D(x, -1, _NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)
+        inside = ((x > 0.05) & (x < 0.9)).astype(np.uint8)
+        inside = cv2.erode(inside, np.ones((3, 3), np.uint8)).astype(bool)
+        if step > 1:  # the band edges are not neighbours in the frame
+            inside[np.arange(inside.shape[0]) % 16 == 0] = False
+            inside[np.arange(inside.shape[0]) % 16 == 15] = False
+        if inside.sum() < 100:
+            continue
+        values.append(float(np.quantile(np.abs(r[inside]), _NOISE_QUANTILE)) / (6.0 * _NOISE_QUANTILE_Z))
+    return float(np.median(values)) if values else 0.01
+
+
+def settings_for(frames, *, guard: bool, shadows: bool) -> Additions | None:
+    """The additions for three frames (short → long), noise measured; None if both are off."""
+    if not (guard or shadows):
+        return None
+    noise = tuple(estimate_noise(f) for f in frames)
+    levels = tuple(float(f.scale) for f in frames)
+    return Additions(guard, shadows, noise, levels)  # type: ignore[arg-type]
+
+
+def _smoothstep(t: torch.Tensor) -> torch.Tensor:
+    t = t.clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)² window of the pixels inside the image (same at image borders tiled or not)."""
+    import torch.nn.functional as F
+
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def _variance(radiance: torch.Tensor, exposure: float, noise: float, levels: float) -> torch.Tensor:
+    """Variance of a shot's linear value (short-exposure domain) at ``radiance``.
+
+    The LDR noise ``noise`` (plus quantisation, step²/12) through the slope of
+    ``v^2.2 / e``: ``(2.2·v^1.2 / e)²`` at ``v = (radiance·e)^(1/2.2)``.
+    """
+    from hdrmerge.reading import GAMMA
+
+    v = (radiance * exposure).clamp(1e-4, 1.0) ** (1.0 / GAMMA)
+    slope = GAMMA * v ** (GAMMA - 1.0) / exposure
+    return (noise * noise + 1.0 / (12.0 * levels * levels)) * slope * slope
+
+
+def _gradient2(x: torch.Tensor) -> torch.Tensor:
+    """Squared central-difference gradient magnitude per channel (edges replicated)."""
+    import torch.nn.functional as F
+
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5
+    return gx * gx + gy * gy
+
+
+def apply(
+    x0w: torch.Tensor,
+    x1: torch.Tensor,
+    x2w: torch.Tensor,
+    hm: torch.Tensor,
+    out: torch.Tensor,
+    exposures: tuple[float, float, float] | list[float],
+    settings: Additions,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The output with the additions, and where they acted.
+
+    Inputs as in the module docstring (any h×w window; values within
+    :data:`REACH` px of a window edge that is not an image edge are wrong,
+    crop them). Returns the new output (1×3×h×w, [0, 1]) and masks
+    (1×1×h×w, [0, 1]): ``guard`` the share of the first-stage merge,
+    ``merge_long`` / ``merge_short`` the share of the long / short shot's
+    weight in the final value.
+    """
+    import torch
+
+    f = torch.float32
+    x0w, x1, x2w, hm, out = (t.to(f) for t in (x0w, x1, x2w, hm, out))
+    e0, e1, e2 = (float(e) for e in exposures)
+    n0, n1, n2 = settings.noise
+    q0, q1, q2 = settings.levels
+    lin1 = x1[:, 0:3]
+    ref_level = x1[:, 3:6].amax(1, keepdim=True)
+    masks: dict[str, torch.Tensor] = {}
+    zero = torch.zeros_like(ref_level)
+    if settings.guard:
+        var1 = _variance(out, e1, n1, q1)
+        judged = ((ref_level < SATURATED) & (ref_level > GUARD_DARK)).to(f)
+        z2 = ((out - lin1) ** 2 / var1).mean(1, keepdim=True) * judged
+        back = _smoothstep((_box(z2, GUARD_RADIUS).sqrt() - GUARD_Z) / GUARD_Z)
+        out = out + back * (hm - out)
+        masks["guard"] = back
+    if settings.shadows:
+        var1 = _variance(out, e1, n1, q1)
+        num = OUTPUT_WEIGHT * out / var1
+        den = OUTPUT_WEIGHT / var1
+        shares = {}
+        shots = (
+            ("merge_long", x2w, e2, n2, q2, 1.0 - _smoothstep((ref_level - SHADOW_BELOW) / 0.15)),
+            ("merge_short", x0w, e0, n0, q0, _smoothstep((ref_level - HIGHLIGHT_ABOVE) / 0.1)),
+        )
+        for name, xk, ek, nk, qk, where in shots:
+            lin = xk[:, 0:3]
+            var = _variance(out, ek, nk, qk) + (ALIGN_PX * ALIGN_PX) * _gradient2(lin)
+            usable = (xk[:, 3:6].amax(1, keepdim=True) < SATURATED).to(f) * where
+            z2 = ((lin - out) ** 2 / (var + var1)).mean(1, keepdim=True)
+            # Unusable pixels count as far off, so that a window touching them is doubted.
+            z2 = _box(z2 * usable + (1.0 - usable) * 100.0, MERGE_RADIUS)
+            take = (1.0 - _smoothstep((z2.sqrt() - MERGE_Z) / MERGE_Z)) * usable
+            w = take / var
+            num = num + w * lin
+            den = den + w
+            shares[name] = w
+        out = num / den
+        for name, w in shares.items():
+            masks[name] = (w / den).mean(1, keepdim=True)
+    for name in ("guard", "merge_long", "merge_short"):
+        masks.setdefault(name, zero)
+    return out.clamp(0.0, 1.0), masks
