@@ -13,13 +13,13 @@ first stage and no flows: they apply to SAFNet only.
   agree with it within the reference's noise. Where, averaged over a 5×5
   window, it departs by more than :data:`GUARD_Z` standard deviations, the
   output falls back to the first-stage merge ``hm``, blended smoothly (fully
-  at twice that).
+  at twice that). Where the reference is clipped or dark the guard does not act.
 * **Shadow merge.** Each outer shot's warped linear value is a second
   measurement of the scene, with its own noise (a long shot has less, in
   the short-exposure domain) plus the error of a sub-pixel misalignment
   (:data:`ALIGN_PX` times the local gradient). Where the long shot is
-  unsaturated, the reference is dark, and the two agree within their noise
-  over a 5×5 window, it is averaged into the output with inverse-variance
+  unsaturated, the reference is dark, and the shot agrees with the output
+  within their noise over a 5×5 window, it is averaged into the output with inverse-variance
   weights; the short shot likewise where the reference is near saturation.
   Where motion makes a shot disagree, its weight is zero, so no ghost
   returns.
@@ -59,13 +59,16 @@ SHADOW_BELOW = 0.5
 #: The short shot is merged where the reference's LDR value is above this (fading in over 0.1).
 HIGHLIGHT_ABOVE = 0.85
 #: Mean normalised disagreement where a shot's weight starts to fall; zero at twice.
-MERGE_Z = 1.5
+MERGE_Z = 2.0
 #: Radius of the merge's consistency window (5×5).
 MERGE_RADIUS = 2
 #: Misalignment assumed for warped shots, pixels: adds (ALIGN_PX·gradient)² to their variance.
 ALIGN_PX = 1.0
 #: The refined output counts as this many reference shots: the network denoises.
-OUTPUT_WEIGHT = 4.0
+OUTPUT_WEIGHT = 2.0
+#: The output's error is taken as at most this many times the reference's variance
+#: when a shot's disagreement with it is read as the shot's own error.
+OUTPUT_ERROR = 1.0
 #: Pixels of context the additions need around a pixel (guard window, then merge window).
 REACH = GUARD_RADIUS + MERGE_RADIUS
 
@@ -207,7 +210,9 @@ def apply(
         var1 = _variance(out, e1, n1, q1)
         judged = ((ref_level < SATURATED) & (ref_level > GUARD_DARK)).to(f)
         z2 = ((out - lin1) ** 2 / var1).mean(1, keepdim=True) * judged
-        back = _smoothstep((_box(z2, GUARD_RADIUS).sqrt() - GUARD_Z) / GUARD_Z)
+        # Only where the reference is judged: spread into its clipped
+        # neighbours, the fallback cost PSNR-l there (docs/quality.md).
+        back = _smoothstep((_box(z2, GUARD_RADIUS).sqrt() - GUARD_Z) / GUARD_Z) * judged
         out = out + back * (hm - out)
         masks["guard"] = back
     if settings.shadows:
@@ -222,12 +227,19 @@ def apply(
         for name, xk, ek, nk, qk, where in shots:
             lin = xk[:, 0:3]
             var = _variance(out, ek, nk, qk) + (ALIGN_PX * ALIGN_PX) * _gradient2(lin)
-            usable = (xk[:, 3:6].amax(1, keepdim=True) < SATURATED).to(f) * where
-            z2 = ((lin - out) ** 2 / (var + var1)).mean(1, keepdim=True)
-            # Unusable pixels count as far off, so that a window touching them is doubted.
+            usable = (xk[:, 3:6].amax(1, keepdim=True) < SATURATED).to(f)
+            # Judged against the output's own (smaller) variance: a shot whose
+            # misalignment hides in the reference's noise would still add error.
+            z2 = ((lin - out) ** 2 / (var + var1 / OUTPUT_WEIGHT)).mean(1, keepdim=True)
+            # Clipped pixels count as far off, so that a window touching them is doubted.
             z2 = _box(z2 * usable + (1.0 - usable) * 100.0, MERGE_RADIUS)
-            take = (1.0 - _smoothstep((z2.sqrt() - MERGE_Z) / MERGE_Z)) * usable
-            w = take / var
+            take = (1.0 - _smoothstep((z2.sqrt() - MERGE_Z) / MERGE_Z)) * usable * where
+            # What the shot's disagreement with the output shows beyond the
+            # output's own error (misalignment the noise model misses, texture
+            # counted as noise) lowers its weight: mean square difference over
+            # the window, less OUTPUT_ERROR reference variances.
+            excess = _box(((lin - out) ** 2).mean(1, keepdim=True), MERGE_RADIUS) - OUTPUT_ERROR * var1.mean(1, keepdim=True)
+            w = take / torch.maximum(var, excess)
             num = num + w * lin
             den = den + w
             shares[name] = w

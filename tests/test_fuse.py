@@ -117,16 +117,37 @@ def test_merianos_without_exif_estimates_from_pixels(env, tmp_path):
     assert header["hdrmerge:evSource"] == "pixels"
 
 
-def test_debug_dir_writes_flows_masks_and_first_stage(env, tmp_path):
+def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(env, tmp_path):
     from hdrmerge.demo_scene import write_bracket
 
     paths = write_bracket(tmp_path / "in", size=(96, 144))
     r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", env=env)
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["additions"] == {"guard": True, "shadow_merge": True}
     names = sorted(p.name for p in (tmp_path / "dbg").iterdir())
-    assert names == ["flow0.png", "flow2.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png"]
+    assert names == ["flow0.png", "flow2.png", "guard.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png",
+                     "merge_long.png", "merge_short.png"]
     for name in names:
         assert cv2.imread(str(tmp_path / "dbg" / name)).shape[:2] == (96, 144)
+    # The demo bracket's shadows are merged from its long shot somewhere.
+    assert cv2.imread(str(tmp_path / "dbg" / "merge_long.png"), cv2.IMREAD_UNCHANGED).max() > 0
+
+
+@pytest.mark.parametrize("flags,names", [
+    (["--exact"], []),
+    (["--no-guard"], ["merge_long.png", "merge_short.png"]),
+    (["--no-shadow-merge"], ["guard.png"]),
+    (["--no-guard", "--no-shadow-merge"], []),
+])
+def test_debug_dir_shows_only_the_additions_that_ran(env, tmp_path, flags, names):
+    from hdrmerge.demo_scene import write_bracket
+
+    paths = write_bracket(tmp_path / "in", size=(64, 96))
+    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", *flags, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["additions"] == {"guard": "guard.png" in names, "shadow_merge": "merge_long.png" in names}
+    written = sorted(p.name for p in (tmp_path / "dbg").iterdir())
+    assert written == sorted(["flow0.png", "flow2.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png", *names])
 
 
 def test_absolute_normalisation_agrees_across_settings(env, tmp_path):

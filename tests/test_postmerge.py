@@ -1,0 +1,152 @@
+"""hdrmerge's additions after SAFNet (hdrmerge/postmerge.py): guard, shadow merge, noise, tiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hdrmerge import postmerge
+from hdrmerge.models import build_model
+from hdrmerge.postmerge import Additions, apply, estimate_noise
+from hdrmerge.reading import GAMMA, Frame, read_frame
+from hdrmerge.tiling import run_tiled
+from hdrmerge.weights.store import read_pth
+from tests.conftest import DATA, SAFNET_S_PTH
+
+CPU = torch.device("cpu")
+EXPOSURES = (1.0, 4.0, 16.0)
+NOISE = 0.01  # LDR units, each shot
+
+
+def _shot(radiance: torch.Tensor, exposure: float, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """1×6×h×w network input of a shot of ``radiance`` (short-exposure domain), with LDR noise."""
+    g = torch.Generator().manual_seed(seed)
+    ldr = (radiance * exposure).clamp(0, 1) ** (1 / GAMMA)
+    ldr = (ldr + noise * torch.randn(ldr.shape, generator=g)).clamp(0, 1)
+    return torch.cat((ldr**GAMMA / exposure, ldr), dim=1)
+
+
+def _settings(guard: bool = True, shadows: bool = True) -> Additions:
+    return Additions(guard, shadows, (NOISE, NOISE, NOISE), (65535.0, 65535.0, 65535.0))
+
+
+def _flat(value: float, h: int = 32, w: int = 32) -> torch.Tensor:
+    return torch.full((1, 3, h, w), value)
+
+
+def test_guard_falls_back_to_the_first_stage_where_the_output_leaves_the_reference():
+    truth = _flat(0.05)  # mid-grey in the reference (exposure 4: LDR 0.6)
+    x0, x1, x2 = (_shot(truth, e) for e in EXPOSURES)
+    hm = truth.clone()
+    out = truth.clone()
+    out[..., :, 16:] *= 1.5  # the refinement invents light in the right half
+    new, masks = apply(x0, x1, x2, hm, out, EXPOSURES, _settings(shadows=False))
+    # Right half, away from the 5×5 window's reach of the edge: all first stage.
+    assert torch.allclose(new[..., :, 19:], hm[..., :, 19:], atol=1e-6)
+    assert masks["guard"][..., :, 19:].min() == 1.0
+    # Left half: the output agrees with the reference, nothing changes.
+    assert torch.equal(new[..., :, :13], out[..., :, :13])
+    assert masks["guard"][..., :, :13].max() == 0.0
+    assert masks["merge_long"].max() == 0.0 and masks["merge_short"].max() == 0.0
+
+
+def test_guard_leaves_saturated_and_dark_reference_regions_to_the_network():
+    # Where the reference is clipped (or too dark to judge), it says nothing
+    # about the refinement's value: no fallback, however far apart they are.
+    for radiance in (0.5, 0.0005):  # reference LDR 1.0 (clipped) and 0.08 (below GUARD_DARK)
+        truth = _flat(radiance)
+        x0, x1, x2 = (_shot(truth, e) for e in EXPOSURES)
+        out = truth * 0.7
+        new, masks = apply(x0, x1, x2, truth, out, EXPOSURES, _settings(shadows=False))
+        assert torch.equal(new, out) and masks["guard"].max() == 0.0
+
+
+def test_shadow_merge_lowers_the_noise_of_dark_regions_towards_the_long_shot():
+    truth = _flat(0.002, 64, 64)  # reference LDR ≈ 0.12, long shot ≈ 0.23
+    x0, x1, x2 = (_shot(truth, e, NOISE, seed=i) for i, e in enumerate(EXPOSURES))
+    out = x1[:, 0:3].clone()  # a refinement that kept the reference's noise
+    new, masks = apply(x0, x1, x2, out, out, EXPOSURES, _settings(guard=False))
+    err_before = (out - truth).pow(2).mean().sqrt()
+    err_after = (new - truth).pow(2).mean().sqrt()
+    # The output counts as OUTPUT_WEIGHT reference shots (the network denoises);
+    # the long shot, 4x the exposure, has ~3.5x less variance here, doubled by
+    # the misalignment term (the gradient of its own noise): ~30% of the weight.
+    assert masks["merge_long"].mean() > 0.25
+    assert err_after < 0.85 * err_before
+    assert masks["merge_short"].max() == 0.0  # the reference is dark: the short shot is not asked
+
+
+def test_shadow_merge_takes_nothing_where_the_long_shot_shows_something_else():
+    # A bright object in the long shot only (it moved): its weight must be zero
+    # there, so the output keeps the network's value and no ghost appears.
+    truth = _flat(0.002, 64, 64)
+    x0, x1, x2 = (_shot(truth, e, NOISE, seed=i) for i, e in enumerate(EXPOSURES))
+    ghost = truth.clone()
+    ghost[..., 20:44, 20:44] = 0.01  # 5x brighter: LDR 0.46 in the long shot
+    x2g = _shot(ghost, EXPOSURES[2], NOISE, seed=2)
+    out = x1[:, 0:3].clone()
+    new, masks = apply(x0, x1, x2g, out, out, EXPOSURES, _settings(guard=False))
+    inside = (..., slice(22, 42), slice(22, 42))
+    assert masks["merge_long"][inside].max() == 0.0
+    assert torch.allclose(new[inside], out[inside], rtol=1e-5, atol=0)
+    # Away from the object (beyond the window's reach) the long shot is used
+    # exactly as it is without the object.
+    _, clean = apply(x0, x1, x2, out, out, EXPOSURES, _settings(guard=False))
+    assert clean["merge_long"].mean() > 0.25
+    assert torch.equal(masks["merge_long"][..., 48:, :], clean["merge_long"][..., 48:, :])
+
+
+def test_short_shot_joins_in_highlights_only_where_it_agrees():
+    truth = _flat(0.2, 48, 96)  # reference LDR ≈ 0.90: near clipping; short shot 0.48
+    moved = truth.clone()
+    moved[..., :, 48:] = 0.05  # the right half is something else in the short shot
+    x1, x2 = (_shot(truth, e, NOISE, seed=i) for i, e in ((1, EXPOSURES[1]), (2, EXPOSURES[2])))
+    x0 = _shot(moved, EXPOSURES[0], NOISE, seed=0)
+    out = x1[:, 0:3].clone()
+    new, masks = apply(x0, x1, x2, out, out, EXPOSURES, _settings(guard=False))
+    share = masks["merge_short"]
+    # Left: the short shot agrees and takes its inverse-variance share (with
+    # equal LDR noise it is the noisier measurement two stops down: a few %).
+    assert 0.01 < share[..., :, :44].mean() < 0.3
+    assert (new[..., :, :44] - truth[..., :, :44]).pow(2).mean() < (out[..., :, :44] - truth[..., :, :44]).pow(2).mean()
+    # Right: it disagrees, so it gets nothing; the long shot is clipped everywhere.
+    assert share[..., :, 51:].max() == 0.0
+    assert masks["merge_long"].max() == 0.0
+
+
+def _noisy_frame(sigma: float, seed: int = 0) -> Frame:
+    rng = np.random.default_rng(seed)
+    # A smooth gradient with a few hard edges: texture must not count as noise.
+    y, x = np.mgrid[0:400, 0:600].astype(np.float32)
+    base = 0.2 + 0.5 * x / 600 + 0.1 * (((x // 50) + (y // 50)) % 2)
+    img = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, sigma, (400, 600, 3))
+    pixels = np.round(np.clip(img, 0, 1) * 65535).astype(np.uint16)
+    return Frame(DATA / "synthetic", pixels, "tiff")
+
+
+@pytest.mark.parametrize("sigma", [0.003, 0.01, 0.03])
+def test_noise_estimate_measures_known_noise(sigma):
+    assert estimate_noise(_noisy_frame(sigma)) == pytest.approx(sigma, rel=0.15)
+
+
+def _crop(frame: Frame, h: int, w: int, y: int = 0, x: int = 0) -> Frame:
+    return Frame(frame.path, np.ascontiguousarray(frame.pixels[y : y + h, x : x + w]), frame.kind, frame.exif)
+
+
+def test_tiled_equals_whole_with_the_additions_on():
+    frames = [_crop(read_frame(DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif"), 300, 420, 500, 300) for i in (1, 2, 3)]
+    model = build_model(read_pth(SAFNET_S_PTH))
+    exp = [1.0, 8.0, 64.0]
+    settings = postmerge.settings_for(frames, guard=True, shadows=True)
+    assert settings is not None
+    whole = run_tiled(model, frames, exp, flow_scale=0.5, tile=1024, device=CPU, intermediates=True, additions=settings)
+    tiled = run_tiled(model, frames, exp, flow_scale=0.5, tile=96, device=CPU, intermediates=True, additions=settings)
+    plain = run_tiled(model, frames, exp, flow_scale=0.5, tile=1024, device=CPU)
+    assert whole.tiles == 1 and tiled.tiles == 20  # 300×420 in 96-px tiles: 4×5
+    assert np.abs(tiled.hdr - whole.hdr).max() <= 1e-4
+    for name in ("guard", "merge_long", "merge_short"):
+        assert np.abs(tiled.additions[name] - whole.additions[name]).max() <= 1e-4
+    # Not a vacuous comparison: the additions changed the output here.
+    assert np.abs(whole.hdr - plain.hdr).max() > 1e-3
+    assert whole.additions["merge_long"].max() > 0.1
