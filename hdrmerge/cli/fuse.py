@@ -87,7 +87,7 @@ def fuse(
     no_preview: Annotated[bool, typer.Option("--no-preview", help="Write no preview.")] = False,
     debug_dir: Annotated[
         Path | None,
-        typer.Option("--debug-dir", metavar="DIR", help="Also write flows, masks, the first-stage and the final HDR as PNGs here (SAFNet only).", show_default=False),
+        typer.Option("--debug-dir", metavar="DIR", help="Also write flows, masks, the first-stage and the final HDR, and where the guard and shadow merge acted, as PNGs here (SAFNet only).", show_default=False),
     ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
