@@ -25,7 +25,10 @@ Where ``g`` comes from (``Response.source``):
 * ``raw``: camera RAW, decoded linearly by LibRaw (``--response`` ignored).
 
 The estimate matches cumulative histograms of the shots (comparametric
-matching, which moving objects barely disturb), then fits a smooth monotone
+matching, which moving objects barely disturb), adds per pair of shots one
+clipping anchor (the darker shot's code where the brighter one starts to
+clip has the linear value 1/k: the only match that reaches a camera curve's
+shoulder, which the brighter shot clips), then fits a smooth monotone
 curve: its local gamma ``d log g / d log x`` is a Bernstein polynomial with
 non-negative coefficients (so ``g`` is monotone by construction), pulled
 towards a prior curve (sRGB for camera JPEGs and files tagged sRGB, else
@@ -604,6 +607,8 @@ class Matches:
 def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_margin: float | None = None) -> Matches:
     """Comparametric matches of adjacent shots (by ``ev`` if given, else by brightness).
 
+    Histogram matches below white, plus per pair and channel one clipping
+    anchor ``(u, 1)`` (:func:`_clip_threshold`) weighted :data:`ANCHOR_WEIGHT`.
     ``white_margin``: see :data:`WHITE_MARGIN` (calibration passes 0: with
     many pairs, :func:`robust_fit` finds spoilt ones by their disagreement).
     """
