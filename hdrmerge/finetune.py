@@ -4,17 +4,24 @@ The recipe follows SelfHDR (Zhang et al., ICLR 2024), adapted to fine-tuning a
 trained network: no ground truth exists, so each training crop gets a label
 made from the bracket itself.
 
-* **Colour target** ``C``: the bracket's shots aligned to the reference by the
-  frozen starting network's own flows, then merged in the short-exposure
-  linear domain with noise-aware weights: frame k of relative exposure
-  ``e_k`` gets ``e_k² / (1 + 16·e_k·L)`` (the inverse variance of its
-  estimate of radiance ``L`` under read plus shot noise, with the shot noise
-  equal to the read noise at 1/16 of saturation), times a taper that removes
-  clipped pixels. An aligned shot is dropped where it disagrees with the
-  reference where both are well exposed (relative difference of their 5×5
-  means above :data:`DISAGREE`, dilated by 3 px), where its flow leaves the
-  crop, and, where the reference is clipped or dark so that nothing can be
-  compared, where the frozen network's own fusion mask distrusts it.
+* **Alignment**: each non-reference shot is aligned to the reference by
+  OpenCV's DIS optical flow (:func:`align`) on the two brought to the same
+  brightness. (The network's own flows are only trained where its fusion
+  masks use a shot; elsewhere they can be several pixels off, even for a
+  static scene.)
+* **Noise**: the camera's noise level ``n`` under ``σ²(v) = n²·(1 + 16·v)``
+  (read plus shot noise, ``v`` camera-linear in [0, 1]) is measured on each
+  crop from the difference between the reference and the aligned short shot
+  (:func:`estimate_noise`), so the scene's texture does not count as noise.
+* **Colour target** ``C``: the aligned shots merged in the short-exposure
+  linear domain by inverse variance (shot k of relative exposure ``e_k``
+  estimates radiance ``L`` with variance ``n²·(1 + 16·e_k·L)/e_k²``), times
+  a taper that removes clipped pixels. An aligned shot is dropped where its
+  5×5 mean disagrees with the reference's beyond 3σ of the noise plus
+  :data:`DISAGREE` while both are unclipped, where the reference is clipped
+  but the shot sees too little light to clip it, and where its flow leaves
+  the crop (all dilated by 3 px). ``C`` is then denoised and gated towards
+  the starting network where they differ structurally (:func:`denoise`).
 * **Colour mask** ``m``: 1 where some unclipped, trusted shot contributes;
   0 where every usable shot is clipped.
 * **Structure target** ``S``: the reference shot where it is well exposed
@@ -45,7 +52,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +72,6 @@ BORDER = 8
 #: Relative difference of the 5×5 means of an aligned shot and the reference
 #: above which the shot is taken as misaligned there.
 DISAGREE = 0.2
-#: Code values (gamma 2.2 LDR) between which a pixel counts as well exposed
-#: for the alignment check.
-WELL_EXPOSED = (0.06, 0.9)
 #: Fixed validation crops per held-out bracket.
 VAL_CROPS = 2
 #: Version of the TrainingState file format.
@@ -509,8 +513,11 @@ def self_supervised_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torc
 # --- memory ----------------------------------------------------------------------------
 
 #: Bytes per crop pixel of one training step (forward with stored activations,
-#: backward, the frozen network's label pass), float32 on the CPU, with headroom.
-TRAIN_BYTES_PER_PIXEL = {"SAFNet-S": 6000, "SAFNet": 15000}
+#: backward, the frozen network's label pass), float32 on the CPU: measured
+#: 7853 (SAFNet-S) and 12871 (SAFNet) by benchmarks/finetune_memory.py, plus
+#: about 15 % headroom. The validation crops and the frozen copy add a fixed
+#: part on top (under 100 MiB for SAFNet-S at 96 px crops).
+TRAIN_BYTES_PER_PIXEL = {"SAFNet-S": 9000, "SAFNet": 15000}
 
 
 def fit_crop(config: FinetuneConfig, arch: str, size: tuple[int, int], device: torch.device) -> int:
