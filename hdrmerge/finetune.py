@@ -52,7 +52,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,10 @@ class TrainingState:
     Adam's ``state_dict()``. ``rng``: the sampler's numpy bit-generator state.
     ``start_sha256``: :func:`weights_fingerprint` of the starting weights
     (a resume must start from the same checkpoint). ``bad_validations``:
-    validations since the last improvement.
+    validations since the last improvement. ``found``: every bracket the
+    first run found, those it could not decode included (set by the CLI, so
+    that ``--resume`` compares what is found now with what was found then;
+    ``train``/``val`` hold only the brackets that loaded).
 
     File format (:meth:`save`): one safetensors file. Tensors are named
     ``model/<key>``, ``best/<key>`` and ``optim/<index>/<name>``; the
@@ -163,7 +166,7 @@ class TrainingState:
     ``format`` (``hdrmerge-finetune-state``), ``version`` (1), ``config``,
     ``arch``, ``step``, ``best_step``, ``best_val_loss``, ``start_val_loss``,
     ``bad_validations``, ``history`` ([step, loss, val or null] triples),
-    ``train``/``val`` (bracket names), ``start_sha256``, ``rng`` and the
+    ``train``/``val`` (bracket names), ``found``, ``start_sha256``, ``rng`` and the
     optimizer's ``param_groups`` and per-tensor step counts.
     """
 
@@ -183,6 +186,7 @@ class TrainingState:
     val: list[str]
     start_sha256: str
     stopped_early: bool = False
+    found: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
         """Write the state to ``path`` atomically (replacing an earlier state)."""
@@ -216,6 +220,7 @@ class TrainingState:
             "history": [list(h) for h in self.history],
             "train": self.train,
             "val": self.val,
+            "found": self.found,
             "start_sha256": self.start_sha256,
             "rng": self.rng,
             "param_groups": self.optimizer["param_groups"],
@@ -275,6 +280,7 @@ class TrainingState:
                 start_val_loss=float(meta["start_val_loss"]), bad_validations=int(meta["bad_validations"]),
                 history=history, train=list(meta["train"]), val=list(meta["val"]),
                 start_sha256=str(meta["start_sha256"]), stopped_early=bool(meta.get("stopped_early", False)),
+                found=list(meta.get("found", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: a damaged fine-tuning state ({type(exc).__name__}: {exc}); {hint}") from None

@@ -2,8 +2,9 @@
 the checkpoint it writes read back by safetensors itself and loaded strictly by ``fuse --weights``,
 ``weights list``, and every bad input's one line and exit code with nothing written.
 
-One short fine-tune (three 64×96 brackets rendered by hdrmerge.demo_scene, 64 px crops, 3 steps) is
-stopped by SIGINT after its first step and resumed to the end; the other tests reuse its files.
+One short fine-tune (three 64×96 brackets rendered by hdrmerge.demo_scene, plus a fourth whose
+reference shot is truncated, 64 px crops, 3 steps) is stopped by SIGINT after its first step and
+resumed to the end; the other tests reuse its files.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def write_card(folder: Path, n: int = 3) -> Path:
     return folder
 
 
+def add_truncated_bracket(folder: Path) -> Path:
+    """A fourth bracket whose reference shot keeps only its first 500 bytes (the EXIF survives, so it is
+    found as a bracket; the image does not, so it cannot be decoded). Returns the damaged file."""
+    write_bracket(folder, size=(64, 96), seed=3, motion_px=3, start=T0 + timedelta(minutes=3), prefix="b4")
+    bad = folder / "b4_02.jpg"
+    bad.write_bytes(bad.read_bytes()[:500])
+    return bad
+
+
 def make_env(root: Path) -> dict[str, str]:
     env = {
         "HDRMERGE_CACHE_DIR": str(root / "cache"),
@@ -73,6 +83,7 @@ class Run:
 def run(tmp_path_factory) -> Run:
     root = tmp_path_factory.mktemp("finetune")
     card = write_card(root / "card")
+    add_truncated_bracket(card)
     env = make_env(root)
     out = root / "mycam.safetensors"
     # Started as an interactive shell starts it (SIGINT not ignored), stderr piped: plain progress lines.
@@ -107,6 +118,9 @@ def test_ctrl_c_saves_a_resumable_state_and_says_how_to_continue(run):
     state = f"{run.out}.resume"
     assert r.returncode == 130, r.stderr
     lines = r.stderr.splitlines()
+    bad = run.card / "b4_02.jpg"
+    assert lines[0] == f"warning: bracket {bad} left out: {bad}: damaged or truncated JPEG file; re-export or copy it again"
+    lines = lines[1:]
     assert lines[0].startswith("step 1/3: loss ")
     # The signal lands while step 1's line is read, or during step 2: that step finishes.
     done = 1 if lines[-1].startswith("interrupted at step 1 ") else 2
@@ -121,12 +135,17 @@ def test_ctrl_c_saves_a_resumable_state_and_says_how_to_continue(run):
         meta = json.loads(f.metadata()["hdrmerge.finetune_state"])
     assert (meta["format"], meta["step"], meta["config"]["steps"], meta["config"]["crop"]) == ("hdrmerge-finetune-state", done, 3, 64)
     assert sorted(meta["train"] + meta["val"]) == sorted(str((run.card / f"b{i}_02.jpg").resolve()) for i in (1, 2, 3))
+    # Every bracket found is recorded, the one that could not be decoded too: --resume compares them.
+    assert meta["found"] == [str((run.card / f"b{i}_02.jpg").resolve()) for i in (1, 2, 3, 4)]
 
 
 def test_resume_completes_and_writes_the_checkpoint_to_both_places(run):
+    # The first run left the truncated bracket out; it is found again now, and the resume goes on.
     r = run.resumed
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
+    bad = run.card / "b4_02.jpg"
+    assert report["skipped"] == [f"bracket {bad} left out: {bad}: damaged or truncated JPEG file; re-export or copy it again"]
     cached = Path(run.env["HDRMERGE_CACHE_DIR"]) / "finetuned" / "mycam.safetensors"
     assert report["outputs"] == [str(run.out), str(cached)]
     assert run.out.read_bytes() == cached.read_bytes()
@@ -136,7 +155,7 @@ def test_resume_completes_and_writes_the_checkpoint_to_both_places(run):
     # Its state is used up: nothing is left to resume.
     assert not Path(f"{run.out}.resume").exists()
     assert files_under(run.root) == sorted(
-        [*(f"card/b{i}_0{j}.jpg" for i in (1, 2, 3) for j in (1, 2, 3)), "cache/finetuned/mycam.safetensors",
+        [*(f"card/b{i}_0{j}.jpg" for i in (1, 2, 3, 4) for j in (1, 2, 3)), "cache/finetuned/mycam.safetensors",
          "mycam.safetensors", "saved.resume"])
 
 
@@ -258,6 +277,34 @@ def test_exception_a_state_left_by_a_stopped_run_is_not_overwritten_without_resu
         state.unlink()
 
 
+def test_exception_resume_does_not_replace_another_runs_state(run, bad):
+    # --resume a's state -o b: b's own state, left by another stopped run, would be overwritten at the
+    # first validation (and deleted at the end).
+    out = run.root / "b.safetensors"
+    state = run.root / "b.safetensors.resume"
+    shutil.copyfile(run.state_copy, state)
+    try:
+        r = bad(str(run.card), "-o", str(out), "--resume", str(run.state_copy))
+        assert (r.returncode, r.stderr) == (2, f"error: {state} exists: the state of another stopped fine-tune, which this "
+                                               f"run would replace; continue that one with --resume {state}, or pass "
+                                               "--overwrite to replace it\n")
+    finally:
+        state.unlink()
+
+
+def test_exception_steps_crop_and_val_fraction_out_of_range(run, bad):
+    out = str(run.root / "x.safetensors")
+    r = bad(str(run.card), "-o", out, "--steps", "0")
+    assert (r.returncode, r.stderr) == (2, "error: --steps 0: must be at least 1; give the number of training steps, "
+                                           "e.g. --steps 240\n")
+    r = bad(str(run.card), "-o", out, "--crop", "48")
+    assert (r.returncode, r.stderr) == (2, "error: --crop 48: must be at least 64 pixels; give --crop 64 or more "
+                                           "(default 192)\n")
+    r = bad(str(run.card), "-o", out, "--val-fraction", "0.6")
+    assert (r.returncode, r.stderr) == (2, "error: --val-fraction 0.6: must be between 0 and 0.5; give a share such as "
+                                           "0.2, or 0 to hold no bracket out\n")
+
+
 def test_exception_resume_file_missing_or_foreign(run, bad):
     out = str(run.root / "x.safetensors")
     missing = run.root / "nothing.resume"
@@ -282,7 +329,7 @@ def test_exception_resume_with_other_starting_weights_or_other_brackets(run, bad
     write_bracket(extra, size=(64, 96), seed=9, start=T0 + timedelta(hours=1), prefix="x")
     try:
         r = bad(str(run.card), str(extra), "-o", out, "--resume", str(run.state_copy))
-        assert (r.returncode, r.stderr) == (2, f"error: {run.state_copy} is the state of a fine-tune on 3 brackets, but 4 are "
+        assert (r.returncode, r.stderr) == (2, f"error: {run.state_copy} is the state of a fine-tune on 4 brackets, but 5 are "
                                                f"found now ({(extra / 'x_02.jpg').resolve()} was not among them then); give the "
                                                "same folders as the first run, or start again without --resume\n")
     finally:
@@ -317,5 +364,5 @@ def test_brackets_are_found_as_batch_finds_them_and_each_once(run):
     # The folder, its parent searched recursively, and the folder again: three brackets, not nine.
     found = find_brackets([run.card, run.root, run.card], recursive=True)
     assert [(b.name, [p.name for p in b.paths]) for b in found.brackets] == [
-        (str((run.card / f"b{i}_02.jpg").resolve()), [f"b{i}_01.jpg", f"b{i}_02.jpg", f"b{i}_03.jpg"]) for i in (1, 2, 3)]
+        (str((run.card / f"b{i}_02.jpg").resolve()), [f"b{i}_01.jpg", f"b{i}_02.jpg", f"b{i}_03.jpg"]) for i in (1, 2, 3, 4)]
     assert found.skipped == []

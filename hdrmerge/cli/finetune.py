@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -119,22 +119,35 @@ def finetune(
     # --- everything that needs neither decoding nor torch ---------------------------------
     targets = _targets(output, name, overwrite)
     # Held for the whole run, as fuse and batch hold an output: a second run to the same
-    # checkpoint (and so the same state file) stops at once instead of interleaving.
-    with locked_output(targets[0]):
+    # checkpoint, or the same --name (and so the same state file), stops at once instead of
+    # training to the end and then failing or overwriting. Every target is locked, not only the first.
+    with ExitStack() as held:
+        for target in targets:
+            held.enter_context(locked_output(target))
         state_path = Path(str(targets[0]) + RESUME_SUFFIX)
-        if resume is None and state_path.exists() and not overwrite:
-            raise InputError(
-                f"{state_path} exists: the state of a stopped fine-tune; add --resume {state_path} to continue it, "
-                "or --overwrite to start again"
-            )
         if resume is not None and not resume.is_file():
             raise InputError(f"--resume {resume}: no such file; give the state a stopped `hdrmerge finetune` saved")
+        if state_path.exists() and not overwrite:
+            if resume is None:
+                raise InputError(
+                    f"{state_path} exists: the state of a stopped fine-tune; add --resume {state_path} to continue it, "
+                    "or --overwrite to start again"
+                )
+            if not _same_file(resume, state_path):
+                # This run keeps its state in state_path: another run's state is not replaced silently.
+                raise InputError(
+                    f"{state_path} exists: the state of another stopped fine-tune, which this run would replace; "
+                    f"continue that one with --resume {state_path}, or pass --overwrite to replace it"
+                )
         if steps is not None and steps < 1:
-            raise InputError(f"--steps {steps}: must be at least 1")
+            raise InputError(f"--steps {steps}: must be at least 1; give the number of training steps, e.g. --steps {DEFAULT_STEPS}")
         if crop < 64:
-            raise InputError(f"--crop {crop}: must be at least 64 pixels")
+            raise InputError(f"--crop {crop}: must be at least 64 pixels; give --crop 64 or more (default {DEFAULT_CROP})")
         if not 0.0 <= val_fraction <= 0.5:
-            raise InputError(f"--val-fraction {val_fraction}: must be between 0 and 0.5")
+            raise InputError(
+                f"--val-fraction {val_fraction}: must be between 0 and 0.5; give a share such as {DEFAULT_VAL_FRACTION}, "
+                "or 0 to hold no bracket out"
+            )
         check_gap(gap)
         response_choice = parse_response_option(response, False)
         memory = parse_memory(max_memory) if max_memory else None
@@ -144,6 +157,7 @@ def finetune(
             _check_trainable(_model_arch(model), f"--model {model}")
         preflight.check_weights(model, weights)
         found = find_brackets(folders, recursive=recursive, group_size=group_size, gap_s=gap, prefer=prefer.value)
+        found_names = [b.name for b in found.brackets]
         chatty = not (quiet or json_)
         for line in found.skipped:
             status(f"not a bracket: {line}", quiet=not chatty)
@@ -168,7 +182,9 @@ def finetune(
                     f"{resume} is the state of a fine-tune that started from other weights than "
                     f"{start.name or start.path}; give the --model or --weights of the first run, or start again without --resume"
                 )
-            _check_same_brackets(resume, state.train + state.val, [b.name for b in found.brackets])
+            # Compared found with found: a bracket the first run could not decode is in neither
+            # train nor val, but is found again now (train/val are checked against what loads, by the core).
+            _check_same_brackets(resume, state.found or state.train + state.val, found_names)
         config = FinetuneConfig(
             steps=steps if steps is not None else state.config.steps if state is not None else DEFAULT_STEPS,
             crop=crop, seed=seed, val_fraction=val_fraction, max_memory=memory,
@@ -189,6 +205,7 @@ def finetune(
 
         # --- training ----------------------------------------------------------------------------
         def save_state(s: TrainingState) -> None:
+            s.found = found_names
             s.save(state_path)
 
         with StopFlag("step", quiet=quiet or json_) as stop, _training_progress(chatty, err_console.is_terminal) as on_step:
@@ -197,7 +214,7 @@ def finetune(
                 checkpoint_every=save_state,
             )
         if outcome.interrupted:
-            final.save(state_path)
+            save_state(final)
             line = (
                 f"interrupted at step {outcome.steps_done} of {final.config.steps}; the state is saved in {state_path}; "
                 f"to continue, run the same command with --resume {state_path}"
@@ -278,6 +295,13 @@ def _targets(output: Path | None, name: str | None, overwrite: bool) -> list[Pat
         probe.check(cached)
         targets.append(cached)
     return targets
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _model_arch(model: str) -> str:
