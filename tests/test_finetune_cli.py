@@ -170,8 +170,11 @@ def test_checkpoint_metadata_as_safetensors_reads_it(run):
         "hdrmerge_format": "hdrmerge-finetuned/1", "hdrmerge_name": "mycam", "arch": "SAFNet-S",
         "base_name": "safnet-s", "base_sha256": SAFNET_S_SHA, "licence": LICENCE,
         "brackets_train": "2", "brackets_val": "1", "steps": "3", "stopped_early": "false"}
-    assert float(meta["loss_best_val"]) <= float(meta["loss_start_val"])
-    assert int(meta["best_step"]) in (0, 3)  # the only validation after the start is at the last step
+    # The only validation after the start is at the last step: the kept weights are the start's or step 3's,
+    # whichever scored lower, and the recorded losses are those scores.
+    val_at_3 = json.loads(run.resumed.stdout)["history"][2]["val_loss"]
+    start, best = float(meta["loss_start_val"]), float(meta["loss_best_val"])
+    assert (int(meta["best_step"]), best) == ((3, val_at_3) if val_at_3 < start else (0, start))
     config = json.loads(meta["config"])
     assert (config["steps"], config["crop"], config["seed"], config["val_fraction"]) == (3, 64, 0, 0.34)
     assert datetime.fromisoformat(meta["created"]).tzinfo is not None
@@ -303,6 +306,20 @@ def test_exception_steps_crop_and_val_fraction_out_of_range(run, bad):
     r = bad(str(run.card), "-o", out, "--val-fraction", "0.6")
     assert (r.returncode, r.stderr) == (2, "error: --val-fraction 0.6: must be between 0 and 0.5; give a share such as "
                                            "0.2, or 0 to hold no bracket out\n")
+
+
+def test_val_fraction_0_records_no_held_out_loss(run, tmp_path):
+    # Nothing held out: the weights are chosen on training crops, and the checkpoint says so instead of
+    # calling that score a held-out loss.
+    out = tmp_path / "all.safetensors"
+    r = run_cli("finetune", str(run.card), "-o", str(out), "--steps", "1", "--crop", "64", "--val-fraction", "0",
+                "--quiet", env=run.env)
+    assert r.returncode == 0, r.stderr
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert (meta["brackets_train"], meta["brackets_val"], meta["loss_start_val"], meta["loss_best_val"]) == ("3", "0", "", "")
+    assert json.loads(meta["config"])["scored_on"] == "training crops"
+    assert json.loads(run.resumed.stdout)["checkpoint"]["config"]["scored_on"] == "held-out brackets"
 
 
 def test_exception_resume_file_missing_or_foreign(run, bad):

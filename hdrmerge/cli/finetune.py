@@ -226,6 +226,12 @@ def finetune(
             raise typer.Exit(EXIT_INTERRUPTED)
 
         # --- the checkpoint ----------------------------------------------------------------------
+        # Without held-out brackets (--val-fraction 0, or a single bracket) the weights are chosen by
+        # the loss on fixed crops of the training brackets: no held-out loss to record, and the
+        # config says what the choice was scored on.
+        held_out = outcome.n_val > 0
+        config_record = {k: v for k, v in asdict(final.config).items() if k != "max_memory"}
+        config_record["scored_on"] = "held-out brackets" if held_out else "training crops"
         info = finetuned.FinetunedInfo(
             name=name or targets[0].name.removesuffix(".safetensors"),
             arch=start.arch,
@@ -237,10 +243,10 @@ def finetune(
             brackets_val=outcome.n_val,
             steps=outcome.steps_done,
             best_step=outcome.best_step,
-            loss_start_val=outcome.start_val_loss,
-            loss_best_val=outcome.best_val_loss,
+            loss_start_val=outcome.start_val_loss if held_out else None,
+            loss_best_val=outcome.best_val_loss if held_out else None,
             stopped_early=outcome.stopped_early,
-            config={k: v for k, v in asdict(final.config).items() if k != "max_memory"},
+            config=config_record,
         )
         info = finetuned.save(targets, outcome.state_dict, info, overwrite=overwrite)
         state_path.unlink(missing_ok=True)  # the run is complete: its state has nothing left to resume
@@ -254,8 +260,9 @@ def finetune(
             return
         if not quiet:
             where = " and ".join(str(t) for t in targets)
+            scored = "held-out loss" if held_out else "no bracket held out; loss on training crops"
             err_console.print(
-                f"wrote {where}: {info.arch} {info.provenance}; held-out loss {outcome.start_val_loss:.4g} → "
+                f"wrote {where}: {info.arch} {info.provenance}; {scored} {outcome.start_val_loss:.4g} → "
                 f"{outcome.best_val_loss:.4g} (best at step {outcome.best_step}"
                 + (", stopped early" if outcome.stopped_early else "") + f"); {seconds:.0f} s",
                 markup=False,

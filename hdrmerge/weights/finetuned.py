@@ -20,9 +20,11 @@ file's metadata (string → string), where it came from:
 ``steps``                   training steps done
 ``best_step``               the step whose weights were kept
 ``loss_start_val``          held-out self-supervised loss before training
-``loss_best_val``           held-out loss of the weights kept
+                            (empty when no bracket was held out)
+``loss_best_val``           held-out loss of the weights kept (likewise)
 ``stopped_early``           ``true`` / ``false``
-``config``                  the training settings, as JSON
+``config``                  the training settings, as JSON, and ``scored_on``:
+                            ``held-out brackets`` or ``training crops``
 ``created``                 when it was written, ISO 8601 UTC
 ``hdrmerge_version``        the hdrmerge that wrote it
 ``tensors_sha256``          :func:`~hdrmerge.weights.store.tensors_digest` of
@@ -68,7 +70,9 @@ class FinetunedInfo:
     """The provenance of a fine-tuned checkpoint (the file's metadata, typed).
 
     Losses are the self-supervised loss of ``hdrmerge finetune`` on the
-    held-out brackets (None when none were held out).
+    held-out brackets; None when none were held out (``--val-fraction 0``,
+    or one bracket), when the weights were chosen on training crops instead
+    (``config["scored_on"]`` says which).
     """
 
     name: str
