@@ -30,7 +30,12 @@ made from the bracket itself.
 * **Loss**: L1 between the μ-law (μ = 5000) of the output and of ``T``,
   plus :data:`GRADIENT_WEIGHT` × the L1 of their horizontal and vertical
   differences (a structure term that needs no downloaded network). A border of
-  :data:`BORDER` px of each crop is left out (no context there).
+  :data:`BORDER` px of each crop is left out (no context there). The L1 is
+  not weighted by ``m``: the mask acts through the label instead (every
+  pixel is supervised, by ``C`` where a trusted unclipped shot exists and by
+  ``S`` where none does), and misaligned shots are masked out of ``C`` by
+  their trust weights. A literal "masked L1" (the L1 weighted by ``m``, no
+  supervision where ``m = 0``) is not what docs/finetune.md measured.
 
 Training draws random crops (``crop``×``crop`` px at full resolution, the flow
 network at ``flow_scale`` as ``fuse`` runs it) from the training brackets, with
@@ -313,7 +318,6 @@ class Crop:
     x1: torch.Tensor
     x2: torch.Tensor
     target: torch.Tensor  # T = m·C + (1 − m)·S, short-exposure linear, [0, 1]
-    colour_mask: torch.Tensor  # m, B×1×h×w in [0, 1]
 
 
 def crop_inputs(bracket: TrainingBracket, y: int, x: int, size: int, device: torch.device) -> list[torch.Tensor]:
@@ -632,12 +636,10 @@ def finetune(
     def label(crops: list[tuple[TrainingBracket, int, int]]) -> Crop:
         parts = [crop_inputs(b, y, x, side, device) for b, y, x in crops]
         x0, x1, x2 = (torch.cat([p[k] for p in parts]) for k in range(3))
-        targets, masks = [], []
-        for (b, _, _), (a0, a1, a2) in zip(crops, parts):
-            t, m = make_label(frozen, a0, a1, a2, b.exposures, config.flow_scale)
-            targets.append(t)
-            masks.append(m)
-        return Crop(x0, x1, x2, torch.cat(targets), torch.cat(masks))
+        # The colour mask m is already in the label (T blends C and S by it); the loss needs T only.
+        targets = [make_label(frozen, a0, a1, a2, b.exposures, config.flow_scale)[0]
+                   for (b, _, _), (a0, a1, a2) in zip(crops, parts)]
+        return Crop(x0, x1, x2, torch.cat(targets))
 
     val_batches = [label([c]) for c in _val_crops(val, side, config.seed)]
 
