@@ -375,6 +375,22 @@ def test_exception_a_second_run_to_the_same_checkpoint_stops_at_once(run, bad):
         lock.release()
 
 
+def test_exception_a_run_to_the_same_name_with_another_output_stops_at_once(run, bad):
+    from hdrmerge.locking import OutputLock
+
+    # Every target is locked, the --name cache file too, not only -o: otherwise both runs would train to
+    # the end and then one would fail or replace the other's checkpoint.
+    cached = Path(run.env["HDRMERGE_CACHE_DIR"]) / "finetuned" / "other.safetensors"
+    lock = OutputLock(cached)
+    assert lock.acquire()
+    try:
+        r = bad(str(run.card), "-o", str(run.root / "x.safetensors"), "--name", "other")
+        assert (r.returncode, r.stderr) == (1, f"error: another hdrmerge run (process {os.getpid()}) is writing "
+                                               "other.safetensors; wait for it to finish, or choose another output path\n")
+    finally:
+        lock.release()
+
+
 def test_brackets_are_found_as_batch_finds_them_and_each_once(run):
     from hdrmerge.finetune_inputs import find_brackets
 
