@@ -163,6 +163,23 @@ def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp
     assert str(e.value) == f"unknown model 'mycam'; known: {', '.join(CHECKPOINTS)} (see `hdrmerge weights list`)"
 
 
+def test_weights_list_names_a_renamed_checkpoint_as_model_takes_it(env, safnet_s_state, monkeypatch, capsys):
+    from hdrmerge.cli import run
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Fine-tuned as "mycam", then renamed in the cache: --model takes "renamed", so that is its name.
+    state = tuned_state(safnet_s_state)
+    dest = finetuned.cached_file("renamed")
+    dest.parent.mkdir(parents=True)
+    finetuned.save(dest, state, info_for("mycam", state, safnet_s_state))
+    capsys.readouterr()
+    assert run(["weights", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["finetuned"]
+    assert [(x["name"], x["hdrmerge_name"], x["path"]) for x in rows] == [("renamed", "mycam", str(dest))]
+    assert load_weights("renamed").path == dest
+
+
 def test_a_pth_or_registered_file_is_not_taken_for_a_finetuned_one(tmp_path):
     assert finetuned.read_info(SAFNET_S_PTH) is None
     foreign = tmp_path / "x.safetensors"

@@ -59,6 +59,10 @@ def _finetuned_rows() -> list[dict]:
             row["problem"] = c.problem
         else:
             row.update(c.info.to_json())
+            # "name" stays what --model accepts (the file's stem); the name recorded when it was
+            # fine-tuned differs once the file is renamed, and is kept apart.
+            row["name"] = c.name
+            row["hdrmerge_name"] = c.info.name
         rows.append(row)
     return rows
 
