@@ -189,13 +189,15 @@ def test_a_pth_or_registered_file_is_not_taken_for_a_finetuned_one(tmp_path):
 
 @pytest.mark.parametrize("name", ["", "-x", "a/b", "x" * 65, "my cam", "mycam.safetensors"])
 def test_exception_names_a_cache_file_cannot_have(name):
-    with pytest.raises(Exception) as e:
+    with pytest.raises(InputError) as e:
         finetuned.check_name(name)
+    assert e.value.exit_code == 2
     assert str(e.value) == (f"--name {name!r}: use letters, digits, '.', '-' and '_' (at most 64, starting with a "
                             "letter or digit), e.g. --name mycam")
 
 
 def test_exception_a_registered_name_is_not_a_finetuned_name():
-    with pytest.raises(Exception) as e:
+    with pytest.raises(InputError) as e:
         finetuned.check_name("safnet-s")
+    assert e.value.exit_code == 2
     assert str(e.value) == "--name safnet-s: that is a registered checkpoint's name; choose another, e.g. safnet-s-mycam"
