@@ -108,8 +108,9 @@ def run(tmp_path_factory) -> Run:
     copy = root / "saved.resume"
     if state.is_file():
         shutil.copyfile(state, copy)
+    # --crop and --seed given again, other than the first run's: they are ignored, with a warning.
     resumed = run_cli("finetune", str(card), "-o", str(out), "--name", "mycam", "--resume", str(state), "--json",
-                      env=env)
+                      "--crop", "96", "--seed", "5", env=env)
     return Run(root, card, env, out, copy, interrupted, resumed)
 
 
@@ -146,6 +147,11 @@ def test_resume_completes_and_writes_the_checkpoint_to_both_places(run):
     report = json.loads(r.stdout)
     bad = run.card / "b4_02.jpg"
     assert report["skipped"] == [f"bracket {bad} left out: {bad}: damaged or truncated JPEG file; re-export or copy it again"]
+    assert r.stderr.splitlines() == [
+        "warning: --crop 96 is ignored: a resumed run keeps its first run's setting (64)",
+        "warning: --seed 5 is ignored: a resumed run keeps its first run's setting (0)",
+        f"warning: {report['skipped'][0]}",
+    ]
     cached = Path(run.env["HDRMERGE_CACHE_DIR"]) / "finetuned" / "mycam.safetensors"
     assert report["outputs"] == [str(run.out), str(cached)]
     assert run.out.read_bytes() == cached.read_bytes()

@@ -76,13 +76,17 @@ def finetune(
         typer.Option("--steps", metavar="N", help=f"Training steps (default {DEFAULT_STEPS}; with --resume, the first run's).", show_default=False),
     ] = None,
     crop: Annotated[
-        int, typer.Option("--crop", metavar="PX", help="Side of the square training crops in pixels (reduced to fit --max-memory).")
-    ] = DEFAULT_CROP,
+        int | None,
+        typer.Option("--crop", metavar="PX", help=f"Side of the square training crops in pixels, reduced to fit --max-memory (default {DEFAULT_CROP}; with --resume, the first run's).", show_default=False),
+    ] = None,
     val_fraction: Annotated[
-        float,
-        typer.Option("--val-fraction", metavar="F", help="Share of brackets held out to score the weights and stop early (at least one of two or more)."),
-    ] = DEFAULT_VAL_FRACTION,
-    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the split, the crops and the order (same seed, same result).")] = 0,
+        float | None,
+        typer.Option("--val-fraction", metavar="F", help=f"Share of brackets held out to score the weights and stop early, at least one of two or more; 0 holds none out (default {DEFAULT_VAL_FRACTION}; with --resume, the first run's).", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", metavar="N", help="Seed of the split, the crops and the order; same seed, same result (default 0; with --resume, the first run's).", show_default=False),
+    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option("--resume", metavar="STATE", help="Continue a stopped run from the state it saved (FILE.safetensors.resume).", show_default=False),
@@ -141,9 +145,9 @@ def finetune(
                 )
         if steps is not None and steps < 1:
             raise InputError(f"--steps {steps}: must be at least 1; give the number of training steps, e.g. --steps {DEFAULT_STEPS}")
-        if crop < 64:
+        if crop is not None and crop < 64:
             raise InputError(f"--crop {crop}: must be at least 64 pixels; give --crop 64 or more (default {DEFAULT_CROP})")
-        if not 0.0 <= val_fraction <= 0.5:
+        if val_fraction is not None and not 0.0 <= val_fraction <= 0.5:
             raise InputError(
                 f"--val-fraction {val_fraction}: must be between 0 and 0.5; give a share such as {DEFAULT_VAL_FRACTION}, "
                 "or 0 to hold no bracket out"
@@ -185,9 +189,23 @@ def finetune(
             # Compared found with found: a bracket the first run could not decode is in neither
             # train nor val, but is found again now (train/val are checked against what loads, by the core).
             _check_same_brackets(resume, state.found or state.train + state.val, found_names)
+        if state is not None:
+            # A resumed run keeps its first run's settings (the crop, the split and the order decide
+            # what it trains on next); a different value given now is said to be ignored, not dropped silently.
+            given = {"--crop": (crop, state.config.crop), "--val-fraction": (val_fraction, state.config.val_fraction),
+                     "--seed": (seed, state.config.seed), "--max-memory": (memory, state.config.max_memory)}
+            for option, (now, then) in given.items():
+                if now is not None and now != then:
+                    shown = max_memory if option == "--max-memory" else now
+                    kept = ("the default" if then is None else f"{then / 2**20:g}MiB" if option == "--max-memory"
+                            else then)
+                    warn(f"{option} {shown} is ignored: a resumed run keeps its first run's setting ({kept})", quiet=quiet)
         config = FinetuneConfig(
             steps=steps if steps is not None else state.config.steps if state is not None else DEFAULT_STEPS,
-            crop=crop, seed=seed, val_fraction=val_fraction, max_memory=memory,
+            crop=crop if crop is not None else DEFAULT_CROP,
+            seed=seed if seed is not None else 0,
+            val_fraction=val_fraction if val_fraction is not None else DEFAULT_VAL_FRACTION,
+            max_memory=memory,
         )
 
         # --- the brackets ----------------------------------------------------------------------
