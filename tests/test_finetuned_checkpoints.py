@@ -180,6 +180,29 @@ def test_weights_list_names_a_renamed_checkpoint_as_model_takes_it(env, safnet_s
     assert load_weights("renamed").path == dest
 
 
+def test_weights_remove_leaves_a_stopped_runs_state_and_says_so(env, safnet_s_state, monkeypatch, capsys):
+    from hdrmerge.cli import run
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # `finetune --name mycam --overwrite`, stopped by Ctrl-C, keeps its state beside the finished mycam.
+    state = tuned_state(safnet_s_state)
+    dest = finetuned.cached_file("mycam")
+    dest.parent.mkdir(parents=True)
+    finetuned.save(dest, state, info_for("mycam", state, safnet_s_state))
+    resume = dest.with_name("mycam.safetensors.resume")
+    resume.write_bytes(b"the stopped run's state (its content is not read here)")
+    capsys.readouterr()
+    assert run(["weights", "remove", "mycam"]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (f"mycam: removed {dest}\n", f"note: {resume} is the state of a stopped fine-tune to this name, left "
+                          f"in place; continue it with `hdrmerge finetune ... --name mycam --resume {resume}`, or delete it\n")
+    assert not dest.exists() and resume.is_file()
+    finetuned.save(dest, state, info_for("mycam", state, safnet_s_state))
+    assert run(["weights", "remove", "mycam", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": "mycam", "removed": str(dest), "state_left": str(resume)}
+
+
 def test_a_pth_or_registered_file_is_not_taken_for_a_finetuned_one(tmp_path):
     assert finetuned.read_info(SAFNET_S_PTH) is None
     foreign = tmp_path / "x.safetensors"

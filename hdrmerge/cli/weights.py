@@ -231,7 +231,17 @@ def remove(
     from hdrmerge.weights.finetuned import remove_cached
 
     path = remove_cached(name)
+    # A stopped `finetune --name NAME --overwrite` keeps its state beside the checkpoint. It is that
+    # run's, not the checkpoint's: left in place (removing it would lose the run), and said so.
+    state = path.with_name(path.name + ".resume")
+    left = state if state.is_file() else None
     if json_:
-        print_json({"name": name, "removed": str(path)})
+        print_json({"name": name, "removed": str(path), "state_left": str(left) if left else None})
     else:
         out_console.print(f"{name}: removed {path}", markup=False)
+        if left:
+            err_console.print(
+                f"note: {left} is the state of a stopped fine-tune to this name, left in place; continue it with "
+                f"`hdrmerge finetune ... --name {name} --resume {left}`, or delete it",
+                markup=False,
+            )
