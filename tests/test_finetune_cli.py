@@ -314,6 +314,15 @@ def test_exception_steps_crop_and_val_fraction_out_of_range(run, bad):
                                            "0.2, or 0 to hold no bracket out\n")
 
 
+def test_exception_a_bad_option_value_creates_no_cache_folder(run, bad, tmp_path, monkeypatch):
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("HDRMERGE_CACHE_DIR", str(cache))
+    r = bad(str(run.card), "--name", "fresh", "--steps", "0")
+    assert (r.returncode, r.stderr) == (2, "error: --steps 0: must be at least 1; give the number of training steps, "
+                                           "e.g. --steps 240\n")
+    assert not cache.exists()
+
+
 def test_val_fraction_0_records_no_held_out_loss(run, tmp_path):
     # Nothing held out: the weights are chosen on training crops, and the checkpoint says so instead of
     # calling that score a held-out loss.

@@ -121,6 +121,27 @@ def finetune(
 
     started = time.perf_counter()
     # --- everything that needs neither decoding nor torch ---------------------------------
+    # The option values first: a refusal of those creates nothing (not even the cache's
+    # finetuned/ folder, which _targets makes for --name: its lock and state file live there).
+    if resume is not None and not resume.is_file():
+        raise InputError(f"--resume {resume}: no such file; give the state a stopped `hdrmerge finetune` saved")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps {steps}: must be at least 1; give the number of training steps, e.g. --steps {DEFAULT_STEPS}")
+    if crop is not None and crop < 64:
+        raise InputError(f"--crop {crop}: must be at least 64 pixels; give --crop 64 or more (default {DEFAULT_CROP})")
+    if val_fraction is not None and not 0.0 <= val_fraction <= 0.5:
+        raise InputError(
+            f"--val-fraction {val_fraction}: must be between 0 and 0.5; give a share such as {DEFAULT_VAL_FRACTION}, "
+            "or 0 to hold no bracket out"
+        )
+    check_gap(gap)
+    response_choice = parse_response_option(response, False)
+    memory = parse_memory(max_memory) if max_memory else None
+    pixel_limit = parse_max_pixels(max_pixels)
+    preflight.check_device(device.value, "fp32")
+    if model is not None:
+        _check_trainable(_model_arch(model), f"--model {model}")
+    preflight.check_weights(model, weights)
     targets = _targets(output, name, overwrite)
     # Held for the whole run, as fuse and batch hold an output: a second run to the same
     # checkpoint, or the same --name (and so the same state file), stops at once instead of
@@ -129,8 +150,6 @@ def finetune(
         for target in targets:
             held.enter_context(locked_output(target))
         state_path = Path(str(targets[0]) + RESUME_SUFFIX)
-        if resume is not None and not resume.is_file():
-            raise InputError(f"--resume {resume}: no such file; give the state a stopped `hdrmerge finetune` saved")
         if state_path.exists() and not overwrite:
             if resume is None:
                 raise InputError(
@@ -143,23 +162,6 @@ def finetune(
                     f"{state_path} exists: the state of another stopped fine-tune, which this run would replace; "
                     f"continue that one with --resume {state_path}, or pass --overwrite to replace it"
                 )
-        if steps is not None and steps < 1:
-            raise InputError(f"--steps {steps}: must be at least 1; give the number of training steps, e.g. --steps {DEFAULT_STEPS}")
-        if crop is not None and crop < 64:
-            raise InputError(f"--crop {crop}: must be at least 64 pixels; give --crop 64 or more (default {DEFAULT_CROP})")
-        if val_fraction is not None and not 0.0 <= val_fraction <= 0.5:
-            raise InputError(
-                f"--val-fraction {val_fraction}: must be between 0 and 0.5; give a share such as {DEFAULT_VAL_FRACTION}, "
-                "or 0 to hold no bracket out"
-            )
-        check_gap(gap)
-        response_choice = parse_response_option(response, False)
-        memory = parse_memory(max_memory) if max_memory else None
-        pixel_limit = parse_max_pixels(max_pixels)
-        preflight.check_device(device.value, "fp32")
-        if model is not None:
-            _check_trainable(_model_arch(model), f"--model {model}")
-        preflight.check_weights(model, weights)
         found = find_brackets(folders, recursive=recursive, group_size=group_size, gap_s=gap, prefer=prefer.value)
         found_names = [b.name for b in found.brackets]
         chatty = not (quiet or json_)
