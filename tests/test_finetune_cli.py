@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -328,8 +329,13 @@ def test_val_fraction_0_records_no_held_out_loss(run, tmp_path):
     # calling that score a held-out loss.
     out = tmp_path / "all.safetensors"
     r = run_cli("finetune", str(run.card), "-o", str(out), "--steps", "1", "--crop", "64", "--val-fraction", "0",
-                "--quiet", env=run.env)
+                env=run.env)
     assert r.returncode == 0, r.stderr
+    # Progress and the last line say what the score was taken on.
+    lines = r.stderr.splitlines()
+    assert re.fullmatch(r"step 1/1: loss [0-9.e-]+, training crops [0-9.e-]+ \(best\); [0-9.]+ s/step, about 0 s left", lines[1])
+    assert re.fullmatch(r"wrote .*; no bracket held out; loss on training crops [0-9.e-]+ → [0-9.e-]+ \(best at step [01]\); "
+                        r"[0-9]+ s", lines[2])
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
     assert (meta["brackets_train"], meta["brackets_val"], meta["loss_start_val"], meta["loss_best_val"]) == ("3", "0", "", "")

@@ -228,7 +228,15 @@ def finetune(
             s.found = found_names
             s.save(state_path)
 
-        with StopFlag("step", quiet=quiet or json_) as stop, _training_progress(chatty, err_console.is_terminal) as on_step:
+        # As hdrmerge.finetune.split_brackets decides: nothing is held out with --val-fraction 0 or one
+        # bracket, and the score shown is then on training crops.
+        if state is not None:
+            held_out_run = bool(state.val)
+        else:
+            held_out_run = config.val_fraction > 0 and len(brackets) >= 2
+        scored_as = "held-out" if held_out_run else "training crops"
+        with StopFlag("step", quiet=quiet or json_) as stop, \
+                _training_progress(chatty, err_console.is_terminal, scored_as) as on_step:
             outcome, final = train(
                 net, brackets, config, device=dev, on_step=on_step, resume=state, stop=stop.event,
                 checkpoint_every=save_state,
@@ -372,13 +380,14 @@ def _loading_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
 
 
 @contextmanager
-def _training_progress(enabled: bool, terminal: bool) -> Iterator[Callable[[Any], None] | None]:
+def _training_progress(enabled: bool, terminal: bool, scored_as: str = "held-out") -> Iterator[Callable[[Any], None] | None]:
     """``on_step(report)`` for hdrmerge.finetune (None when disabled).
 
     On a terminal: a live bar with the step, the last loss, the best held-out
     loss and the time left. Elsewhere (a log, CI): one plain line at the first
     step, at every validation and at the last step, with the time per step
-    and the time left.
+    and the time left. ``scored_as`` names what the best score was taken on:
+    ``held-out`` brackets, or ``training crops`` when none is held out.
     """
     if not enabled:
         yield None
@@ -388,7 +397,7 @@ def _training_progress(enabled: bool, terminal: bool) -> Iterator[Callable[[Any]
     def losses(r: Any) -> str:
         if r.val_loss is not None:
             best[:] = [min([*best, r.val_loss])]
-        return f"loss {r.loss:.4g}" + (f", held-out {best[0]:.4g} (best)" if best else "")
+        return f"loss {r.loss:.4g}" + (f", {scored_as} {best[0]:.4g} (best)" if best else "")
 
     if not terminal:
         seconds: list[float] = []
