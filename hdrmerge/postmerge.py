@@ -46,12 +46,12 @@ if TYPE_CHECKING:
     from hdrmerge.reading import Frame
 
 #: LDR value (gamma domain, any channel) from which a shot counts as saturated.
-SATURATED = 0.95
+SATURATED = 0.98
 #: The guard checks the output against the reference where its LDR value is above this
 #: (below, the reference is too noisy to judge the refinement's denoising).
 GUARD_DARK = 0.2
 #: Mean normalised deviation (in standard deviations) where the guard starts to act; full at twice.
-GUARD_Z = 3.0
+GUARD_Z = 2.0
 #: Radius of the guard's averaging window (5×5).
 GUARD_RADIUS = 2
 #: The long shot is merged where the reference's LDR value is below this (fading out over 0.15).
