@@ -30,7 +30,7 @@ windows reach :data:`REACH` pixels; :func:`hdrmerge.tiling.run_tiled` grows
 each tile by that much, so a tiled run still equals a whole-image run.
 
 The constants were chosen from measurements on ``hdrmerge synth`` test sets
-(docs/quality.md, "How the additions were chosen").
+(``benchmarks/postmerge_choices.py``; docs/quality.md, "How the rules were chosen").
 """
 
 from __future__ import annotations
@@ -162,9 +162,9 @@ def _variance(radiance: torch.Tensor, exposure: float, noise: float, levels: flo
     """
     from hdrmerge.reading import GAMMA
 
-    v = (radiance * exposure).clamp(1e-4, 1.0) ** (1.0 / GAMMA)
-    slope = GAMMA * v ** (GAMMA - 1.0) / exposure
-    return (noise * noise + 1.0 / (12.0 * levels * levels)) * slope * slope
+    # slope² = (2.2·v^1.2 / e)² = 2.2²·(radiance·e)^(2·1.2/2.2) / e²: one power, not two.
+    gain = (noise * noise + 1.0 / (12.0 * levels * levels)) * GAMMA * GAMMA / (exposure * exposure)
+    return (radiance * exposure).clamp(1e-4, 1.0).pow(2.0 * (GAMMA - 1.0) / GAMMA).mul_(gain)
 
 
 def _gradient2(x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +225,8 @@ def apply(
             ("merge_short", x0w, e0, n0, q0, _smoothstep((ref_level - HIGHLIGHT_ABOVE) / 0.1)),
         )
         for name, xk, ek, nk, qk, where in shots:
+            if not bool((where > 0).any()):  # no dark (bright) reference pixel in this window
+                continue
             lin = xk[:, 0:3]
             var = _variance(out, ek, nk, qk) + (ALIGN_PX * ALIGN_PX) * _gradient2(lin)
             usable = (xk[:, 3:6].amax(1, keepdim=True) < SATURATED).to(f)
