@@ -198,7 +198,9 @@ def apply(
     import torch
 
     f = torch.float32
-    x0w, x1, x2w, hm, out = (t.to(f) for t in (x0w, x1, x2w, hm, out))
+    # Plain NCHW float32: the tiles arrive channels_last (for the convolutions),
+    # where these per-channel slices and reductions run slower.
+    x0w, x1, x2w, hm, out = (t.to(f).contiguous() for t in (x0w, x1, x2w, hm, out))
     e0, e1, e2 = (float(e) for e in exposures)
     n0, n1, n2 = settings.noise
     q0, q1, q2 = settings.levels
