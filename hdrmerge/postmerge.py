@@ -20,7 +20,10 @@ first stage and no flows: they apply to SAFNet only.
   (:data:`ALIGN_PX` times the local gradient). Where the long shot is
   unsaturated, the reference is dark, and the shot agrees with the output
   within their noise over a 5×5 window, it is averaged into the output with inverse-variance
-  weights; the short shot likewise where the reference is near saturation.
+  weights (the output counting as :data:`OUTPUT_WEIGHT` reference shots);
+  the short shot likewise where the reference is near saturation. Whatever
+  a shot's windowed disagreement with the output shows beyond the output's
+  own error (:data:`OUTPUT_ERROR`) counts as the shot's variance too.
   Where motion makes a shot disagree, its weight is zero, so no ghost
   returns.
 
