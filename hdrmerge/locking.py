@@ -84,9 +84,14 @@ class OutputLock:
                 except FileNotFoundError:
                     same = False
                 if same:
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
                     self._fd = fd
+                    # The process id only names the holder in messages; the
+                    # flock is the lock. On a full disk the write fails, and
+                    # the run must still hold (and later remove) the file
+                    # rather than leave it behind unlocked.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)
+                        os.write(fd, f"{os.getpid()}\n".encode())
                     return True
                 _unlock(fd)
                 os.close(fd)
