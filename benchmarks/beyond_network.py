@@ -264,10 +264,10 @@ def moving_region(shots: list[Path], ev: list[float]) -> np.ndarray:
 
 
 def psnr_mu(a: np.ndarray, b: np.ndarray) -> float:
-    from hdrmerge.metrics import psnr
-    from hdrmerge.writing import mu_law
+    """:func:`hdrmerge.metrics.psnr_mu` of both images clipped to [0, 1]."""
+    from hdrmerge.metrics import psnr_mu
 
-    return psnr(mu_law(np.clip(a, 0, 1)), mu_law(np.clip(b, 0, 1)))
+    return psnr_mu(np.clip(a, 0, 1), np.clip(b, 0, 1))
 
 
 def kalantari(data: Path, work: Path, half: bool) -> dict[str, object]:

@@ -20,7 +20,6 @@ Needs the SAFNet-S checkpoint (HDRMERGE_WEIGHTS_DIR, cache, or download).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hdrmerge.metrics import psnr_mu
 from hdrmerge.testsets import read_hdr_image
 from hdrmerge.writing import mu_law, to_u8
 
@@ -52,11 +52,6 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
     cv2.rectangle(out, (0, 0), (out.shape[1], 22), (0, 0, 0), -1)
     cv2.putText(out, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return out
-
-
-def psnr_mu(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((mu_law(a).astype(np.float64) - mu_law(b)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def best_crop(gt: np.ndarray, exact: np.ndarray, default: np.ndarray) -> tuple[int, int]:

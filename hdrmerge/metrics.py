@@ -25,6 +25,11 @@ def psnr(pred: np.ndarray, gt: np.ndarray, peak: float = 1.0) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
+def psnr_mu(pred: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR-μ in dB: :func:`psnr` after the μ-law (μ = 5000) of both images."""
+    return psnr(mu_law(pred), mu_law(gt))
+
+
 def ssim(pred: np.ndarray, gt: np.ndarray, data_range: float = 1.0) -> float:
     """Mean SSIM over pixels and channels (Gaussian window 11, σ 1.5)."""
     import cv2

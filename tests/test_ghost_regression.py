@@ -27,9 +27,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hdrmerge.metrics import psnr
+from hdrmerge.metrics import psnr_mu
 from hdrmerge.testsets import SynthOptions, make_scene, read_hdr_image, write_scene
-from hdrmerge.writing import mu_law
 from tests.conftest import DATA, SAFNET_S_PTH
 
 #: PSNR-μ (dB) the default may lose against --exact inside one moving object's region.
@@ -107,10 +106,6 @@ def merged(request, engine, tmp_path_factory) -> Merged:
     exact = fuse(paths, folder / "exact.exr", engine, exact=True)
     default = fuse(paths, folder / "default.exr", engine, exact=False)
     return Merged(paths, gt, moving, exact, default)
-
-
-def psnr_mu(pred: np.ndarray, gt: np.ndarray) -> float:
-    return psnr(mu_law(pred), mu_law(gt))
 
 
 def ghost_findings(out: np.ndarray, exact: np.ndarray, gt: np.ndarray, moving: np.ndarray) -> list[str]:
