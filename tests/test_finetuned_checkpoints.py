@@ -9,6 +9,7 @@ tested in test_finetune_cli.py), so the file is not the registered checkpoint un
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -39,6 +40,15 @@ def info_for(name: str, state: dict, base_state: dict) -> finetuned.FinetunedInf
         steps=7, best_step=6, loss_start_val=0.125, loss_best_val=0.0625, stopped_early=False,
         config={"steps": 7, "crop": 128, "seed": 0},
     )
+
+
+def cache_tuned(file_name: str, recorded_name: str, base_state: dict) -> tuple[dict, Path, finetuned.FinetunedInfo]:
+    """A fine-tuned SAFNet-S saved in the (empty) cache as ``file_name``, recorded as ``recorded_name``:
+    its tensors, its path and the metadata written."""
+    state = tuned_state(base_state)
+    dest = finetuned.cached_file(file_name)
+    dest.parent.mkdir(parents=True)
+    return state, dest, finetuned.save(dest, state, info_for(recorded_name, state, base_state))
 
 
 @pytest.fixture
@@ -113,10 +123,7 @@ def test_cached_finetuned_checkpoint_is_used_by_name_listed_and_removed(env, tmp
         code = run(list(args))
         return (code, *capsys.readouterr())
 
-    state = tuned_state(safnet_s_state)
-    dest = finetuned.cached_file("mycam")
-    dest.parent.mkdir(parents=True)
-    written = finetuned.save(dest, state, info_for("mycam", state, safnet_s_state))
+    state, dest, written = cache_tuned("mycam", "mycam", safnet_s_state)
 
     r = run_cli("weights", "list", env=env)
     assert r.returncode == 0, r.stderr
@@ -169,10 +176,7 @@ def test_weights_list_names_a_renamed_checkpoint_as_model_takes_it(env, safnet_s
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     # Fine-tuned as "mycam", then renamed in the cache: --model takes "renamed", so that is its name.
-    state = tuned_state(safnet_s_state)
-    dest = finetuned.cached_file("renamed")
-    dest.parent.mkdir(parents=True)
-    finetuned.save(dest, state, info_for("mycam", state, safnet_s_state))
+    _, dest, _ = cache_tuned("renamed", "mycam", safnet_s_state)
     capsys.readouterr()
     assert run(["weights", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["finetuned"]
@@ -186,10 +190,7 @@ def test_weights_remove_leaves_a_stopped_runs_state_and_says_so(env, safnet_s_st
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     # `finetune --name mycam --overwrite`, stopped by Ctrl-C, keeps its state beside the finished mycam.
-    state = tuned_state(safnet_s_state)
-    dest = finetuned.cached_file("mycam")
-    dest.parent.mkdir(parents=True)
-    finetuned.save(dest, state, info_for("mycam", state, safnet_s_state))
+    state, dest, _ = cache_tuned("mycam", "mycam", safnet_s_state)
     resume = dest.with_name("mycam.safetensors.resume")
     resume.write_bytes(b"the stopped run's state (its content is not read here)")
     capsys.readouterr()
