@@ -339,15 +339,20 @@ def run_tiled(
                     out = torch.clamp(hm + model.refinenet(s0w, x1, s2w, motion, hm), 0.0, 1.0)
                     oy, ox = core.y0 - ext.y0, core.x0 - ext.x0
                     ch, cw = core.shape
+
+                    def core_hwc(t: torch.Tensor) -> np.ndarray:
+                        """The core's pixels of a 1×C×H×W window tensor, as H×W×C float32."""
+                        return t[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
+
                     if additions is not None:
                         out, masks = postmerge.apply(x0w, x1, x2w, hm, out, exposures, additions)
                         if intermediates:
                             for name, m in masks.items():
                                 acted.setdefault(name, np.empty((h, w, 1), np.float32))
-                                acted[name][core.y0 : core.y1, core.x0 : core.x1] = m[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).cpu().numpy()
-                    hdr[core.y0 : core.y1, core.x0 : core.x1] = out[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
+                                acted[name][core.y0 : core.y1, core.x0 : core.x1] = core_hwc(m)
+                    hdr[core.y0 : core.y1, core.x0 : core.x1] = core_hwc(out)
                     if hdr_m is not None:
-                        hdr_m[core.y0 : core.y1, core.x0 : core.x1] = hm[0, :, oy : oy + ch, ox : ox + cw].permute(1, 2, 0).float().cpu().numpy()
+                        hdr_m[core.y0 : core.y1, core.x0 : core.x1] = core_hwc(hm)
                 if on_tile is not None:
                     on_tile(done + 1, len(windows))
             break
