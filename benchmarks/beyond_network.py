@@ -77,6 +77,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from _cli_runner import hdrmerge as run_cli
+
 REPO = Path(__file__).resolve().parent.parent
 QUICK_PHOTOS = ("Desk", "MtTamWest")
 BASE_NOISE = 0.002  # hdrmerge synth's default
@@ -106,14 +108,9 @@ class SetSpec:
 SETS = (SetSpec(2, BASE_NOISE), SetSpec(2, HIGH_NOISE), SetSpec(3, BASE_NOISE), SetSpec(3, HIGH_NOISE))
 
 
-def hdrmerge(*args: str) -> subprocess.CompletedProcess:
-    """The hdrmerge CLI in a fresh interpreter (this checkout wins through PYTHONPATH); one thread
-    unless OMP_NUM_THREADS says otherwise: scores do not depend on it, and on a shared 2-core
-    machine two threads per process mostly wait on each other. The checkpoint comes from
-    HDRMERGE_WEIGHTS_DIR, by default the shared test material's (as the Makefile sets it)."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    env.setdefault("HDRMERGE_WEIGHTS_DIR", str(Path(os.environ["HDRMERGE_SHARED"]) / "weights"))
-    return subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
+def hdrmerge(*args: str) -> subprocess.CompletedProcess[str]:
+    """The hdrmerge CLI in a subprocess, one thread, with the shared test material's checkpoint."""
+    return run_cli(*args, shared_weights=True)
 
 
 def check(r: subprocess.CompletedProcess, what: str) -> None:

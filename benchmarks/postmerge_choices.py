@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -41,6 +40,8 @@ from hdrmerge.testsets import read_hdr_image
 from hdrmerge.tiling import run_tiled
 from hdrmerge.weights import load_weights
 from hdrmerge.writing import mu_law
+
+from _cli_runner import hdrmerge
 
 SETS = {"2ev-base": (2, 0.002), "2ev-high": (2, 0.01), "3ev-base": (3, 0.002), "3ev-high": (3, 0.01)}
 
@@ -119,8 +120,8 @@ def main() -> None:
     for set_name, (ev, noise) in SETS.items():
         folder = work / set_name
         if not folder.exists():
-            subprocess.run([sys.executable, "-m", "hdrmerge", "synth", str(photos), str(folder), f"--ev=-{ev},0,{ev}",
-                            "--noise", str(noise), "--max-side", str(args.max_side), "-q"], check=True)
+            hdrmerge("synth", str(photos), str(folder), f"--ev=-{ev},0,{ev}", "--noise", str(noise),
+                     "--max-side", str(args.max_side), "-q", exit_on_failure=True, one_thread=False)
         _, scenes = discover(folder)
         deltas: dict[str, list[tuple[float, float]]] = {name: [] for name in ("none", *VARIANTS)}
         for scene in scenes:

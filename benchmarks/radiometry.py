@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from _cli_runner import hdrmerge
 
 PHOTOS = ("Desk", "MtTamWest", "Tree")
 ENCODINGS = ("gamma2.2", "srgb", "camera-mild", "camera-strong", "linear")
@@ -88,14 +89,6 @@ def set_specs(spacings: tuple[int, ...]) -> list[SetSpec]:
             if enc == "linear":
                 specs.append(SetSpec(enc, "tif", 16, s))  # linear 16-bit: TIFF only
     return specs
-
-
-def hdrmerge(*args: str) -> subprocess.CompletedProcess:
-    """The hdrmerge CLI in a fresh interpreter (this checkout wins through PYTHONPATH); one thread
-    unless OMP_NUM_THREADS says otherwise: scores do not depend on it, and on a shared 2-core
-    machine two threads per process mostly wait on each other (6.7 s vs 1.1 s per scene measured)."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
 
 
 def has_flags() -> bool:

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ import numpy as np
 
 from hdrmerge.reading import read_frame
 from hdrmerge.testsets import read_hdr_image
+
+from _cli_runner import hdrmerge
 
 REPO = Path(__file__).resolve().parent.parent
 #: A short shot's pixel is well exposed when its largest code value lies here.
@@ -63,13 +64,6 @@ def brackets(data: Path) -> list[tuple[str, list[Path], list[str]]]:
     for folder in sorted(p for p in (data / "merianos_fusion_noexif").iterdir() if p.is_dir()):
         out.append((f"merianos_{folder.name}", sorted(folder.glob("*.jpg")), []))  # exposures from the pixels
     return out
-
-
-def hdrmerge(*args: str) -> subprocess.CompletedProcess:
-    """The hdrmerge CLI in a fresh interpreter; one thread unless OMP_NUM_THREADS says otherwise
-    (results do not depend on it, and on a shared machine two threads wait on each other)."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
 
 
 def fuse(shots: list[Path], extra: list[str], out: Path) -> dict:

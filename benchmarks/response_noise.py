@@ -18,23 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-
-def hdrmerge(*args: str) -> None:
-    """The hdrmerge CLI in a fresh interpreter (this checkout wins through PYTHONPATH), one thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    r = subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"hdrmerge {' '.join(args[:2])} failed: {r.stderr.strip()}")
+from _cli_runner import hdrmerge
 
 
 def scores(folder: Path, out: Path, extra: list[str]) -> dict[str, dict[str, object]]:
     """``hdrmerge eval`` on ``folder``: scene → PSNR-μ, PSNR-l and the response used."""
-    hdrmerge("eval", str(folder), "--out", str(out), "--quiet", *extra)
+    hdrmerge("eval", str(folder), "--out", str(out), "--quiet", *extra, exit_on_failure=True)
     data = json.loads((out / "eval.json").read_text())
     return {s["scene"]: {**s["hdrmerge"], "response": str(s.get("response", "")).split(" (")[0]} for s in data["scenes"]}
 
@@ -53,7 +45,8 @@ def main() -> None:
             folder = work / f"{spacing}ev"
             hdrmerge("synth", str(photos), str(folder), f"--ev=-{spacing},0,{spacing}", "--noise", f"{args.noise:g}",
                      "--encoding", "gamma2.2", "--format", "tif", "--bits", "16", "--no-exif",
-                     "--max-side", str(args.side), "--motion", f"{30 * scale:g}", "--shift", f"{4 * scale:g}", "--quiet")
+                     "--max-side", str(args.side), "--motion", f"{30 * scale:g}", "--shift", f"{4 * scale:g}", "--quiet",
+                     exit_on_failure=True)
             base = scores(folder, work / f"{spacing}ev-gamma", ["--response", "gamma2.2"])
             auto = scores(folder, work / f"{spacing}ev-auto", [])
             print(f"### −{spacing}/0/+{spacing} EV, noise {args.noise:g}, {args.side} px")

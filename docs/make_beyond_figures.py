@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -59,6 +58,8 @@ from hdrmerge.writing import mu_law, to_u8
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
+from _cli_runner import hdrmerge  # noqa: E402
+from _figure_label import label as caption  # noqa: E402
 from beyond_network import moving_region  # noqa: E402  (the benchmark's rule for real brackets)
 
 SYNTH_PHOTOS = ("MtTamWest", "Tree", "Desk")
@@ -69,15 +70,6 @@ DARK, BRIGHT = 0.15, 0.95  # reference code values
 #: Display exposure of the shadow and highlight rows, stops (μ-law alone leaves both hard to see).
 SHADOW_STOPS, HIGHLIGHT_STOPS = 3, -3
 CROP = 160  # px, square
-
-
-def hdrmerge(*args: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    env.setdefault("HDRMERGE_WEIGHTS_DIR", str(Path(os.environ.get("HDRMERGE_SHARED", REPO.parent / "shared")) / "weights"))
-    r = subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"hdrmerge {' '.join(args[:2])} failed: {r.stderr.strip()}")
-    return r.stdout
 
 
 def fuse_runs(shots: list[Path], extra: list[str], tmp: Path, curve: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
@@ -91,7 +83,8 @@ def fuse_runs(shots: list[Path], extra: list[str], tmp: Path, curve: str) -> tup
     tmp.mkdir(parents=True, exist_ok=True)
     common = ["--normalize", "short", "--exr-dtype", "float", "--no-preview", "--overwrite", "--json", *extra]
     runs = {"exact": ["--exact"], "default": [], "additions": ["--response", curve, "--debug-dir", str(tmp / "debug")]}
-    reports = {name: hdrmerge("fuse", *map(str, shots), "-o", str(tmp / f"{name}.exr"), *flags, *common) for name, flags in runs.items()}
+    reports = {name: hdrmerge("fuse", *map(str, shots), "-o", str(tmp / f"{name}.exr"), *flags, *common,
+                              exit_on_failure=True, shared_weights=True).stdout for name, flags in runs.items()}
     masks = {p.stem: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((tmp / "debug").glob("*.png")) if p.stem not in NETWORK_DEBUG}
     hdrs = {name: read_hdr_image(tmp / f"{name}.exr") for name in runs}
     return hdrs, masks, json.loads(reports["default"].strip().splitlines()[-1])
@@ -106,11 +99,8 @@ def best_window(weight: np.ndarray, side: int) -> tuple[slice, slice]:
 
 
 def label(img: np.ndarray, text: str) -> np.ndarray:
-    """RGB u8 → BGR u8 with ``text`` in a black band on top."""
-    out = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
-    cv2.rectangle(out, (0, 0), (out.shape[1], 16), (0, 0, 0), -1)
-    cv2.putText(out, text, (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    """RGB u8 → BGR u8 with ``text`` in a black band on top (a thin one: the crops are small)."""
+    return caption(img, text, band_px=16, font_scale=0.38, text_at=(4, 12))
 
 
 def strip(ref_ldr: np.ndarray, runs: dict[str, np.ndarray], masks: dict[str, np.ndarray],

@@ -34,18 +34,16 @@ from hdrmerge.testsets import SynthOptions, synthesise
 from hdrmerge.weights import load_weights
 from hdrmerge.writing import mu_law, to_u8
 
+from _figure_label import label
+
 REPO = Path(__file__).resolve().parent.parent
 SCENES = ("Desk", "MtTamWest", "Tree")
 HEIGHT = 220
 
 
-def _tile(img_rgb_u8: np.ndarray, label: str) -> np.ndarray:
+def _tile(img_rgb_u8: np.ndarray, text: str) -> np.ndarray:
     h, w = img_rgb_u8.shape[:2]
-    out = cv2.resize(img_rgb_u8, (int(round(w * HEIGHT / h)), HEIGHT), interpolation=cv2.INTER_AREA)
-    out = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
-    cv2.rectangle(out, (0, 0), (out.shape[1], 22), (0, 0, 0), -1)
-    cv2.putText(out, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    return label(cv2.resize(img_rgb_u8, (int(round(w * HEIGHT / h)), HEIGHT), interpolation=cv2.INTER_AREA), text)
 
 
 def strip(paths: list[Path], engine: Engine, ev: list[float] | None = None) -> np.ndarray:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,25 +32,20 @@ from hdrmerge.metrics import psnr_mu
 from hdrmerge.testsets import read_hdr_image
 from hdrmerge.writing import mu_law, to_u8
 
+from _figure_label import label as caption
+
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _cli_runner import hdrmerge, shared_dir  # noqa: E402
 #: (photograph, EV spacing, --noise): the guard shows best at base noise, the shadow merge at high noise.
 SETS = (("Desk", 2, 0.002), ("MtTamWest", 3, 0.01))
 CROP = (200, 150)  # w, h of the crop, px at the 512-px scale
 SCALE = 2  # crops are shown at twice their size
 
 
-def hdrmerge(*args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    r = subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"hdrmerge {' '.join(args[:2])} failed: {r.stderr.strip()}")
-
-
 def label(img: np.ndarray, text: str) -> np.ndarray:
-    out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    cv2.rectangle(out, (0, 0), (out.shape[1], 22), (0, 0, 0), -1)
-    cv2.putText(out, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    """RGB u8 → BGR u8 with ``text`` in a black band on top."""
+    return caption(img, text, font_scale=0.45)
 
 
 def best_crop(gt: np.ndarray, exact: np.ndarray, default: np.ndarray) -> tuple[int, int]:
@@ -70,15 +64,16 @@ def read_exr_or_hdr(path: Path) -> np.ndarray:
 def strip(folder: Path, photo: str, ev: int, noise: float, tmp: Path) -> None:
     hdr_dir = tmp / f"src-{photo}"
     hdr_dir.mkdir()
-    os.symlink(Path(os.environ.get("HDRMERGE_SHARED", REPO.parent / "shared")) / "data" / "openexr_photos" / f"{photo}.exr", hdr_dir / f"{photo}.exr")
+    os.symlink(shared_dir() / "data" / "openexr_photos" / f"{photo}.exr", hdr_dir / f"{photo}.exr")
     sset = tmp / f"set-{photo}"
-    hdrmerge("synth", str(hdr_dir), str(sset), f"--ev=-{ev},0,{ev}", "--noise", str(noise), "--max-side", "512", "-q")
+    hdrmerge("synth", str(hdr_dir), str(sset), f"--ev=-{ev},0,{ev}", "--noise", str(noise), "--max-side", "512", "-q",
+             exit_on_failure=True)
     scene = sset / photo
     shots = sorted(str(p) for p in scene.glob("input_*.tif"))
     outs = {}
     for name, extra in (("exact", ["--exact"]), ("default", ["--debug-dir", str(tmp / f"dbg-{photo}")])):
         out = tmp / f"{photo}-{name}.hdr"
-        hdrmerge("fuse", *shots, "-o", str(out), "--normalize", "short", "--no-preview", "-q", *extra)
+        hdrmerge("fuse", *shots, "-o", str(out), "--normalize", "short", "--no-preview", "-q", *extra, exit_on_failure=True)
         outs[name] = read_exr_or_hdr(out)
     gt = read_hdr_image(scene / "HDRImg.hdr")
     y, x = best_crop(gt, outs["exact"], outs["default"])

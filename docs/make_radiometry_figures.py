@@ -20,8 +20,6 @@ checkpoint (HDRMERGE_WEIGHTS_DIR, cache, or download).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,33 +30,22 @@ import numpy as np
 from hdrmerge.testsets import read_hdr_image
 from hdrmerge.writing import mu_law, to_u8
 
+from _figure_label import label
+
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _cli_runner import hdrmerge, shared_dir  # noqa: E402
 PHOTO = "MtTamWest"
 SETS = (("camera-strong", "jpg", 8), ("linear", "tif", 16))
 CROP = (360, 240)  # w, h of the crop, px at the 640-px scale
 
 
-def hdrmerge(*args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    r = subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"hdrmerge {' '.join(args[:2])} failed: {r.stderr.strip()}")
-
-
-def label(img: np.ndarray, text: str) -> np.ndarray:
-    out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    cv2.rectangle(out, (0, 0), (out.shape[1], 22), (0, 0, 0), -1)
-    cv2.putText(out, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    shared = Path(os.environ.get("HDRMERGE_SHARED", REPO.parent / "shared"))
-    ap.add_argument("--photos", type=Path, default=shared / "data" / "openexr_photos")
+    ap.add_argument("--photos", type=Path, default=shared_dir() / "data" / "openexr_photos")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "radiometry")
     args = ap.parse_args()
-    help_text = subprocess.run([sys.executable, "-m", "hdrmerge", "eval", "--help"], capture_output=True, text=True).stdout
+    help_text = hdrmerge("eval", "--help").stdout
     if "--exact" not in help_text or "--response" not in help_text:
         sys.exit("this hdrmerge has no --exact/--response: nothing to compare")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -70,10 +57,11 @@ def main() -> None:
             name = f"{encoding}-{fmt}{bits}"
             sset = Path(tmp) / name
             hdrmerge("synth", str(photos), str(sset), "--encoding", encoding, "--format", fmt,
-                     *(["--bits", str(bits)] if fmt == "tif" else []), "--max-side", "640", "--motion", "19", "--shift", "2.5", "--quiet")
+                     *(["--bits", str(bits)] if fmt == "tif" else []), "--max-side", "640", "--motion", "19", "--shift", "2.5", "--quiet",
+                     exit_on_failure=True)
             preds = {}
             for config, flags in (("exact", ["--exact"]), ("auto", ["--response", "auto"])):
-                hdrmerge("eval", str(sset), "--save-dir", str(Path(tmp) / f"{name}-{config}"), "--quiet", *flags)
+                hdrmerge("eval", str(sset), "--save-dir", str(Path(tmp) / f"{name}-{config}"), "--quiet", *flags, exit_on_failure=True)
                 preds[config] = mu_law(read_hdr_image(Path(tmp) / f"{name}-{config}" / PHOTO / "hdrmerge.hdr"))
             gt = mu_law(read_hdr_image(sset / PHOTO / "HDRImg.hdr"))
             gain = (np.abs(preds["exact"] - gt) - np.abs(preds["auto"] - gt)).mean(axis=2).astype(np.float32)
