@@ -123,28 +123,10 @@ class DngMetadata:
 def dng_metadata(bracket: Any, report: Mapping[str, Any]) -> DngMetadata:
     """The DNG's metadata for a merged :class:`hdrmerge.pipeline.Bracket` and its run report."""
     from hdrmerge import __version__
-    from hdrmerge.pipeline import finetuned_from
+    from hdrmerge.header_fields import merge_fields
 
     ref = bracket.reference
-    model = report["model"]
-    provenance: dict[str, Any] = {
-        "sources": [f.path.name for f in bracket.sorted_frames],
-        "ev": [round(float(bracket.exposures.ev[i]), 4) for i in bracket.order],
-        "evSource": bracket.exposures.source,
-        "reference": ref.path.name,
-        "response": bracket.response.name,
-        "responseSource": bracket.response.source,
-        "responseDetail": bracket.response.detail or None,
-        "model": model["arch"],
-        "weights": model["name"] or "unregistered",
-        "weightsSha256": model["sha256"],
-        "weightsFinetunedFrom": finetuned_from(model),
-        "normalize": report["normalize"],
-        "normalizeGain": float(report["normalize_gain"]),
-        # AFUNet estimates no flows: the key is left out (None is dropped).
-        "flowScale": None if report["flow_scale"] is None else float(report["flow_scale"]),
-        "version": __version__,
-    }
+    provenance = merge_fields(bracket, report)
     if ref.colour is None:
         # IFD 0 names no camera then (see the module docstring); keep it here.
         provenance["cameraMake"] = ref.exif.make

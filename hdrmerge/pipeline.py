@@ -20,6 +20,7 @@ from hdrmerge.atomic import StagedOutputs, describe_removed, refuse_input, resol
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import Exposures, check_span, derive_exposures, exif_exposure
 from hdrmerge.frame_size import DEFAULT_MAX_PIXELS
+from hdrmerge.header_fields import finetuned_from, merge_fields
 from hdrmerge.reading import Frame, check_shot, read_frames
 from hdrmerge.response import Response, ResponseChoice
 from hdrmerge.tiling import resolve_flow_scale
@@ -224,12 +225,6 @@ def normalisation_gain(bracket: Bracket, normalize: str) -> float:
     raise InputError(f"--normalize {normalize}: use short, reference or absolute")
 
 
-def finetuned_from(model: dict[str, Any]) -> str | None:
-    """``fine-tuned from safnet-s sha256:…`` for a report's fine-tuned model, else None."""
-    base = model.get("finetuned_from")
-    return None if not base else f"fine-tuned from {base['name']} sha256:{base['sha256']}"
-
-
 def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
     ref = bracket.reference
     exif = ref.exif
@@ -237,21 +232,7 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "software": f"hdrmerge {__version__}",
         "comments": f"Merged by hdrmerge with {meta['model']['arch']} ({PAPERS[meta['model']['arch']]})",
-        "hdrmerge:sources": [f.path.name for f in bracket.sorted_frames],
-        "hdrmerge:ev": [float(bracket.exposures.ev[i]) for i in bracket.order],
-        "hdrmerge:evSource": bracket.exposures.source,
-        "hdrmerge:reference": ref.path.name,
-        "hdrmerge:model": meta["model"]["arch"],
-        "hdrmerge:weights": meta["model"]["name"] or "unregistered",
-        "hdrmerge:weightsSha256": meta["model"]["sha256"],
-        "hdrmerge:weightsFinetunedFrom": finetuned_from(meta["model"]),
-        "hdrmerge:normalize": meta["normalize"],
-        "hdrmerge:normalizeGain": float(meta["normalize_gain"]),
-        "hdrmerge:flowScale": None if meta["flow_scale"] is None else float(meta["flow_scale"]),
-        "hdrmerge:response": bracket.response.name,
-        "hdrmerge:responseSource": bracket.response.source,
-        "hdrmerge:responseDetail": bracket.response.detail or None,
-        "hdrmerge:version": __version__,
+        **{f"hdrmerge:{name}": v for name, v in merge_fields(bracket, meta).items()},
         "cameraMake": exif.make,
         "cameraModel": exif.model,
         "lensModel": exif.lens,

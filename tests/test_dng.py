@@ -25,7 +25,8 @@ EXIF = Exif(
     make="Canon", model="Canon EOS 1000D", lens="EF-S18-55mm f/3.5-5.6", exposure_time=1 / 250, fnumber=5.0,
     iso=200.0, datetime_original="2013:02:10 14:06:05", subsec="36", exposure_bias=-2 / 3, focal_length=24.0,
 )
-PROVENANCE = {"sources": ["a.jpg", "b.jpg", "c.jpg"], "ev": [-2.0, 0.0, 2.0], "model": "SAFNet-S", "normalize": "reference"}
+PROVENANCE = {"sources": ["a.jpg", "b.jpg", "c.jpg"], "stops": [-2.0, 0.0, 2.0], "ev100": [14.6667, 12.6667, 10.6667],
+              "model": "SAFNet-S", "normalize": "reference"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def test_dng_tags_pass_exiftool_validation_and_say_what_the_spec_needs(tmp_path,
     assert (t["ExifIFD:LensModel"], t["ExifIFD:FocalLength"]) == ("EF-S18-55mm f/3.5-5.6", 24)
     assert t["ExifIFD:ExposureCompensation"] == pytest.approx(-2 / 3, abs=0.01)
     # Provenance, in XMP; the camera of sRGB samples is named there.
-    assert t["XMP-hdrmerge:Sources"] == ["a.jpg", "b.jpg", "c.jpg"] and t["XMP-hdrmerge:Ev"] == [-2, 0, 2]
+    assert t["XMP-hdrmerge:Sources"] == ["a.jpg", "b.jpg", "c.jpg"] and t["XMP-hdrmerge:Stops"] == [-2, 0, 2]
+    assert t["XMP-hdrmerge:Ev100"] == [14.6667, 12.6667, 10.6667]
     assert (t["XMP-hdrmerge:Model"], t["XMP-xmp:CreatorTool"]) == ("SAFNet-S", "hdrmerge 9.9")
     assert XMP_NS.encode() in out.read_bytes()
 
@@ -254,6 +256,13 @@ def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kin
     t = exiftool_json(out)
     assert (t["SubIFD:ImageHeight"], t["SubIFD:ImageWidth"]) == size and t["IFD0:Orientation"] == 1
     assert t["XMP-hdrmerge:Sources"] == [p.name for p in paths]  # short → long, as given
+    # Exposures as photographers read them: stops from the reference; EV100 where the EXIF has t, N and ISO:
+    # the JPEGs' and DNGs' 1/250, 1/60, 1/15 s or 1/256, 1/64, 1/16 s at f/8 ISO 100, and the one Kodak
+    # file's own settings three times over (--ev sets the stops, not what the camera recorded).
+    assert t["XMP-hdrmerge:Stops"] == ([-1, 0, 1] if kind == "kdc" else [-2, 0, 2])
+    ev100 = {"jpeg": [14, 12, 10], "dng": [14, 12, 10], "kdc": [13.5114] * 3}.get(kind)
+    assert t.get("XMP-hdrmerge:Ev100") == ev100
+    assert ev100 is None or sorted(ev100) == sorted(i["ev100"] for i in report["inputs"])  # as --json says
     assert t["XMP-hdrmerge:WeightsSha256"] == report["model"]["sha256"]
     assert t["XMP-hdrmerge:Normalize"] == "reference"
     assert t["IFD0:UniqueCameraModel"] == ("Canon Canon EOS 1000D" if camera else SRGB_MODEL)

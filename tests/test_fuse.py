@@ -42,7 +42,10 @@ def test_pingpong_exr_values_size_and_metadata(env, tmp_path):
     assert rgb.shape == (1080, 1920, 3) and rgb.dtype == np.float16
     assert header["compression"] == OpenEXR.ZIP_COMPRESSION
     assert header["hdrmerge:sources"] == ["Img1.JPG", "Img2.JPG", "Img3.JPG"]
-    assert header["hdrmerge:ev"] == pytest.approx([-14.6667, -12.6667, -10.6667], abs=1e-3)
+    # Exposures in photographers' words, short → long like the sources: stops from the reference, EV100.
+    assert list(header["hdrmerge:stops"]) == [-2.0, 0.0, 2.0]
+    assert header["hdrmerge:ev100"] == pytest.approx([14.6667, 12.6667, 10.6667], abs=1e-3)
+    assert header["hdrmerge:ev"] == pytest.approx([-14.6667, -12.6667, -10.6667], abs=1e-3)  # internal, kept for old readers
     assert header["hdrmerge:evSource"] == "exif"
     assert header["hdrmerge:weightsSha256"] == "9d4e18199fb7dd990ec9ca94e706b823c2eb0c451e514fc403103e86d69bd5fe"
     assert header["hdrmerge:model"] == "SAFNet-S"
@@ -115,6 +118,9 @@ def test_merianos_without_exif_estimates_from_pixels(env, tmp_path):
     assert record.startswith(f"wrote {tmp_path / 's.exr'} (") and "stops from the reference (pixels);" in record
     header, _ = _exr(tmp_path / "s.exr")
     assert header["hdrmerge:evSource"] == "pixels"
+    # No EXIF: stops from the reference (estimated, so only the reference's 0 is exact), no EV100.
+    stops = list(header["hdrmerge:stops"])
+    assert stops[1] == 0.0 and stops[0] < -0.5 and stops[2] > 0.5 and "hdrmerge:ev100" not in header
 
 
 def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(env, tmp_path):
