@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdrmerge.reading import GAMMA
+from hdrmerge.reading import GAMMA, Exif
 
 
 def render_scene(height: int = 480, width: int = 720, seed: int = 0) -> np.ndarray:
@@ -96,31 +96,31 @@ class ShotInfo:
     model: str = "synthetic camera"
     color_space: int | None = None  # EXIF ColorSpace: 1 = sRGB, 0xFFFF = Uncalibrated; None: not written
 
+    def exif(self) -> Exif:
+        """The shot as hdrmerge reads a camera's EXIF, for :func:`hdrmerge.exif_tags.exif_tags`
+        (everything here but ColorSpace, which is no field of :class:`Exif`)."""
+        return Exif(
+            make=self.make, model=self.model, exposure_time=float(self.exposure_time), fnumber=self.fnumber,
+            iso=float(self.iso), exposure_bias=self.exposure_bias,
+            datetime_original=self.when.strftime("%Y:%m:%d %H:%M:%S"), subsec=f"{self.when.microsecond // 10000:02d}",
+        )
+
 
 def write_jpeg(path: Path, rgb: np.ndarray, info: ShotInfo | None, quality: int = 95) -> None:
     """Save ``rgb`` (H×W×3 uint8) as a JPEG with ``info`` as EXIF (none if None)."""
     from PIL import Image
-    from PIL.TiffImagePlugin import IFDRational
+
+    from hdrmerge.exif_tags import EXIF_IFD, exif_tags, to_pillow
 
     img = Image.fromarray(rgb, "RGB")
     if info is None:
         img.save(path, "JPEG", quality=quality)
         return
-    exif = Image.Exif()
-    stamp = info.when.strftime("%Y:%m:%d %H:%M:%S")
-    exif[0x010F] = info.make
-    exif[0x0110] = info.model
-    exif[0x0132] = stamp
-    sub = exif.get_ifd(0x8769)
-    sub[0x829A] = IFDRational(info.exposure_time.numerator, info.exposure_time.denominator)
-    sub[0x829D] = IFDRational(int(round(info.fnumber * 10)), 10)
-    sub[0x8827] = int(info.iso)
-    sub[0x9003] = stamp
-    sub[0x9291] = f"{info.when.microsecond // 10000:02d}"
-    if info.exposure_bias is not None:
-        sub[0x9204] = IFDRational(int(round(info.exposure_bias * 3)), 3)
+    shot = info.exif()
+    exif = to_pillow(exif_tags(shot))
+    exif[0x0132] = shot.datetime_original  # DateTime: a camera writes the capture time here too
     if info.color_space is not None:
-        sub[0xA001] = int(info.color_space)
+        exif.get_ifd(EXIF_IFD)[0xA001] = int(info.color_space)  # ColorSpace
     img.save(path, "JPEG", quality=quality, exif=exif)
 
 

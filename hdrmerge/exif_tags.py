@@ -4,14 +4,16 @@ One table, read by every writer that carries the reference shot's camera,
 settings and capture time into an output: the DNG's EXIF IFD
 (:mod:`hdrmerge.dng`, which needs each tag's TIFF type) and the preview
 JPEG's EXIF when no file EXIF can be copied, as for a RAW reference
-(:func:`hdrmerge.writing.preview_exif`). Each writer picks the rows it
-writes; the values are Pillow's (``IFDRational``, ``int``, ``str``), which
-both writers serialise.
+(:func:`hdrmerge.writing.preview_exif`); and by ``hdrmerge synth``'s
+synthetic camera (:mod:`hdrmerge.demo_scene`'s JPEGs, :mod:`hdrmerge.testsets`'
+TIFFs). Each writer picks the rows it writes; the values are Pillow's
+(``IFDRational``, ``int``, ``str``), which Pillow serialises
+(:func:`to_pillow`) and tifffile too (:func:`tifffile_tag`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -104,3 +106,22 @@ def exif_tags(exif: Exif) -> list[ExifTag]:
     """The tags ``exif`` fills in, from :data:`_TABLE` (Make, Model, exposure, lens, capture time)."""
     rows = ((ifd, tag, typ, build(exif)) for ifd, tag, typ, build in _TABLE)
     return [ExifTag(ifd, tag, typ, value) for ifd, tag, typ, value in rows if value is not None]
+
+
+def to_pillow(tags: Iterable[ExifTag], out: Any = None) -> Any:
+    """``tags`` in a ``PIL.Image.Exif`` (``out``, or a new one): IFD-0 rows in it, the others in its EXIF IFD."""
+    from PIL import Image
+
+    out = Image.Exif() if out is None else out
+    sub = out.get_ifd(EXIF_IFD)
+    for entry in tags:
+        (out if entry.ifd == IFD0 else sub)[entry.tag] = entry.value
+    return out
+
+
+def tifffile_tag(entry: ExifTag) -> tuple[int, int, int, Any, bool]:
+    """``entry`` as an item of tifffile's ``extratags`` (tag, type, count, value, write once),
+    for the IFD it is given to whatever ``entry.ifd`` says."""
+    if entry.type in (RATIONAL, SRATIONAL):
+        return entry.tag, entry.type, 1, (entry.value.numerator, entry.value.denominator), True
+    return entry.tag, entry.type, 0 if entry.type == ASCII else 1, entry.value, True

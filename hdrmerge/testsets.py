@@ -234,22 +234,17 @@ def _write_tiff(path: Path, ldr: np.ndarray, info: ShotInfo | None, bits: int = 
     """``ldr`` (H×W×3 code values in [0, 1]) as a ``bits``-bit RGB TIFF, with ``info`` as tags (none if None)."""
     import tifffile
 
+    from hdrmerge.exif_tags import SHORT, exif_tags, tifffile_tag
+
     top, dtype = (65535.0, np.uint16) if bits == 16 else (255.0, np.uint8)
     data = (np.clip(ldr, 0, 1) * top + 0.5).astype(dtype)
     if info is None:
         tifffile.imwrite(path, data, photometric="rgb")
         return
-    t = info.exposure_time
-    tags = [
-        (271, 2, 0, info.make, True),
-        (272, 2, 0, info.model, True),
-        (33434, 5, 1, (t.numerator, t.denominator), True),  # ExposureTime
-        (33437, 5, 1, (int(round(info.fnumber * 10)), 10), True),  # FNumber
-        (34855, 3, 1, int(info.iso), True),  # ISOSpeedRatings
-        (36867, 2, 0, info.when.strftime("%Y:%m:%d %H:%M:%S"), True),  # DateTimeOriginal
-    ]
+    # All in IFD 0, the EXIF-IFD rows too: hdrmerge, exifread and exiftool read them there.
+    tags = [tifffile_tag(entry) for entry in exif_tags(info.exif())]
     if info.color_space is not None:
-        tags.append((40961, 3, 1, int(info.color_space), True))  # ColorSpace
+        tags.append((0xA001, SHORT, 1, int(info.color_space), True))  # ColorSpace
     tifffile.imwrite(path, data, photometric="rgb", extratags=tags)
 
 
@@ -261,7 +256,7 @@ def write_scene(
     ``shots`` are code values in [0, 1] (``options.encoding``), ``gt`` is
     H×W×3 linear (short-exposure domain). The first shot is taken at
     ``start`` and each next one :data:`SHOT_PAUSE` after the previous
-    exposure ends (in whole seconds: TIFF shots carry no sub-seconds).
+    exposure ends (in whole seconds).
     Returns when the last exposure ends.
     """
     import cv2

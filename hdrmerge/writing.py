@@ -172,7 +172,7 @@ def preview_exif(source: Path | None = None, exif: Exif | None = None) -> Any:
     from PIL import Image
 
     from hdrmerge import __version__
-    from hdrmerge.exif_tags import IFD0, exif_tags
+    from hdrmerge.exif_tags import IFD0, exif_tags, to_pillow
     from hdrmerge.frame_size import pillow_open
 
     out = Image.Exif()
@@ -192,9 +192,7 @@ def preview_exif(source: Path | None = None, exif: Exif | None = None) -> Any:
             out.get_ifd(0x8825).update(src_gps)
     elif exif is not None:
         # The same tags as from a file, built from what hdrmerge read.
-        for entry in exif_tags(exif):
-            if entry.tag in (_PREVIEW_IFD0 if entry.ifd == IFD0 else _PREVIEW_EXIF_IFD):
-                (out if entry.ifd == IFD0 else sub)[entry.tag] = entry.value
+        to_pillow((e for e in exif_tags(exif) if e.tag in (_PREVIEW_IFD0 if e.ifd == IFD0 else _PREVIEW_EXIF_IFD)), out)
     out[0x0112] = 1  # Orientation: the preview's pixels are upright
     out[0x0131] = f"hdrmerge {__version__}"  # Software
     sub[0xA001] = 1  # ColorSpace: sRGB (the embedded ICC profile says the same)

@@ -139,6 +139,14 @@ def test_exif_exposure_and_colour_space_read_back_by_exifread(tmp_path, one_phot
     want_cs = "sRGB" if encoding.startswith(("srgb", "camera")) else "Uncalibrated"
     assert all(str(t[key]) == want_cs for t in tags)
     assert all(str(t["EXIF FNumber" if fmt == "jpg" else "Image FNumber"]) == "8" for t in tags)
+    # The rest of the shared EXIF table's rows (hdrmerge/exif_tags.py): camera, ISO and capture time, each shot a
+    # second after the previous exposure ends (rounded up to whole seconds), so sub-seconds 00. The JPEG keeps the
+    # EXIF-IFD tags in its EXIF IFD, the TIFF all in IFD 0.
+    ifd = "EXIF" if fmt == "jpg" else "Image"
+    assert all((str(t["Image Make"]), str(t["Image Model"]), str(t[f"{ifd} ISOSpeedRatings"])) == ("hdrmerge", "synth", "100")
+               for t in tags)
+    assert [str(t[f"{ifd} DateTimeOriginal"]) for t in tags] == [f"2026:01:01 12:00:0{s}" for s in (0, 2, 4)]
+    assert all(str(t[f"{ifd} SubSecTimeOriginal"]) == "00" for t in tags)
 
 
 @pytest.mark.parametrize("fmt", ["tif", "jpg"])
