@@ -31,8 +31,12 @@ on a shared 2-core CPU, and is still large enough for SAFNet's flow at scale 0.5
   gains or loses (on noisy sets it may fit a curve other than gamma 2.2).
 
 The script prints per scene and mean PSNR-μ and PSNR-l of ``--exact`` and the
-default and their difference, the response the default chose, and the
-PSNR-μ difference of the true-curve run, and checks the issue's targets
+default and their difference, the response the default chose, the PSNR-μ
+difference of the true-curve run, and the *bound*: what a perfectly aligned,
+noise-aware per-pixel merge of the same scenes scores
+(``benchmarks/shot_bound.py``: the shots re-taken without shift and motion,
+with the set's noise model, merged with inverse-variance weights), i.e. how
+much the shots allow above ``--exact``. It checks the issue's targets
 (default against ``--exact``) for every set:
 
 * ``gain``: mean PSNR-μ at least 1 dB above ``--exact``;
@@ -76,6 +80,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from shot_bound import set_bound
 
 from _cli_runner import hdrmerge as run_cli
 
@@ -150,16 +155,18 @@ def short_label(label: str) -> str:
 
 
 def score_set(root: Path, spec: SetSpec) -> dict[str, dict[str, dict[str, object]]]:
-    """scene → {"exact": …, "default": …, "true_curve": …} (metrics and the response used).
+    """scene → {"exact": …, "default": …, "true_curve": …, "bound": …} (metrics and the response used).
 
     ``true_curve`` is the default pipeline with ``--response`` the set's true
     curve (synth's response.json): the additions alone, without what the
-    response estimate gains or loses.
+    response estimate gains or loses; ``bound`` the perfectly aligned merge of
+    :func:`shot_bound.set_bound` (PSNR-μ and PSNR-l only).
     """
     folder, out = root / spec.name, root / "out" / spec.name
     runs = {"exact": ["--exact"], "default": [], "true_curve": ["--response", str(folder / "response.json")]}
     found = {name: run_eval(folder, out / name, extra) for name, extra in runs.items()}
-    return {scene: {name: found[name][scene] for name in runs} for scene in found["exact"]}
+    found["bound"] = set_bound(folder, spec.noise)
+    return {scene: {name: found[name][scene] for name in found} for scene in found["exact"]}
 
 
 def targets(scenes: dict[str, dict[str, dict[str, object]]]) -> dict[str, dict[str, object]]:
@@ -194,13 +201,17 @@ def print_set(spec: SetSpec, scenes: dict[str, dict[str, dict[str, object]]], t:
     print(f"- {verdict(g['met'])} gain: mean PSNR-μ {signed(g['mean_db'])} dB over --exact (target ≥ +{GAIN_DB:g} dB)")
     print(f"- {verdict(w['met'])} no scene worse: worst {w['worst_scene']} {signed(w['worst_db'])} dB (target ≥ {WORST_SCENE_DB:g} dB)")
     print(f"- {verdict(pl['met'])} PSNR-l: mean {signed(pl['mean_db'])} dB (target ≥ 0; worst scene {signed(pl['worst_scene_db'])} dB)")
+    bound = {k: float(np.mean([v["bound"][k] for v in scenes.values()])) for k in keys}
+    print(f"- bound (perfectly aligned noise-aware merge): mean PSNR-μ {bound['psnr_mu']:.2f} dB "
+          f"({signed(bound['psnr_mu'] - mean['exact']['psnr_mu'])} over --exact), PSNR-l {bound['psnr_l']:.2f} dB; per scene PSNR-μ "
+          + ", ".join(f"{s} {v['bound']['psnr_mu']:.2f}" for s, v in scenes.items()))
     print()
 
 
 def print_summary(results: dict[str, dict[str, object]]) -> None:
     """One row per set: means, the worst scene, the true-curve run, and which targets pass."""
-    print("| set | PSNR-μ --exact | PSNR-μ default | Δ | worst scene Δ | PSNR-l Δ | Δ PSNR-μ, true curve | targets |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| set | PSNR-μ --exact | PSNR-μ default | Δ | worst scene Δ | PSNR-l Δ | Δ PSNR-μ, true curve | PSNR-μ bound (Δ) | targets |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in results.items():
         scenes, t = r["scenes"], r["targets"]
         mean = lambda run, k: float(np.mean([v[run][k] for v in scenes.values()]))  # type: ignore[union-attr]  # noqa: E731
@@ -211,7 +222,8 @@ def print_summary(results: dict[str, dict[str, object]]) -> None:
             "; ".join(f"{w_} {'PASS' if k in passed else 'FAIL'}" for k, w_ in words.items())
         print(f"| {name} | {mean('exact', 'psnr_mu'):.2f} | {mean('default', 'psnr_mu'):.2f} | {signed(mean('default', 'psnr_mu') - mean('exact', 'psnr_mu'))} "
               f"| {signed(w['worst_db'])} ({w['worst_scene']}) | {signed(mean('default', 'psnr_l') - mean('exact', 'psnr_l'))} "
-              f"| {signed(mean('true_curve', 'psnr_mu') - mean('exact', 'psnr_mu'))} | {verdict} |")
+              f"| {signed(mean('true_curve', 'psnr_mu') - mean('exact', 'psnr_mu'))} "
+              f"| {mean('bound', 'psnr_mu'):.2f} ({signed(mean('bound', 'psnr_mu') - mean('exact', 'psnr_mu'))}) | {verdict} |")
     print()
 
 
