@@ -14,18 +14,21 @@ first stage and no flows: they apply to SAFNet only.
   window, it departs by more than :data:`GUARD_Z` standard deviations, the
   output falls back to the first-stage merge ``hm``, blended smoothly (fully
   at twice that). Where the reference is clipped or dark the guard does not act.
-* **Shadow merge.** Each outer shot's warped linear value is a second
-  measurement of the scene, with its own noise (a long shot has less, in
-  the short-exposure domain) plus the error of a sub-pixel misalignment
-  (:data:`ALIGN_PX` times the local gradient). Where the long shot is
-  unsaturated, the reference is dark, and the shot agrees with the output
-  within their noise over a 5×5 window, it is averaged into the output with inverse-variance
-  weights (the output counting as :data:`OUTPUT_WEIGHT` reference shots);
-  the short shot likewise where the reference is near saturation. Whatever
-  a shot's windowed disagreement with the output shows beyond the output's
-  own error (:data:`OUTPUT_ERROR`) counts as the shot's variance too.
-  Where motion makes a shot disagree, its weight is zero, so no ghost
-  returns.
+* **Shadow merge** (with the reference and the short shot too). Each outer
+  shot's warped linear value is a second measurement of the scene, with its
+  own noise (a long shot has less, in the short-exposure domain) plus the
+  error of a sub-pixel misalignment (:data:`ALIGN_PX` times the local
+  gradient). Wherever a shot is unclipped and agrees with the output within
+  their noise over a 5×5 window, it is averaged into the output with
+  inverse-variance weights (the output counting as :data:`OUTPUT_WEIGHT`
+  reference shots). Whatever a shot's windowed disagreement with the output
+  shows beyond the output's own error (:data:`OUTPUT_ERROR`) counts as the
+  shot's variance too. Where motion makes a shot disagree, its weight is
+  zero, so no ghost returns. Where the reference is well exposed (LDR above
+  :data:`REFERENCE_ABOVE`, fully :data:`REFERENCE_FADE` higher) and
+  unclipped, the reference shot itself takes the output's place in this
+  average: there it measures the scene better than the refined output, and
+  it needs no alignment.
 
 The noise of each shot is measured once per bracket, on the whole frame
 (:func:`estimate_noise`), so tiles all use the same figures. The spatial
@@ -57,10 +60,11 @@ GUARD_DARK = 0.2
 GUARD_Z = 2.0
 #: Radius of the guard's averaging window (5×5).
 GUARD_RADIUS = 2
-#: The long shot is merged where the reference's LDR value is below this (fading out over 0.15).
-SHADOW_BELOW = 0.5
-#: The short shot is merged where the reference's LDR value is above this (fading in over 0.1).
-HIGHLIGHT_ABOVE = 0.85
+#: Where the reference's LDR value (brightest channel) is above this, fully at
+#: REFERENCE_ABOVE + REFERENCE_FADE, and unclipped, the reference shot replaces the
+#: refined output in the merge.
+REFERENCE_ABOVE = 0.35
+REFERENCE_FADE = 0.15
 #: Mean normalised disagreement where a shot's weight starts to fall; zero at twice.
 MERGE_Z = 2.0
 #: Radius of the merge's consistency window (5×5).
@@ -74,6 +78,8 @@ OUTPUT_WEIGHT = 2.0
 OUTPUT_ERROR = 1.0
 #: Pixels of context the additions need around a pixel (guard window, then merge window).
 REACH = GUARD_RADIUS + MERGE_RADIUS
+#: Masks :func:`apply` returns (``--debug-dir`` writes them as PNG).
+MASKS = ("guard", "merge_reference", "merge_long", "merge_short")
 
 
 @dataclass(frozen=True)
@@ -194,9 +200,9 @@ def apply(
     Inputs as in the module docstring (any h×w window; values within
     :data:`REACH` px of a window edge that is not an image edge are wrong,
     crop them). Returns the new output (1×3×h×w, [0, 1]) and masks
-    (1×1×h×w, [0, 1]): ``guard`` the share of the first-stage merge,
-    ``merge_long`` / ``merge_short`` the share of the long / short shot's
-    weight in the final value.
+    (1×1×h×w, [0, 1], named in :data:`MASKS`): ``guard`` the share of the
+    first-stage merge, ``merge_reference`` / ``merge_long`` / ``merge_short``
+    the share of the reference / long / short shot's weight in the final value.
     """
     import torch
 
@@ -222,25 +228,28 @@ def apply(
         masks["guard"] = back
     if settings.shadows:
         var1 = _variance(out, e1, n1, q1)
-        num = OUTPUT_WEIGHT * out / var1
-        den = OUTPUT_WEIGHT / var1
-        shares = {}
-        shots = (
-            ("merge_long", x2w, e2, n2, q2, 1.0 - _smoothstep((ref_level - SHADOW_BELOW) / 0.15)),
-            ("merge_short", x0w, e0, n0, q0, _smoothstep((ref_level - HIGHLIGHT_ABOVE) / 0.1)),
-        )
-        for name, xk, ek, nk, qk, where in shots:
-            if not bool((where > 0).any()):  # no dark (bright) reference pixel in this window
-                continue
+        # Where the reference is well exposed, the shot alone measures the
+        # scene better than the refined output (docs/quality.md, "How the
+        # rules were chosen"): there it takes the output's place in the
+        # merge, at its own inverse variance. It needs no alignment, so it
+        # brings no ghost.
+        bright = _smoothstep((ref_level - REFERENCE_ABOVE) / REFERENCE_FADE) * (ref_level < SATURATED).to(f)
+        own = OUTPUT_WEIGHT * (1.0 - bright)
+        num = (own * out + bright * lin1) / var1
+        den = (own + bright) / var1
+        shares = {"merge_reference": bright / var1}
+        for name, xk, ek, nk, qk in (("merge_long", x2w, e2, n2, q2), ("merge_short", x0w, e0, n0, q0)):
             lin = xk[:, 0:3]
-            var = _variance(out, ek, nk, qk) + (ALIGN_PX * ALIGN_PX) * _gradient2(lin)
             usable = (xk[:, 3:6].amax(1, keepdim=True) < SATURATED).to(f)
+            if not bool((usable > 0).any()):  # this shot is clipped all over the window
+                continue
+            var = _variance(out, ek, nk, qk) + (ALIGN_PX * ALIGN_PX) * _gradient2(lin)
             # Judged against the output's own (smaller) variance: a shot whose
             # misalignment hides in the reference's noise would still add error.
             z2 = ((lin - out) ** 2 / (var + var1 / OUTPUT_WEIGHT)).mean(1, keepdim=True)
             # Clipped pixels count as far off, so that a window touching them is doubted.
             z2 = _box(z2 * usable + (1.0 - usable) * 100.0, MERGE_RADIUS)
-            take = (1.0 - _smoothstep((z2.sqrt() - MERGE_Z) / MERGE_Z)) * usable * where
+            take = (1.0 - _smoothstep((z2.sqrt() - MERGE_Z) / MERGE_Z)) * usable
             # What the shot's disagreement with the output shows beyond the
             # output's own error (misalignment the noise model misses, texture
             # counted as noise) lowers its weight: mean square difference over
@@ -253,6 +262,6 @@ def apply(
         out = num / den
         for name, w in shares.items():
             masks[name] = (w / den).mean(1, keepdim=True)
-    for name in ("guard", "merge_long", "merge_short"):
+    for name in MASKS:
         masks.setdefault(name, zero)
     return out.clamp(0.0, 1.0), masks

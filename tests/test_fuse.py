@@ -132,7 +132,7 @@ def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(
     assert json.loads(r.stdout)["additions"] == {"guard": True, "shadow_merge": True}
     names = sorted(p.name for p in (tmp_path / "dbg").iterdir())
     assert names == ["flow0.png", "flow2.png", "guard.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png",
-                     "merge_long.png", "merge_short.png"]
+                     "merge_long.png", "merge_reference.png", "merge_short.png"]
     for name in names:
         assert cv2.imread(str(tmp_path / "dbg" / name)).shape[:2] == (96, 144)
     # The demo bracket's shadows are merged from its long shot somewhere.
@@ -141,7 +141,7 @@ def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(
 
 @pytest.mark.parametrize("flags,names", [
     (["--exact"], []),
-    (["--no-guard"], ["merge_long.png", "merge_short.png"]),
+    (["--no-guard"], ["merge_long.png", "merge_reference.png", "merge_short.png"]),
     (["--no-shadow-merge"], ["guard.png"]),
     (["--no-guard", "--no-shadow-merge"], []),
 ])

@@ -74,12 +74,15 @@ def test_shadow_merge_lowers_the_noise_of_dark_regions_towards_the_long_shot():
     # the misalignment term (the gradient of its own noise): ~30% of the weight.
     assert masks["merge_long"].mean() > 0.25
     assert err_after < 0.85 * err_before
-    assert masks["merge_short"].max() == 0.0  # the reference is dark: the short shot is not asked
+    # The short shot, 4x darker, joins too but at the small share its variance allows.
+    assert masks["merge_short"].mean() < 0.1
+    # The reference is dark: it does not replace the output.
+    assert masks["merge_reference"].max() == 0.0
 
 
 def test_shadow_merge_takes_nothing_where_the_long_shot_shows_something_else():
     # A bright object in the long shot only (it moved): its weight must be zero
-    # there, so the output keeps the network's value and no ghost appears.
+    # there, so the output is what it is without the long shot and no ghost appears.
     truth = _flat(0.002, 64, 64)
     x0, x1, x2 = (_shot(truth, e, NOISE, seed=i) for i, e in enumerate(EXPOSURES))
     ghost = truth.clone()
@@ -89,7 +92,9 @@ def test_shadow_merge_takes_nothing_where_the_long_shot_shows_something_else():
     new, masks = apply(x0, x1, x2g, out, out, EXPOSURES, _settings(guard=False))
     inside = (..., slice(22, 42), slice(22, 42))
     assert masks["merge_long"][inside].max() == 0.0
-    assert torch.allclose(new[inside], out[inside], rtol=1e-5, atol=0)
+    clipped = _shot(_flat(1.0, 64, 64), EXPOSURES[2])  # a long shot clipped all over: never used
+    without, _ = apply(x0, x1, clipped, out, out, EXPOSURES, _settings(guard=False))
+    assert torch.allclose(new[inside], without[inside], rtol=1e-5, atol=0)
     # Away from the object (beyond the window's reach) the long shot is used
     # exactly as it is without the object.
     _, clean = apply(x0, x1, x2, out, out, EXPOSURES, _settings(guard=False))
@@ -112,6 +117,23 @@ def test_short_shot_joins_in_highlights_only_where_it_agrees():
     assert (new[..., :, :44] - truth[..., :, :44]).pow(2).mean() < (out[..., :, :44] - truth[..., :, :44]).pow(2).mean()
     # Right: it disagrees, so it gets nothing; the long shot is clipped everywhere.
     assert share[..., :, 51:].max() == 0.0
+    assert masks["merge_long"].max() == 0.0
+
+
+def test_reference_replaces_the_output_where_it_is_well_exposed_and_unclipped():
+    truth = _flat(0.1, 48, 96)  # reference LDR ≈ 0.66, short shot ≈ 0.35, long shot clipped
+    truth[..., :, 48:] = 0.5  # right half: clipped in the reference
+    x0, x1, x2 = (_shot(truth, e, NOISE, seed=i) for i, e in enumerate(EXPOSURES))
+    out = truth * 1.1  # a smooth refinement, 10% too bright
+    new, masks = apply(x0, x1, x2, out, out, EXPOSURES, _settings(guard=False))
+    left, right = (..., slice(None), slice(0, 44)), (..., slice(None), slice(52, None))
+    # Left: the output has no weight; the reference (far less noisy in linear
+    # terms than the short shot) takes almost all of it, and the bias is gone.
+    assert masks["merge_reference"][left].mean() > 0.85
+    assert abs(float(new[left].mean()) - 0.1) < 0.002
+    assert (new[left] - truth[left]).pow(2).mean() < 0.2 * (out[left] - truth[left]).pow(2).mean()  # only its noise is left
+    # Right: a clipped reference says nothing; the output keeps its weight.
+    assert masks["merge_reference"][right].max() == 0.0
     assert masks["merge_long"].max() == 0.0
 
 
@@ -145,7 +167,7 @@ def test_tiled_equals_whole_with_the_additions_on():
     plain = run_tiled(model, frames, exp, flow_scale=0.5, tile=1024, device=CPU)
     assert whole.tiles == 1 and tiled.tiles == 20  # 300×420 in 96-px tiles: 4×5
     assert np.abs(tiled.hdr - whole.hdr).max() <= 1e-4
-    for name in ("guard", "merge_long", "merge_short"):
+    for name in postmerge.MASKS:
         assert np.abs(tiled.additions[name] - whole.additions[name]).max() <= 1e-4
     # Not a vacuous comparison: the additions changed the output here.
     assert np.abs(whole.hdr - plain.hdr).max() > 1e-3

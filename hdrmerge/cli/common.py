@@ -320,8 +320,9 @@ NoShadowMergeOpt = Annotated[
     bool,
     typer.Option(
         "--no-shadow-merge",
-        help="Do not average the long shot's cleaner shadows (and the short shot's highlights) into the "
-        "output where they agree with it (SAFNet only; off under --exact). See docs/quality.md.",
+        help="Do not average the shots into the output: the long shot's cleaner shadows and the short shot's "
+        "highlights where they agree with it, the reference where it is well exposed (SAFNet only; off under "
+        "--exact). See docs/quality.md.",
     ),
 ]
 PrecisionOpt = Annotated[
