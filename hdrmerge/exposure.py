@@ -10,8 +10,10 @@ ApertureValue Av = 2·log2 N) carry the intended value more exactly and are
 preferred when present.
 
 Order of sources: ``--ev`` → EXIF times (t, ISO, N) → EXIF ExposureBiasValue →
-an estimate from the pixels. Every source except the pixels is cross-checked
-against the pixel estimate; a disagreement over a third of a stop is reported.
+EXIF times of some shots, the others placed among them by the pixels → an
+estimate from the pixels. Every source except the pixels is cross-checked
+against the pixel estimate; a disagreement over a third of a stop is reported,
+an order the pixels reverse by more than :data:`REVERSED_STOPS` is refused.
 
 An ISO or f-number that only some shots record is taken from the others when
 they agree on it (reported); when they differ it is unknown, and the next
@@ -31,6 +33,11 @@ from hdrmerge.reading import GAMMA, Exif, Frame
 
 #: Disagreement between metadata and pixels worth a warning, in stops.
 CROSS_CHECK_STOPS = 1.0 / 3.0
+#: A pair whose metadata says one way and whose pixels say the other by more
+#: than this (stops) is refused: honest brackets never come near it (the
+#: worst pair of the real brackets in docs/exposure.md, claimed +0.33, reads
+#: -0.06 in the pixels), while --ev given in the wrong order reads -2 or so.
+REVERSED_STOPS = 0.5
 #: Two frames closer than this (stops) count as the same exposure.
 SAME_EXPOSURE_STOPS = 0.1
 #: Pixels counted as well exposed when their LDR value is inside this range.
@@ -184,6 +191,91 @@ def camera_rendered(frame: Frame) -> bool:
     return frame.kind == "jpeg" and frame.exif.make is not None
 
 
+#: How messages name each source of exposures.
+_LABEL = {
+    "--ev": "--ev",
+    "exif": "EXIF",
+    "exif-bias": "EXIF exposure bias",
+    "exif+pixels": "EXIF",
+    "pixels": "the pixel estimate",
+}
+#: What a user can do when a source disagrees with the pixels: one who gave
+#: --ev is not told to give --ev.
+_CHECK_FIX = {
+    "--ev": "check the values",
+    "exif": "check the metadata or pass --ev",
+    "exif-bias": "check the metadata or pass --ev",
+    "exif+pixels": "check the metadata or pass --ev",
+}
+
+
+def check_order(names: Sequence[str], ev: Sequence[float], pixel_ev: Sequence[float], source: str) -> None:
+    """InputError where the pixels reverse the order of two shots that ``ev`` puts next to each other.
+
+    A pair counts as reversed when the shot ``ev`` calls brighter is more than
+    :data:`REVERSED_STOPS` darker in the pixels. A camera's tone curve
+    stretches the pixel-measured steps but never turns them round, so this
+    needs no allowance for it. The message suggests the values in the order
+    the pixels give (for EXIF, in stops from the middle shot).
+    """
+    order = sorted(range(len(ev)), key=lambda k: ev[k])
+    for i, j in zip(order, order[1:]):
+        seen = pixel_ev[j] - pixel_ev[i]
+        if seen >= -REVERSED_STOPS:
+            continue
+        values = sorted(ev)
+        if source != "--ev":
+            values = [v - values[len(values) // 2] for v in values]
+        fitting = [0.0] * len(ev)
+        for rank, k in enumerate(sorted(range(len(ev)), key=lambda k: pixel_ev[k])):
+            fitting[k] = values[rank]
+        suggestion = ",".join(f"{round(v, 2) + 0.0:g}" for v in fitting)
+        fix = "give --ev in input order" if source == "--ev" else "the metadata is wrong; pass --ev"
+        raise InputError(
+            f"{_LABEL[source]} puts {names[j]} {ev[j] - ev[i]:.2f} stops above {names[i]}, but its pixels are "
+            f"{-seen:.2f} stops darker; {fix} (--ev={suggestion} fits the pixels)"
+        )
+
+
+def place_among_known(
+    frames: Sequence[Frame], exif: Sequence[ExifExposure | None], pixel_ev: Sequence[float]
+) -> tuple[list[float], list[int], list[str]] | None:
+    """EXIF exposures of the shots that have them, the others placed among them by the pixels.
+
+    Needs at least two shots with a shutter time (and, among them, an ISO and
+    f-number that :func:`complete_factors` can settle). A shot without one
+    gets the EV of the known shot nearest to it in the pixels, plus the pixel
+    step between them scaled by the known shots' ratio of EXIF to pixel span
+    (a camera's tone curve stretches pixel steps by a common factor; kept
+    within 0.5-2). Returns the EVs (input order), the indices of the known
+    shots and notes for the user; None when this cannot be done.
+    """
+    known = [i for i, e in enumerate(exif) if e is not None]
+    if len(known) < 2:
+        return None
+    filled, notes = complete_factors([exif[i] for i in known], [frames[i] for i in known])  # type: ignore[misc]
+    if filled is None:
+        return None
+    ev: list[float] = [0.0] * len(frames)
+    for i, e in zip(known, filled):
+        ev[i] = e.ev
+    lo = min(known, key=lambda k: ev[k])
+    hi = max(known, key=lambda k: ev[k])
+    seen = pixel_ev[hi] - pixel_ev[lo]
+    gain = min(2.0, max(0.5, (ev[hi] - ev[lo]) / seen)) if seen > 0 else 1.0
+    missing = [i for i in range(len(frames)) if i not in known]
+    for m in missing:
+        k = min(known, key=lambda k: abs(pixel_ev[k] - pixel_ev[m]))
+        ev[m] = ev[k] + gain * (pixel_ev[m] - pixel_ev[k])
+    names = [f.path.name for f in frames]
+    lacking = ", ".join(names[m] for m in missing)
+    notes.append(
+        f"no exposure metadata in {lacking}; its exposure estimated from the pixels relative to "
+        f"{' and '.join(names[k] for k in known)} (pass --ev to set it)"
+    )
+    return ev, known, notes
+
+
 def cross_check(
     frames: Sequence[Frame], ev: Sequence[float], pixel_ev: Sequence[float], source: str, *, tone_curve_known: bool = False
 ) -> list[str]:
@@ -198,7 +290,8 @@ def cross_check(
     is first scaled to the metadata's span; the middle frame is then compared,
     and the span itself only has to agree within a factor of two.
     """
-    label = {"--ev": "--ev", "exif": "EXIF", "exif-bias": "EXIF exposure bias"}[source]
+    label = _LABEL[source]
+    fix = _CHECK_FIX[source]
     names = [f.path.name for f in frames]
     order = sorted(range(len(ev)), key=lambda k: ev[k])
     out: list[str] = []
@@ -209,7 +302,7 @@ def cross_check(
         if not 0.5 <= seen_span / span <= 2.0:
             out.append(
                 f"{label} puts {names[hi]} {span:+.2f} EV from {names[lo]}, the pixels say {seen_span:+.2f} EV "
-                "(beyond what a camera tone curve explains); check the metadata or pass --ev"
+                f"(beyond what a camera tone curve explains); {fix}"
             )
             return out
         gain = span / seen_span
@@ -219,7 +312,7 @@ def cross_check(
             if abs(claimed - seen) > CROSS_CHECK_STOPS:
                 out.append(
                     f"{label} puts {names[mid]} {claimed:+.2f} EV from {names[lo]}, the pixels say {seen:+.2f} EV "
-                    "(after allowing for the camera's tone curve); check the metadata or pass --ev"
+                    f"(after allowing for the camera's tone curve); {fix}"
                 )
         return out
     for i, j in zip(order, order[1:]):
@@ -227,8 +320,7 @@ def cross_check(
         seen = pixel_ev[j] - pixel_ev[i]
         if abs(claimed - seen) > CROSS_CHECK_STOPS:
             out.append(
-                f"{label} puts {names[j]} {claimed:+.2f} EV from {names[i]}, the pixels say {seen:+.2f} EV; "
-                "check the metadata or pass --ev"
+                f"{label} puts {names[j]} {claimed:+.2f} EV from {names[i]}, the pixels say {seen:+.2f} EV; {fix}"
             )
     return out
 
@@ -237,8 +329,11 @@ def cross_check(
 class Exposures:
     """The EV of each input frame (in input order) and where it came from.
 
-    ``source``: ``--ev``, ``exif`` (t·ISO/N²), ``exif-bias`` (ExposureBiasValue)
-    or ``pixels``. ``pixel_ev``: the pixel estimate, when it could be made.
+    ``source``: ``--ev``, ``exif`` (t·ISO/N²), ``exif-bias`` (ExposureBiasValue),
+    ``exif+pixels`` (EXIF for some shots, the others placed by the pixels) or
+    ``pixels``. ``shot_sources``: where each frame's EV came from (input
+    order; ``exif`` or ``pixels`` under ``exif+pixels``, else ``source``).
+    ``pixel_ev``: the pixel estimate, when it could be made.
     ``warnings``: human-readable notes for stderr and --json.
     """
 
@@ -246,6 +341,11 @@ class Exposures:
     source: str
     pixel_ev: list[float] | None = None
     warnings: list[str] = field(default_factory=list)
+    shot_sources: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.shot_sources:
+            self.shot_sources = [self.source] * len(self.ev)
 
     @property
     def order(self) -> list[int]:
@@ -260,7 +360,7 @@ class Exposures:
 
 def check_span(names: Sequence[str], ev: Sequence[float], source: str) -> None:
     """InputError if the exposures span more than :data:`MAX_SPAN_STOPS` (or are not finite)."""
-    label = {"--ev": "--ev", "exif": "EXIF", "exif-bias": "EXIF exposure bias", "pixels": "the pixel estimate"}[source]
+    label = _LABEL[source]
     fix = "check the values" if source == "--ev" else "the metadata is wrong; pass --ev"
     for name, e in zip(names, ev):
         if not math.isfinite(e):
@@ -291,6 +391,8 @@ def derive_exposures(
         pixel_ev, pixel_error = None, str(exc)
 
     warnings: list[str] = []
+    checked = list(range(len(frames)))  # the frames whose EV the pixels check
+    shot_sources: list[str] = []
     if ev_override is not None:
         if len(ev_override) != len(frames):
             raise InputError(f"--ev has {len(ev_override)} values for {len(frames)} inputs; give one per input, in input order")
@@ -299,12 +401,18 @@ def derive_exposures(
         exif = [exif_exposure(f.exif) for f in frames]
         biases = [f.exif.exposure_bias for f in frames]
         filled, notes = complete_factors(exif, frames) if all(e is not None for e in exif) else (None, [])  # type: ignore[arg-type]
+        placed = None if filled is not None or pixel_ev is None else place_among_known(frames, exif, pixel_ev)
         if filled is not None:
             ev, source = [e.ev for e in filled], "exif"
             warnings.extend(notes)
         elif all(b is not None for b in biases) and len({round(b, 2) for b in biases}) == len(biases):  # type: ignore[arg-type]
             ev, source = [float(b) for b in biases], "exif-bias"  # type: ignore[arg-type]
             warnings.extend(f"{n}; exposures taken from the EXIF exposure bias" for n in notes)
+        elif placed is not None:
+            ev, checked, place_notes = placed
+            source = "exif+pixels"
+            shot_sources = ["exif" if i in checked else "pixels" for i in range(len(frames))]
+            warnings.extend(place_notes)
         elif pixel_ev is not None:
             ev, source = list(pixel_ev), "pixels"
             partial = [n for n, e in zip(names, exif) if e is not None]
@@ -314,15 +422,26 @@ def derive_exposures(
             raise InputError(f"no exposure metadata in the files and {pixel_error[0].lower()}{pixel_error[1:]}" if pixel_error else "no exposure metadata; pass --ev")
 
     check_span(names, ev, source)
-    order = sorted(range(len(ev)), key=lambda k: ev[k])
-    if source != "pixels" and pixel_ev is not None:
-        warnings.extend(cross_check(frames, ev, pixel_ev, source, tone_curve_known=tone_curve_known))
+    exposures = Exposures(ev, source, pixel_ev, warnings, shot_sources)
+    order = exposures.order
     # The same exposure twice cannot make a bracket.
     for a, b in zip(order, order[1:]):
         if ev[b] - ev[a] < SAME_EXPOSURE_STOPS:
-            src = {"--ev": "from --ev", "exif": "from EXIF", "exif-bias": "from EXIF exposure bias", "pixels": "estimated from the pixels"}[source]
+            src = {
+                "--ev": "from --ev", "exif": "from EXIF", "exif-bias": "from EXIF exposure bias", "pixels": "estimated from the pixels"
+            }[exposures.shot_sources[b]]
+            fix = "check the --ev values" if source == "--ev" else "pass --ev if the metadata is wrong"
             raise InputError(
                 f"{names[a]} and {names[b]} have the same exposure ({ev[a]:+.2f} EV, {src}); "
-                "a bracket needs three different exposures (pass --ev if the metadata is wrong)"
+                f"a bracket needs three different exposures ({fix})"
             )
-    return Exposures(ev, source, pixel_ev, warnings)
+    if source != "pixels" and pixel_ev is not None:
+        # Only the frames whose EV the metadata gave: the others were placed by the pixels.
+        sub = [frames[i] for i in checked]
+        sub_ev, sub_pixel = [ev[i] for i in checked], [pixel_ev[i] for i in checked]
+        check_order([f.path.name for f in sub], sub_ev, sub_pixel, source)
+        # With partial EXIF the response was fitted to the pixels alone (response.metadata_ev
+        # needs every shot's exposure), so its steps may be stretched like a camera's tone curve's.
+        known = tone_curve_known and source != "exif+pixels"
+        warnings.extend(cross_check(sub, sub_ev, sub_pixel, source, tone_curve_known=known))
+    return exposures

@@ -45,6 +45,12 @@ def settings_text(exif: Exif) -> str:
     return " ".join(parts)
 
 
+def shot_settings_text(settings: str | None, shot_source: str, source: str) -> str | None:
+    """What follows a shot's stops in the record line: its settings, or ``from the pixels``
+    for the shot of a bracket with partial EXIF whose exposure the pixels gave."""
+    return "from the pixels" if source == "exif+pixels" and shot_source == "pixels" else settings
+
+
 def ev100(exif: Exif) -> float | None:
     """EV100 = log2(N²/t) − log2(ISO/100) from the camera's nominal settings, or None.
 

@@ -250,11 +250,14 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
 def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
     """The Radiance header's lines; exposures as people read them elsewhere: stops
     from the reference shot with the camera's settings, short → long like ``sources``."""
-    from hdrmerge.exposure_text import exposures_text, relative_stops, settings_text
+    from hdrmerge.exposure_text import exposures_text, relative_stops, settings_text, shot_settings_text
 
-    stops = relative_stops(bracket.exposures.ev, bracket.order[1])
+    ex = bracket.exposures
+    stops = relative_stops(ex.ev, bracket.order[1])
     exposures = exposures_text(
-        [stops[i] for i in bracket.order], [settings_text(f.exif) for f in bracket.sorted_frames], bracket.exposures.source
+        [stops[i] for i in bracket.order],
+        [shot_settings_text(settings_text(bracket.frames[i].exif), ex.shot_sources[i], ex.source) for i in bracket.order],
+        ex.source,
     )
     return {
         "SOFTWARE": f"hdrmerge {__version__}",
@@ -292,6 +295,7 @@ def describe_bracket(bracket: Bracket) -> dict[str, Any]:
                 "ev100": None if (v := ev100(f.exif)) is None else round(v, 4),
                 "ev": round(ex.ev[i], 4),
                 "pixel_ev": None if ex.pixel_ev is None else round(ex.pixel_ev[i], 4),
+                "ev_source": ex.shot_sources[i],  # where this shot's exposure came from
                 "exposure_time": f.exif.exposure_time,
                 "fnumber": f.exif.fnumber,
                 "iso": f.exif.iso,

@@ -68,10 +68,62 @@ def test_kalantari_pixels_agree_with_the_published_ev_within_a_third_of_a_stop()
     assert ex.pixel_ev[1] == pytest.approx(3.0, abs=1 / 3) and ex.pixel_ev[2] == pytest.approx(6.0, abs=1 / 3)
 
 
-def test_cross_check_warns_about_wrong_ev():
+def test_cross_check_warns_about_wrong_ev_without_telling_to_pass_ev():
     frames = [read_frame(DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif") for i in (1, 2, 3)]
     ex = derive_exposures(frames, [0, 1, 6])
-    assert ex.warnings[0].startswith("--ev puts input_2_aligned.tif +1.00 EV from input_1_aligned.tif, the pixels say +2.86 EV")
+    assert ex.warnings[0] == "--ev puts input_2_aligned.tif +1.00 EV from input_1_aligned.tif, the pixels say +2.86 EV; check the values"
+
+
+ISO_TAG, REI_TAG, FNUMBER_TAG, APERTURE_APEX_TAG = 0x8827, 0x8832, 0x829D, 0x9202
+EXPOSURE_TIME_TAG, SHUTTER_APEX_TAG = 0x829A, 0x9201
+FLOWERS = [DATA / "merianos_fusion_noexif" / "Flowers" / f"Flowers{i}.jpg" for i in (3, 2, 1)]  # brightest first
+
+
+def test_ev_in_the_order_the_pixels_reverse_is_refused_with_the_order_that_fits():
+    with pytest.raises(InputError) as err:
+        derive_exposures([read_frame(p) for p in FLOWERS], [-2, 0, 2])
+    assert str(err.value) == (
+        "--ev puts Flowers2.jpg 2.00 stops above Flowers3.jpg, but its pixels are 2.67 stops darker; "
+        "give --ev in input order (--ev=2,0,-2 fits the pixels)"
+    )
+    # The order it suggests passes (the true steps are not 2 stops: the cross-check still says so).
+    assert derive_exposures([read_frame(p) for p in FLOWERS], [2, 0, -2]).order == [2, 1, 0]
+
+
+def test_exif_order_the_pixels_reverse_is_refused_as_wrong_metadata(tmp_path):
+    # Frobisher (1/8 s, 1 s, 8 s) with the shutter times of the first two swapped.
+    from PIL.TiffImagePlugin import IFDRational
+
+    swap = {0: {EXPOSURE_TIME_TAG: IFDRational(1, 1)}, 1: {EXPOSURE_TIME_TAG: IFDRational(1, 8)}}
+    for edit in swap.values():
+        edit[SHUTTER_APEX_TAG] = None
+    paths = _edited_copies(tmp_path, FROBISHER, swap)
+    assert [read_frame(p).exif.exposure_time for p in paths] == [1.0, 0.125, 8.0]
+    with pytest.raises(InputError) as err:
+        derive_exposures([read_frame(p) for p in paths])
+    assert str(err.value) == (
+        "EXIF puts IMG_2600.jpg 3.00 stops above IMG_2601.jpg, but its pixels are 4.30 stops darker; "
+        "the metadata is wrong; pass --ev (--ev=-3,0,3 fits the pixels)"
+    )
+
+
+def test_a_small_step_the_pixels_barely_reverse_is_only_warned():
+    # DSC08194-96: EXIF says +0.33 EV from DSC08196 to DSC08194, the pixels -0.06 (estimation error).
+    from hdrmerge.pipeline import load_bracket
+
+    ex = load_bracket([DATA / "bif_exif_thumbs" / f"DSC0819{i}.JPG" for i in (4, 5, 6)]).exposures  # estimated response
+    assert ex.source == "exif" and ex.pixel_ev[0] - ex.pixel_ev[2] < 0
+    assert ex.warnings == ["EXIF puts DSC08194.JPG +0.33 EV from DSC08196.JPG, the pixels say -0.06 EV; check the metadata or pass --ev"]
+
+
+def test_exception_same_exposure_twice_in_ev_says_to_check_the_values(tmp_path):
+    paths = write_bracket(tmp_path, size=(96, 128))
+    with pytest.raises(InputError) as err:
+        derive_exposures([read_frame(p) for p in paths], [-2, 0, -2])
+    assert str(err.value) == (
+        "shot_01.jpg and shot_03.jpg have the same exposure (-2.00 EV, from --ev); "
+        "a bracket needs three different exposures (check the --ev values)"
+    )
 
 
 def test_cross_check_on_camera_jpegs_catches_a_wrong_middle_frame():
@@ -141,7 +193,6 @@ def _edited_copies(tmp_path, sources, edit: dict[int, dict[int, object]]):
     return out
 
 
-ISO_TAG, REI_TAG, FNUMBER_TAG, APERTURE_APEX_TAG = 0x8827, 0x8832, 0x829D, 0x9202
 BIF = [DATA / "bif_exif_thumbs" / f"DSC0819{i}.JPG" for i in (6, 7, 8)]  # ISO 6400, f/3.2: 1/20, 1/30, 1/13 s
 FROBISHER = [DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg" for i in range(3)]  # ISO 100, f/8: 1/8, 1, 8 s
 
@@ -214,3 +265,37 @@ def test_exception_implausible_ev(tmp_path, ev, message):
     with pytest.raises(InputError) as err:
         derive_exposures([read_frame(p) for p in paths], ev)
     assert str(err.value) == message
+
+
+# --- EXIF in only some shots ------------------------------------------------------------------
+
+
+def _without_exif(tmp_path, src, suffix=".png"):
+    """``src`` saved as a PNG without any metadata, as an editor's export might be."""
+    from PIL import Image
+
+    dest = tmp_path / (src.stem + suffix)
+    with Image.open(src) as img:
+        img.save(dest)
+    return dest
+
+
+@pytest.mark.parametrize("missing", [0, 1, 2])
+def test_exif_of_two_shots_is_kept_and_the_third_placed_by_the_pixels(tmp_path, missing):
+    # Frobisher: 1/8 s, 1 s, 8 s at f/8 ISO 100, i.e. 3 + 3 stops.
+    paths = list(FROBISHER)
+    paths[missing] = _without_exif(tmp_path, paths[missing])
+    frames = [read_frame(p) for p in paths]
+    assert exif_exposure(frames[missing].exif) is None
+    ex = derive_exposures(frames)
+    assert ex.source == "exif+pixels"
+    assert ex.shot_sources == ["pixels" if i == missing else "exif" for i in range(3)]
+    truth = [-3.0, 0.0, 3.0]
+    known = [i for i in range(3) if i != missing]
+    assert [ex.ev[i] - ex.ev[known[0]] for i in known] == [truth[i] - truth[known[0]] for i in known]  # EXIF, exactly
+    assert ex.ev[missing] - ex.ev[known[0]] == pytest.approx(truth[missing] - truth[known[0]], abs=0.25)
+    names = [p.name for p in paths]
+    assert ex.warnings == [
+        f"no exposure metadata in {names[missing]}; its exposure estimated from the pixels relative to "
+        f"{names[known[0]]} and {names[known[1]]} (pass --ev to set it)"
+    ]

@@ -173,3 +173,31 @@ def test_absolute_normalisation_agrees_across_settings(env, tmp_path):
             assert r.returncode == 0, r.stderr
             outs.append(_exr(out)[1][wall])
         assert np.median(outs[0] / np.maximum(outs[1], 1e-6)) == pytest.approx(expected, rel=0.03)
+
+
+def test_frobisher_with_one_shot_exported_without_exif_keeps_the_others_exif(env, tmp_path):
+    from PIL import Image
+
+    middle = tmp_path / "IMG_2601.png"  # an editor's export: no metadata
+    with Image.open(FROBISHER[1]) as img:
+        img.save(middle)
+    files = [FROBISHER[0], middle, FROBISHER[2]]
+    r = run_cli("fuse", *map(str, files), "-o", str(tmp_path / "f.exr"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["exposures"]["source"] == "exif+pixels"
+    assert [i["ev_source"] for i in report["inputs"]] == ["exif", "pixels", "exif"]
+    # 1/8 s and 8 s at f/8 ISO 100 stay exactly 6 stops apart; the PNG lands within a quarter stop of its 1 s.
+    short, middle_stops, long = report["exposures"]["stops_sorted"]
+    assert long - short == 6.0 and middle_stops == 0.0 and short == pytest.approx(-3.0, abs=0.25)
+    assert report["warnings"] == [
+        "no exposure metadata in IMG_2601.png; its exposure estimated from the pixels relative to "
+        "IMG_2600.jpg and IMG_2602.jpg (pass --ev to set it)"
+    ]
+    header, _ = _exr(tmp_path / "f.exr")
+    assert header["hdrmerge:evSource"] == "exif+pixels"
+    # The record line (what fuse prints without --json) says which exposure the pixels gave.
+    from hdrmerge.cli.common import merge_summary
+
+    record = merge_summary(report)
+    assert " (1/8 s f/8 ISO 100), 0 (from the pixels), +" in record and "stops from the reference (exif+pixels);" in record

@@ -247,6 +247,24 @@ def test_exception_exposure_bias_of_1000_ev(env, tmp_path):
     _no_outputs(out)
 
 
+def test_exception_ev_in_the_order_the_pixels_reverse(env, tmp_path):
+    """Flowers3 is the brightest shot: --ev=-2,0,2 in this input order is backwards."""
+    files = [DATA / "merianos_fusion_noexif" / "Flowers" / f"Flowers{i}.jpg" for i in (3, 2, 1)]
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, files), "--ev=-2,0,2", "-o", str(out / "w.exr"), env=env)
+    _fails(r, 2, "--ev puts Flowers2.jpg 2.00 stops above Flowers3.jpg, but its pixels are 2.67 stops darker; "
+           "give --ev in input order (--ev=2,0,-2 fits the pixels)")
+    _no_outputs(out)
+
+
+def test_exception_same_exposure_twice_in_ev_does_not_say_pass_ev(env, bracket, tmp_path):
+    r = run_cli("fuse", *map(str, bracket), "--ev=-2,0,-2", "-o", str(tmp_path / "x.exr"), env=env)
+    _fails(r, 2, "shot_01.jpg and shot_03.jpg have the same exposure (-2.00 EV, from --ev); "
+           "a bracket needs three different exposures (check the --ev values)")
+    assert not (tmp_path / "x.exr").exists()
+
+
 def test_exr_then_hdr_of_one_stem_write_distinct_previews(env, bracket, tmp_path):
     """The default preview is named after the output's whole file name, so
     `-o x.exr` then `-o x.hdr` is not refused over a shared x.preview.jpg."""

@@ -470,7 +470,7 @@ def merge_progress(enabled: bool, label: str = "") -> Iterator[tuple[Callable[[s
 def merge_summary(report: dict[str, Any]) -> str:
     """One plain line for a finished merge: the files written, the HDR's size,
     the exposures in stops from the reference with their settings, the time."""
-    from hdrmerge.exposure_text import exposures_text, size_text
+    from hdrmerge.exposure_text import exposures_text, shot_settings_text, size_text
 
     outputs = report["outputs"]
     hdr = Path(outputs["hdr"])
@@ -479,7 +479,9 @@ def merge_summary(report: dict[str, Any]) -> str:
     except OSError:
         size = ""
     shots = sorted(report["inputs"], key=lambda i: i["stops"])
-    exposures = exposures_text([i["stops"] for i in shots], [i.get("settings") for i in shots], report["exposures"]["source"])
+    source = report["exposures"]["source"]
+    settings = [shot_settings_text(i.get("settings"), i.get("ev_source", source), source) for i in shots]
+    exposures = exposures_text([i["stops"] for i in shots], settings, source)
     timings = report["timings_s"]
     seconds = timings.get("total", sum(v for k, v in timings.items() if k != "total"))
     return (
