@@ -130,7 +130,7 @@ def main() -> None:
             mu, lin = score(np.clip(plain, 0, 1), gt)
             deltas["none"].append((mu - base_mu, lin - base_l))
             for name, (guard, shadows, changes) in VARIANTS.items():
-                settings = postmerge.Additions(guard, shadows, run["settings"].noise, run["settings"].levels)
+                settings = postmerge.Additions(guard, shadows, run["settings"].noise, run["settings"].levels, run["settings"].lossy)
                 with constants(changes), torch.inference_mode():
                     out, _ = postmerge.apply(k["x0w"], k["x1"], k["x2w"], k["hm"], k["out"], k["exposures"], settings)
                 mu, lin = score(out[0].permute(1, 2, 0).numpy(), gt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -135,6 +136,50 @@ def test_reference_replaces_the_output_where_it_is_well_exposed_and_unclipped():
     # Right: a clipped reference says nothing; the output keeps its weight.
     assert masks["merge_reference"][right].max() == 0.0
     assert masks["merge_long"].max() == 0.0
+
+
+def _jpeg_shot(radiance: torch.Tensor, exposure: float) -> torch.Tensor:
+    """:func:`_shot` of ``radiance`` through an 8-bit JPEG (quality 95, OpenCV's default 4:2:0 chroma)."""
+    ldr = ((radiance * exposure).clamp(0, 1) ** (1 / GAMMA))[0].permute(1, 2, 0).numpy()
+    ok, data = cv2.imencode(".jpg", np.round(ldr * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    decoded = torch.from_numpy(cv2.imdecode(data, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    return torch.cat((decoded**GAMMA / exposure, decoded), dim=1)
+
+
+def test_a_jpeg_reference_is_not_merged_next_to_its_clipped_highlights():
+    # An orange wall (reference LDR up to 0.66) with white stripes 3 px wide that
+    # clip in the reference. JPEG smears the stripes' chroma into their
+    # neighbours, which decode unclipped but with the wrong colour.
+    truth = _flat(0.1, 64, 64) * torch.tensor([1.0, 0.5, 0.25]).view(1, 3, 1, 1)
+    for c in (5, 6, 7):
+        truth[..., :, c::11] = 0.5
+    x0, x2 = _shot(truth, EXPOSURES[0]), _shot(truth, EXPOSURES[2])
+    x1 = _jpeg_shot(truth, EXPOSURES[1])
+    stripes = truth[0, 0] > 0.3
+    assert bool((x1[0, 3:6].amax(0)[stripes] >= postmerge.SATURATED).all())  # clipped where the stripes are
+    near = torch.from_numpy(cv2.dilate(stripes.numpy().astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~stripes
+    out = truth.clone()  # a refinement that knows the scene
+    results = {}
+    for lossy in (False, True):
+        settings = Additions(False, True, (0.004,) * 3, (255.0,) * 3, lossy=lossy)
+        new, masks = apply(x0, x1, x2, out, out, EXPOSURES, settings)
+        results[lossy] = ((new - truth).pow(2).mean(1)[0][near].mean(), masks["merge_reference"][0, 0])
+    # Taken as unclipped, the smeared neighbours replace the output and are off.
+    (err_plain, share_plain), (err_jpeg, share_jpeg) = results[False], results[True]
+    assert share_plain[near].min() > 0.5 and err_plain > 1e-5
+    # As a JPEG: no share within JPEG_CLIP_RADIUS px of a clipped pixel, so the output stays;
+    # farther away the reference still replaces it.
+    assert share_jpeg[near].max() == 0.0 and err_jpeg < 0.01 * err_plain
+    assert share_jpeg.max() > 0.5
+
+
+def test_settings_mark_a_jpeg_reference_as_lossy():
+    pixels = _noisy_frame(0.01).pixels
+    for kind, lossy in (("jpeg", True), ("tiff", False), ("png", False)):
+        frames = [Frame(DATA / "synthetic", pixels, "tiff"), Frame(DATA / "synthetic", pixels, kind), Frame(DATA / "synthetic", pixels, "tiff")]
+        settings = postmerge.settings_for(frames, guard=True, shadows=True)
+        assert settings is not None and settings.lossy is lossy
 
 
 def _noisy_frame(sigma: float, seed: int = 0) -> Frame:
