@@ -324,6 +324,23 @@ def test_exception_a_bad_option_value_creates_no_cache_folder(run, bad, tmp_path
     assert not cache.exists()
 
 
+def test_exception_a_refusal_after_the_cache_folder_was_made_leaves_no_empty_folder(run, bad, tmp_path, monkeypatch):
+    # --name makes the cache's finetuned/ folder before the brackets are searched (its lock lives
+    # there); a refusal after that removes the folders it made.
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("HDRMERGE_CACHE_DIR", str(cache))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = bad(str(empty), "--name", "fresh")
+    assert (r.returncode, r.stderr) == (2, f"error: no brackets found in {empty}: no photos (JPEG, PNG, TIFF or camera "
+                                           "RAW) (subfolders are not searched); give folders of bracketed shots, or add --recursive\n")
+    assert not cache.exists()
+    # A cache folder that was there before is kept, empty or not.
+    (cache / "finetuned").mkdir(parents=True)
+    r = bad(str(empty), "--name", "fresh")
+    assert r.returncode == 2 and sorted(p.name for p in cache.rglob("*")) == ["finetuned"]
+
+
 def test_val_fraction_0_records_no_held_out_loss(run, tmp_path):
     # Nothing held out: the weights are chosen on training crops, and the checkpoint says so instead of
     # calling that score a held-out loss.

@@ -142,11 +142,15 @@ def finetune(
     if model is not None:
         _check_trainable(_model_arch(model), f"--model {model}")
     preflight.check_weights(model, weights)
-    targets = _targets(output, name, overwrite)
-    # Held for the whole run, as fuse and batch hold an output: a second run to the same
-    # checkpoint, or the same --name (and so the same state file), stops at once instead of
-    # training to the end and then failing or overwriting. Every target is locked, not only the first.
     with ExitStack() as held:
+        # Registered first, so run last (after the locks are released): the folders _targets creates
+        # for --name go again when the run leaves them empty (a refusal after they were made).
+        made: list[Path] = []
+        held.callback(_remove_empty, made)
+        targets = _targets(output, name, overwrite, made)
+        # Held for the whole run, as fuse and batch hold an output: a second run to the same
+        # checkpoint, or the same --name (and so the same state file), stops at once instead of
+        # training to the end and then failing or overwriting. Every target is locked, not only the first.
         for target in targets:
             held.enter_context(locked_output(target))
         state_path = Path(str(targets[0]) + RESUME_SUFFIX)
@@ -300,8 +304,12 @@ def finetune(
                 err_console.print(f"use it with --model {name}", markup=False)
 
 
-def _targets(output: Path | None, name: str | None, overwrite: bool) -> list[Path]:
-    """The files to write (``-o`` first, then the cache file of ``--name``), checked before any work."""
+def _targets(output: Path | None, name: str | None, overwrite: bool, made: list[Path]) -> list[Path]:
+    """The files to write (``-o`` first, then the cache file of ``--name``), checked before any work.
+
+    The cache's ``finetuned/`` folder is created for ``--name`` (its lock and state file live
+    there); the folders this creates are appended to ``made``, deepest first.
+    """
     from hdrmerge.atomic import StagedOutputs
     from hdrmerge.weights import finetuned
 
@@ -321,8 +329,10 @@ def _targets(output: Path | None, name: str | None, overwrite: bool) -> list[Pat
                 f"a fine-tuned checkpoint named {name} is in the cache already ({cached}); "
                 "choose another --name, or pass --overwrite to replace it"
             )
+        missing = [p for p in (cached.parent, *cached.parent.parents) if not p.exists()]
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
+            made.extend(missing)
         except OSError as exc:
             from hdrmerge.weights.store import cache_write_error
 
@@ -330,6 +340,15 @@ def _targets(output: Path | None, name: str | None, overwrite: bool) -> list[Pat
         probe.check(cached)
         targets.append(cached)
     return targets
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: a checkpoint or a stopped run's state stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _same_file(a: Path, b: Path) -> bool:
