@@ -133,7 +133,10 @@ def tiff_header(path: Path, data: bytes) -> tuple[Declared, bool]:
 
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # it logs each oddity
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        # The buffer is closed explicitly: tifffile leaves a stream it did not open open, and its
+        # objects form reference cycles, so the file's bytes would stay in memory until the next
+        # garbage collection (a whole shot per decode: 144 MB at 24 MP, 16 bit).
+        with io.BytesIO(data) as buf, tifffile.TiffFile(buf) as tif:
             page: Any = tif.pages.first
             width, height = int(page.imagewidth), int(page.imagelength)
             samples, bits = int(page.samplesperpixel), int(page.bitspersample)

@@ -384,7 +384,10 @@ def _decode_deflate_tiff(path: Path, data: bytes) -> np.ndarray:
     import tifffile
 
     try:
-        img = tifffile.imread(io.BytesIO(data), key=0, maxworkers=1)
+        # Closed explicitly, as in hdrmerge.frame_size: tifffile's reference cycles would otherwise
+        # keep the file's bytes alive until the next garbage collection.
+        with io.BytesIO(data) as buf:
+            img = tifffile.imread(buf, key=0, maxworkers=1)
     except Exception:  # zlib.error, imagecodecs' DeflateError, ValueError on short strips
         raise _damaged_raster(path, "tiff", "its deflate-compressed image data is damaged") from None
     if img.ndim == 2:
