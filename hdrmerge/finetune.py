@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from hdrmerge.errors import InputError
+from hdrmerge.frame_cache import CachedFrame
 from hdrmerge.reading import Frame
 
 #: μ of the μ-law the loss is computed after (the papers' tone mapping).
@@ -114,13 +115,14 @@ class FinetuneConfig:
 class TrainingBracket:
     """One bracket ready for training.
 
-    ``frames``: three :class:`hdrmerge.reading.Frame`, sorted short → long, in
-    the network's gamma-2.2 domain (after the response step). ``exposures``:
+    ``frames``: three :class:`hdrmerge.reading.Frame` (pixels in memory) or
+    :class:`hdrmerge.frame_cache.CachedFrame` (pixels on disk), sorted short →
+    long, in the network's gamma-2.2 domain (after the response step). ``exposures``:
     relative exposures ``2 ** (ev − min ev)`` in the same order (first 1.0).
     """
 
     name: str
-    frames: list[Frame]
+    frames: list[Frame | CachedFrame]
     exposures: list[float]
 
 

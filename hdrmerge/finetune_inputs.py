@@ -4,7 +4,9 @@ decoded as ``fuse`` decodes them.
 Finding (:func:`find_brackets`) reads metadata only (hdrmerge.batch: scan, group,
 choose three); loading (:func:`load_training_brackets`) decodes each bracket
 with :func:`hdrmerge.pipeline.load_bracket`, the camera response step
-included, so the network is tuned on exactly the frames ``fuse`` would give it.
+included, so the network is tuned on exactly the frames ``fuse`` would give it,
+and keeps the decoded frames on disk (:mod:`hdrmerge.frame_cache`) rather than
+in memory.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hdrmerge.errors import HdrmergeError, InputError
+from hdrmerge.errors import InputError
 from hdrmerge.frame_size import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from hdrmerge.finetune import TrainingBracket
+    from hdrmerge.frame_cache import CachedFrame, FrameCache
+    from hdrmerge.reading import Frame
     from hdrmerge.response import ResponseChoice
 
 
@@ -98,15 +102,18 @@ def load_training_brackets(
     response: ResponseChoice,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    memory_limit: int | None = None,
+    cache: FrameCache | None = None,
     on_loaded: Callable[[int, int], None] = lambda done, total: None,
 ) -> tuple[list[TrainingBracket], list[str]]:
     """Decode every bracket; return those that loaded and one warning per bracket that did not.
 
     A bracket that cannot be used (a damaged shot, implausible exposures) is
-    left out with its reason, as ``batch`` leaves it out. ``memory_limit``:
-    bytes the decoded frames may take in all (they are held for the whole
-    run); beyond it, HdrmergeError (exit 1) before memory runs out.
+    left out with its reason, as ``batch`` leaves it out. ``cache``: where the
+    decoded frames are kept (one bracket is in memory at a time; the frames
+    returned read their crops from the cache's files); None keeps them all in
+    memory. With a cache, the disk space is checked as soon as the first
+    bracket is decoded, for that bracket's size times the brackets left, and
+    again before each later one: HdrmergeError (exit 1) if they will not fit.
     InputError when no bracket loads.
     """
     from hdrmerge.finetune import TrainingBracket
@@ -114,21 +121,21 @@ def load_training_brackets(
 
     loaded: list[TrainingBracket] = []
     warnings: list[str] = []
-    held = 0
     for i, fb in enumerate(found, start=1):
         try:
             bracket = load_bracket(list(fb.paths), None, response=response, max_pixels=max_pixels)
         except InputError as exc:
             warnings.append(f"bracket {fb.paths[1]} left out: {' '.join(str(exc).split())}")
         else:
-            frames = bracket.sorted_frames
-            held += sum(f.pixels.nbytes for f in frames)
-            if memory_limit is not None and held > memory_limit:
-                raise HdrmergeError(
-                    f"the decoded brackets take more than {memory_limit / 2**30:.1f} GiB after {i} of {len(found)} "
-                    "(they are held in memory while training); fine-tune on fewer brackets, or on smaller photos"
-                )
-            loaded.append(TrainingBracket(fb.name, frames, bracket.relative_sorted()))
+            frames: list[Frame | CachedFrame] = list(bracket.sorted_frames)
+            exposures = bracket.relative_sorted()
+            if cache is not None:
+                left = len(found) - i + 1
+                cache.check_space(sum(f.pixels.nbytes for f in frames) * left,
+                                  f"{left} decoded bracket{'s' if left > 1 else ''}")
+                frames = [cache.store(f) for f in frames]
+            del bracket  # the decoded pixels, in memory, go before the next bracket is read
+            loaded.append(TrainingBracket(fb.name, frames, exposures))
         on_loaded(i, len(found))
     if not loaded:
         raise InputError(f"none of the {len(found)} bracket(s) could be read ({warnings[0]}); give usable brackets")

@@ -16,6 +16,7 @@ import torch
 
 from hdrmerge.errors import InputError
 from hdrmerge.finetune import FinetuneConfig, TrainingBracket, TrainingState, finetune
+from hdrmerge.frame_cache import FrameCache
 from hdrmerge.models import build_model
 from hdrmerge.reading import Frame
 from hdrmerge.testsets import SynthOptions, make_scene, read_hdr_image
@@ -74,30 +75,33 @@ def test_a_few_steps_lower_the_held_out_self_supervised_loss(brackets, safnet_s_
 def test_stopped_run_resumed_from_its_saved_state_ends_with_the_same_weights(brackets, safnet_s_state, tmp_path):
     cfg = small_config()
     _, straight = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"))
+    # The stopped and the resumed run read their crops from frames kept on disk, as `hdrmerge
+    # finetune` keeps them; the run that never stopped had them in memory: the weights must agree.
+    with FrameCache(tmp_path) as cache:
+        cached = [TrainingBracket(b.name, [cache.store(f) for f in b.frames], b.exposures) for b in brackets]
+        stop = threading.Event()
+        saved = []
 
-    stop = threading.Event()
-    saved = []
+        def on_step(report) -> None:
+            if report.step == 2:
+                stop.set()  # as Ctrl-C does: the current step finishes
 
-    def on_step(report) -> None:
-        if report.step == 2:
-            stop.set()  # as Ctrl-C does: the current step finishes
-
-    first, state = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"),
-                            on_step=on_step, stop=stop, checkpoint_every=lambda s: saved.append(s.step))
-    assert first.interrupted and first.steps_done == 2 and not saved
-    path = tmp_path / "run.state.safetensors"
-    state.save(path)
-    loaded = TrainingState.load(path)
-    assert loaded.step == 2 and loaded.train == state.train and loaded.val == state.val
-    second, resumed = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"),
-                               resume=loaded, checkpoint_every=lambda s: saved.append(s.step))
-    assert not second.interrupted and second.steps_done == 6
-    assert saved == [3, 6]
-    assert resumed.history == straight.history
-    for k, v in straight.model.items():
-        assert torch.equal(resumed.model[k], v), k
-    for k, v in straight.best.items():
-        assert torch.equal(second.state_dict[k], v), k
+        first, state = finetune(build_model(safnet_s_state, "SAFNet-S"), cached, cfg, device=torch.device("cpu"),
+                                on_step=on_step, stop=stop, checkpoint_every=lambda s: saved.append(s.step))
+        assert first.interrupted and first.steps_done == 2 and not saved
+        path = tmp_path / "run.state.safetensors"
+        state.save(path)
+        loaded = TrainingState.load(path)
+        assert loaded.step == 2 and loaded.train == state.train and loaded.val == state.val
+        second, resumed = finetune(build_model(safnet_s_state, "SAFNet-S"), cached, cfg, device=torch.device("cpu"),
+                                   resume=loaded, checkpoint_every=lambda s: saved.append(s.step))
+        assert not second.interrupted and second.steps_done == 6
+        assert saved == [3, 6]
+        assert resumed.history == straight.history
+        for k, v in straight.model.items():
+            assert torch.equal(resumed.model[k], v), k
+        for k, v in straight.best.items():
+            assert torch.equal(second.state_dict[k], v), k
 
 
 def test_resume_from_other_starting_weights_is_refused(brackets, safnet_s_state, random_safnet_state, tmp_path):

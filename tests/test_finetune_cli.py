@@ -78,6 +78,9 @@ class Run:
     state_copy: Path  # the state the interrupted run saved, kept before --resume used it up
     interrupted: subprocess.CompletedProcess
     resumed: subprocess.CompletedProcess
+    tmp: Path  # the runs' TMPDIR
+    tmp_during: dict[str, int]  # its files (path: size) while the first run trained
+    tmp_after_interrupt: list[str]  # its hdrmerge-finetune-* folders after the Ctrl-C
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,9 @@ def run(tmp_path_factory) -> Run:
     card = write_card(root / "card")
     add_truncated_bracket(card)
     env = make_env(root)
+    tmp = root / "tmp"
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp)  # where the decoded brackets are kept while training
     out = root / "mycam.safetensors"
     # Started as an interactive shell starts it (SIGINT not ignored), stderr piped: plain progress lines.
     proc = subprocess.Popen(
@@ -102,8 +108,10 @@ def run(tmp_path_factory) -> Run:
         if not byte:
             break
         seen += byte
+    tmp_during = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
     proc.send_signal(signal.SIGINT)
     stdout, rest = proc.communicate(timeout=300)
+    tmp_after_interrupt = sorted(p.name for p in tmp.glob("hdrmerge-finetune-*"))
     interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, seen.decode() + rest)
     state = Path(str(out) + ".resume")
     copy = root / "saved.resume"
@@ -112,7 +120,19 @@ def run(tmp_path_factory) -> Run:
     # --crop and --seed given again, other than the first run's: they are ignored, with a warning.
     resumed = run_cli("finetune", str(card), "-o", str(out), "--name", "mycam", "--resume", str(state), "--json",
                       "--crop", "96", "--seed", "5", env=env)
-    return Run(root, card, env, out, copy, interrupted, resumed)
+    return Run(root, card, env, out, copy, interrupted, resumed, tmp, tmp_during, tmp_after_interrupt)
+
+
+def test_decoded_brackets_are_kept_on_disk_while_training_and_deleted_on_ctrl_c_and_at_the_end(run):
+    # While training: one cache folder, holding the three decodable brackets' nine 64×96 RGB
+    # 8-bit shots as raw files (the frames are not held in memory).
+    # (PyTorch may keep files of its own in TMPDIR.)
+    folders = {name.split("/")[0] for name in run.tmp_during if name.startswith("hdrmerge-finetune-")}
+    assert len(folders) == 1 and next(iter(folders)).startswith("hdrmerge-finetune-"), run.tmp_during
+    assert sorted(size for name, size in run.tmp_during.items() if name.startswith("hdrmerge-")) == [64 * 96 * 3] * 9
+    # Gone after the Ctrl-C (exit 130) and after the resumed run that finished.
+    assert run.interrupted.returncode == 130 and run.tmp_after_interrupt == []
+    assert run.resumed.returncode == 0 and list(run.tmp.glob("hdrmerge-finetune-*")) == []
 
 
 def test_ctrl_c_saves_a_resumable_state_and_says_how_to_continue(run):

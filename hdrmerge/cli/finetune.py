@@ -216,13 +216,15 @@ def finetune(
 
         # --- the brackets ----------------------------------------------------------------------
         from hdrmerge.finetune_inputs import load_training_brackets
-        from hdrmerge.tiling import available_memory
+        from hdrmerge.frame_cache import FrameCache
 
         status(f"model: {start.arch} ({start.name or start.path.name}) on {dev.type}; licence: {start.licence}", quiet=not chatty)
+        # The decoded frames go to a temporary folder on disk, deleted when the run ends
+        # (also on an error or Ctrl-C): the memory does not grow with the brackets.
+        cache = held.enter_context(FrameCache())
         with _loading_progress(chatty and err_console.is_terminal) as on_loaded:
             brackets, skipped = load_training_brackets(
-                found.brackets, response_choice, max_pixels=pixel_limit,
-                memory_limit=available_memory("cpu") // 2, on_loaded=on_loaded,
+                found.brackets, response_choice, max_pixels=pixel_limit, cache=cache, on_loaded=on_loaded,
             )
         for w in skipped:
             warn(w, quiet=quiet)
