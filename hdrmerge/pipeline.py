@@ -100,6 +100,15 @@ class Bracket:
         return [rel[i] for i in self.order]
 
 
+def check_shot_count(paths: Sequence[Path]) -> None:
+    """InputError unless there are exactly three shots."""
+    if len(paths) != 3:
+        raise InputError(
+            f"fuse takes exactly 3 shots, got {len(paths)}; "
+            "for longer brackets use `hdrmerge batch`, which picks three"
+        )
+
+
 def load_bracket(
     paths: Sequence[Path],
     ev: Sequence[float] | None = None,
@@ -121,11 +130,7 @@ def load_bracket(
     cheap checks, just before the (slow) decoding starts; ``fuse`` uses it
     to start importing torch meanwhile.
     """
-    if len(paths) != 3:
-        raise InputError(
-            f"fuse takes exactly 3 shots, got {len(paths)}; "
-            "for longer brackets use `hdrmerge batch`, which picks three"
-        )
+    check_shot_count(paths)
     if ev is not None and len(ev) != 3:
         raise InputError(f"--ev has {len(ev)} values; give 3, one per input in input order (e.g. --ev -2,0,2)")
     if any(same_file(a, b) for i, a in enumerate(paths) for b in paths[i + 1 :]):
@@ -339,6 +344,7 @@ def prepare(
     ``on_checked``: see :func:`load_bracket`.
     """
     t = time.perf_counter()
+    check_shot_count(paths)  # before the outputs: a wrong count is the first thing to put right
     for p in paths:
         resolve(p)  # a symlink loop is the user's input problem, not a crash
     targets = output_paths(output, options)

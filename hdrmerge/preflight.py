@@ -103,6 +103,17 @@ def check_weights(model: str | None, weights: Path | None) -> None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise InputError(f"--weights {path}: no such file")
+        from hdrmerge.weights.store import checkpoint_kind
+
+        try:
+            kind = checkpoint_kind(path)
+        except OSError as exc:
+            raise InputError(f"--weights {path}: cannot be read ({exc.strerror}); check the file's permissions") from exc
+        if kind is None:
+            raise InputError(
+                f"--weights {path}: not a checkpoint (neither a safetensors nor a PyTorch file); "
+                "give a SAFNet or AFUNet .safetensors or .pth file"
+            )
         return
     if tuned:
         return

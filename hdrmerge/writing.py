@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: μ of the μ-law tonemap used by the papers and the preview (spec section 9).
 MU = 5000.0
 FORMATS = {".hdr": "hdr", ".exr": "exr", ".dng": "dng"}
+#: Preview formats by extension (Pillow's names); the default preview is a JPEG.
+PREVIEW_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 EXR_COMPRESSIONS = ("zip", "piz")
 #: Mid-grey reflectance and the reflected-light meter constant (ISO 2720) used
 #: by ``--normalize absolute`` to put values near luminance in cd/m².
@@ -37,6 +39,18 @@ def output_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"{path}: the output must end in .hdr (Radiance), .exr (OpenEXR) or .dng (DNG)")
+    return fmt
+
+
+def preview_format(path: Path) -> str:
+    """``JPEG`` or ``PNG`` from a preview's extension; InputError otherwise.
+
+    Staged temporaries keep the extension (``.x.part.png``), so this reads
+    the format from them too.
+    """
+    fmt = PREVIEW_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: the preview must end in .jpg or .jpeg (JPEG) or .png (PNG)")
     return fmt
 
 
@@ -209,17 +223,19 @@ def srgb_icc() -> bytes:
 def write_preview(
     tmp: Path, hdr_short: np.ndarray, quality: int = 95, *, source: Path | None = None, exif: Exif | None = None
 ) -> None:
-    """8-bit sRGB JPEG of the μ-law tonemap of the short-normalised HDR.
+    """8-bit sRGB JPEG (or PNG, by ``tmp``'s extension) of the μ-law tonemap of the short-normalised HDR.
 
     It carries an sRGB ICC profile and the EXIF of :func:`preview_exif`
     (the reference shot's, given as ``source`` and/or ``exif``; without
-    either, only Orientation, ColorSpace and Software).
+    either, only Orientation, ColorSpace and Software); ``quality`` is the JPEG's.
     """
     from PIL import Image
 
+    fmt = preview_format(tmp)
     img = Image.fromarray(np.ascontiguousarray(tonemap_u8(hdr_short)), "RGB")
+    extra = {"quality": quality} if fmt == "JPEG" else {}
     try:
-        img.save(tmp, "JPEG", quality=quality, exif=preview_exif(source, exif), icc_profile=srgb_icc())
+        img.save(tmp, fmt, exif=preview_exif(source, exif), icc_profile=srgb_icc(), **extra)
     except OSError as exc:
         raise OutputError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
 

@@ -410,3 +410,91 @@ def test_batch_and_eval_take_max_pixels_too(env, tmp_path, command):
     r = run_cli(command, str(tmp_path / "card"), "--max-pixels=lots", env=env)
     _fails(r, 2, "--max-pixels 'lots': give a pixel count such as 200M (megapixels) or 50000000")
     assert "--max-pixels N" in run_cli(command, "--help").stdout
+
+
+# --- empty paths, preview format and folder, count before outputs, --weights (review C9, C11, C12, C14) ---
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("-o", ""), "--output is empty (an unset variable?); give the file to write, e.g. -o merged.exr"),
+        (("-o", "x.exr", "--preview", ""),
+         "--preview is empty (an unset variable?); give the preview's file, e.g. --preview view.jpg, or --no-preview"),
+        (("-o", "x.exr", "--debug-dir", ""),
+         "--debug-dir is empty (an unset variable?); give a folder for the debug images, e.g. --debug-dir debug"),
+        (("-o", "x.exr", "--preview", "view.tif"), "--preview view.tif: a preview is a JPEG or PNG; end its name in .jpg, .jpeg or .png"),
+    ],
+    ids=["output", "preview", "debug-dir", "preview-tif"],
+)
+def test_exception_empty_paths_and_preview_formats_write_nothing(env, tmp_path, args, message):
+    """`-o "$OUT"` with OUT unset used to fail with a ValueError (exit 1); `--debug-dir ''` wrote into the current folder."""
+    paths = _real_bracket(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run_cli("fuse", *map(str, paths), *args, env=env, cwd=work)
+    _fails(r, 2, message)
+    _no_outputs(work)
+
+
+def test_exception_shot_count_comes_before_an_existing_output(env, tmp_path):
+    paths = _real_bracket(tmp_path)
+    out = tmp_path / "x.exr"
+    out.write_bytes(b"a user's file")
+    r = run_cli("fuse", *map(str, paths[:2]), "-o", str(out), env=env)
+    _fails(r, 2, "fuse takes exactly 3 shots, got 2; for longer brackets use `hdrmerge batch`, which picks three")
+    assert out.read_bytes() == b"a user's file"
+
+
+def test_exception_weights_that_are_not_a_checkpoint(env, tmp_path):
+    paths = _real_bracket(tmp_path)
+    notes = tmp_path / "README.md"
+    notes.write_text("# not a checkpoint\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "x.exr"), "--weights", str(notes), env=env)
+    _fails(r, 2, f"--weights {notes}: not a checkpoint (neither a safetensors nor a PyTorch file); "
+           "give a SAFNet or AFUNet .safetensors or .pth file")
+    _no_outputs(out)
+
+
+def test_preview_png_is_a_png_and_a_folder_gets_the_default_name(env, tmp_path):
+    from PIL import Image
+
+    paths = _real_bracket(tmp_path)
+    out = tmp_path / "out"
+    (out / "views").mkdir(parents=True)
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "a.exr"), "--preview", str(out / "a.png"), env=env)
+    assert r.returncode == 0, r.stderr
+    with Image.open(out / "a.png") as img:  # it used to be JPEG bytes in a .png file
+        assert img.format == "PNG" and img.size == (640, 426)
+        assert img.getexif()[0x0110] == "EOS 5D Mark II"  # the reference shot's EXIF, as in the JPEG preview
+    # An existing folder (or any value ending in /) means the default name inside it; the
+    # record line names the debug images too.
+    r = run_cli("fuse", *map(str, paths), "-o", str(out / "b.exr"), "--preview", str(out / "views"),
+                "--debug-dir", str(out / "dbg"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "views").iterdir()) == ["b.exr.preview.jpg"]
+    assert cv2.imread(str(out / "views" / "b.exr.preview.jpg")).shape == (426, 640, 3)
+    record = r.stderr.splitlines()[-1]
+    n = len(list((out / "dbg").iterdir()))
+    assert n >= 9 and record.startswith(f"wrote {out / 'b.exr'} (")
+    assert f" and {out / 'views' / 'b.exr.preview.jpg'}, and {n} debug images in {out / 'dbg'}; exposures " in record
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("calibrate", str(DATA / "colour_hdri_frobisher"), "-o", ""),
+         "--output is empty (an unset variable?); give the response file to write, e.g. -o camera.json"),
+        (("finetune", str(DATA / "colour_hdri_frobisher"), "-o", ""),
+         "--output is empty (an unset variable?); give the checkpoint to write, e.g. -o tuned.safetensors"),
+        (("eval", str(DATA / "kalantari_test002_jpeg"), "--out", ""),
+         "--out is empty (an unset variable?); give a folder for eval.csv and eval.json, e.g. --out results"),
+    ],
+    ids=["calibrate", "finetune", "eval"],
+)
+def test_exception_empty_output_of_other_commands_writes_nothing(env, tmp_path, args, message):
+    r = run_cli(*args, env=env, cwd=tmp_path)
+    _fails(r, 2, message)
+    _no_outputs(tmp_path)

@@ -8,16 +8,22 @@ from typing import Annotated
 
 import typer
 
-from hdrmerge.cli.common import JsonOpt, OverwriteOpt, QuietOpt, parse_ev, print_json, status
+from hdrmerge.cli.common import JsonOpt, OverwriteOpt, QuietOpt, nonempty_path, parse_ev, print_json, status
 from hdrmerge.errors import InputError
 
 
 def calibrate(
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS...", help="Bracketed shots, or folders of them (split into brackets as batch does).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE.json", help="Response file to write (.json).", show_default=False)],
+    output: Annotated[Path, typer.Option(
+            "--output", "-o", metavar="FILE.json", help="Response file to write (.json).", show_default=False,
+            parser=nonempty_path("--output", "give the response file to write, e.g. -o camera.json"),
+        )],
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", metavar="PATH", help="Where to write the plot (default: <output stem>.png).", show_default=False),
+        typer.Option(
+            "--plot", metavar="PATH", help="Where to write the plot (default: <output stem>.png).", show_default=False,
+            parser=nonempty_path("--plot", "give the plot's file, e.g. --plot camera.png, or --no-plot"),
+        ),
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no plot.")] = False,
     ev: Annotated[

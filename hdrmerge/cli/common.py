@@ -141,6 +141,44 @@ PreferOpt = Annotated[
 ]
 
 
+def nonempty_path(option: str, fix: str) -> Callable[[str], Path]:
+    """A ``parser`` for a path option that refuses an empty value (InputError, exit 2).
+
+    An unset shell variable (``-o "$OUT"``) gives ``''``, which pathlib reads
+    as the current folder: files would land there, or a confusing error follow.
+    ``fix``: what to give instead, e.g. ``give the file to write, e.g. -o out.exr``.
+    """
+
+    def parse(value: str) -> Path:
+        if not value.strip():
+            raise InputError(f"{option} is empty (an unset variable?); {fix}")
+        return Path(value)
+
+    return parse
+
+
+def preview_target(text: str, output: Path) -> Path:
+    """``--preview``'s value as the file to write.
+
+    A folder (one that exists, or any value ending in ``/``) gets the default
+    name inside it: ``--preview views/`` with ``-o out.exr`` is
+    ``views/out.exr.preview.jpg``. The extension chooses the format (JPEG or
+    PNG); any other is refused, as is an empty value.
+    """
+    from hdrmerge.writing import preview_format, preview_path
+
+    if not text.strip():
+        raise InputError("--preview is empty (an unset variable?); give the preview's file, e.g. --preview view.jpg, or --no-preview")
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        path = path / preview_path(output).name
+    try:
+        preview_format(path)
+    except InputError:
+        raise InputError(f"--preview {path}: a preview is a JPEG or PNG; end its name in .jpg, .jpeg or .png") from None
+    return path
+
+
 def check_gap(gap: float) -> None:
     if gap < 0:
         raise InputError(f"--gap {gap}: must not be negative")
@@ -484,10 +522,11 @@ def merge_summary(report: dict[str, Any]) -> str:
     exposures = exposures_text([i["stops"] for i in shots], settings, source)
     timings = report["timings_s"]
     seconds = timings.get("total", sum(v for k, v in timings.items() if k != "total"))
-    return (
-        f"wrote {hdr}{size}" + (f" and {outputs['preview']}" if "preview" in outputs else "")
-        + f"; exposures {exposures}; {seconds:.1f} s"
-    )
+    debug = [Path(v) for k, v in outputs.items() if k.startswith("debug_")]
+    written = [f" and {outputs['preview']}"] if "preview" in outputs else []
+    if debug:
+        written.append(f" and {len(debug)} debug images in {debug[0].parent}")
+    return f"wrote {hdr}{size}" + ",".join(written) + f"; exposures {exposures}; {seconds:.1f} s"
 
 
 def status(message: str, *, quiet: bool = False) -> None:

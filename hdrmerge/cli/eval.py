@@ -32,6 +32,7 @@ from hdrmerge.cli.common import (
     NoShadowMergeOpt,
     WeightsOpt,
     engine_loader,
+    nonempty_path,
     parse_flow_scale,
     print_json,
     print_table,
@@ -43,11 +44,17 @@ def eval_(
     dataset: Annotated[Path, typer.Argument(metavar="DATASET", help="Test set folder (Kalantari 2017, Tel 2023, Hu 2020, Challenge123, or hdrmerge synth output).", show_default=False)],
     out: Annotated[
         Path | None,
-        typer.Option("--out", metavar="DIR", help="Folder for eval.csv and eval.json (created if needed).", show_default=False),
+        typer.Option(
+            "--out", metavar="DIR", help="Folder for eval.csv and eval.json (created if needed).", show_default=False,
+            parser=nonempty_path("--out", "give a folder for eval.csv and eval.json, e.g. --out results"),
+        ),
     ] = None,
     save_dir: Annotated[
         Path | None,
-        typer.Option("--save-dir", metavar="DIR", help="Keep each scene's predicted HDR and the previews of all methods here.", show_default=False),
+        typer.Option(
+            "--save-dir", metavar="DIR", help="Keep each scene's predicted HDR and the previews of all methods here.",
+            show_default=False, parser=nonempty_path("--save-dir", "give a folder for the merged scenes, e.g. --save-dir merged"),
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="Only the first N scenes.", show_default=False)] = None,
     response: ResponseOpt = "auto",

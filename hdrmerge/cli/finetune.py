@@ -40,6 +40,7 @@ from hdrmerge.cli.common import (
     WeightsOpt,
     check_gap,
     err_console,
+    nonempty_path,
     parse_max_pixels,
     print_json,
     status,
@@ -63,7 +64,10 @@ def finetune(
     ],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", metavar="FILE.safetensors", help="Where to write the fine-tuned checkpoint.", show_default=False),
+        typer.Option(
+            "--output", "-o", metavar="FILE.safetensors", help="Where to write the fine-tuned checkpoint.", show_default=False,
+            parser=nonempty_path("--output", "give the checkpoint to write, e.g. -o tuned.safetensors"),
+        ),
     ] = None,
     name: Annotated[
         str | None,

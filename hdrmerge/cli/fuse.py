@@ -42,7 +42,9 @@ from hdrmerge.cli.common import (
     fuse_options,
     merge_progress,
     merge_summary,
+    nonempty_path,
     parse_ev,
+    preview_target,
     print_json,
     status,
     warn,
@@ -57,7 +59,10 @@ def fuse(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance), .exr (OpenEXR) or .dng (linear DNG for raw editors).", show_default=False),
+        typer.Option(
+            "--output", "-o", metavar="PATH", help="Output file; .hdr (Radiance), .exr (OpenEXR) or .dng (linear DNG for raw editors).",
+            show_default=False, parser=nonempty_path("--output", "give the file to write, e.g. -o merged.exr"),
+        ),
     ],
     ev: Annotated[
         str | None,
@@ -81,13 +86,22 @@ def fuse(
     exr_compression: ExrCompressionOpt = ExrCompression.zip,
     dng_dtype: DngDtypeOpt = DngDtype.half,
     preview: Annotated[
-        Path | None,
-        typer.Option("--preview", metavar="PATH", help="Where to write the preview (default: <output file name>.preview.jpg, e.g. out.exr.preview.jpg).", show_default=False),
+        str | None,
+        typer.Option(
+            "--preview", metavar="PATH",
+            help="Where to write the preview: a .jpg or .png file, or a folder for the default name "
+            "(default: <output file name>.preview.jpg, e.g. out.exr.preview.jpg).",
+            show_default=False,
+        ),
     ] = None,
     no_preview: Annotated[bool, typer.Option("--no-preview", help="Write no preview.")] = False,
     debug_dir: Annotated[
         Path | None,
-        typer.Option("--debug-dir", metavar="DIR", help="Also write flows, masks, the first-stage and the final HDR, and where the guard and shadow merge acted, as PNGs here (SAFNet only).", show_default=False),
+        typer.Option(
+            "--debug-dir", metavar="DIR",
+            help="Also write flows, masks, the first-stage and the final HDR, and where the guard and shadow merge acted, as PNGs here (SAFNet only).",
+            show_default=False, parser=nonempty_path("--debug-dir", "give a folder for the debug images, e.g. --debug-dir debug"),
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -101,10 +115,12 @@ def fuse(
     """
     from hdrmerge import preflight
     from hdrmerge.locking import locked_output
-    from hdrmerge.pipeline import fuse_files
+    from hdrmerge.pipeline import check_shot_count, fuse_files
 
+    check_shot_count(inputs)  # before any check on options or outputs: the first thing to put right
     if preview is not None and no_preview:
         raise InputError("--preview and --no-preview contradict each other; give one")
+    preview_file = None if preview is None else preview_target(preview, output)
     if debug_dir is not None and model is not None:
         from hdrmerge.inference import NO_AFUNET_INTERMEDIATES
         from hdrmerge.weights import model_arch
@@ -113,7 +129,7 @@ def fuse(
             raise InputError(NO_AFUNET_INTERMEDIATES)
     options = fuse_options(
         flow_scale, normalize, exr_dtype, exr_compression, no_preview, overwrite, tile, max_memory,
-        response, exact, max_pixels=max_pixels, no_guard=no_guard, no_shadow_merge=no_shadow_merge, ev=parse_ev(ev), preview=preview, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
+        response, exact, max_pixels=max_pixels, no_guard=no_guard, no_shadow_merge=no_shadow_merge, ev=parse_ev(ev), preview=preview_file, debug_dir=debug_dir, dng_dtype=dng_dtype.value,
     )
     # Options that cannot work here fail now, before any decoding or torch import.
     preflight.check_device(device.value, precision.value)

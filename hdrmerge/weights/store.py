@@ -162,6 +162,24 @@ def is_pytorch_file(path: Path) -> bool:
     return head[:2] == b"PK" or head[:1] == b"\x80"
 
 
+#: safetensors refuses headers larger than this; a "length" beyond it means another kind of file.
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def checkpoint_kind(path: Path) -> str | None:
+    """``pytorch``, ``safetensors`` or None (neither: a text file, a photo) from the first bytes.
+
+    Only the signature is read; whether the file is whole is for the readers to say.
+    """
+    with path.open("rb") as f:
+        head = f.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "pytorch"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < _MAX_SAFETENSORS_HEADER:
+        return "safetensors"
+    return None
+
+
 def read_checkpoint_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` (preferred) or ``.pth``, by content."""
     if is_pytorch_file(path):
