@@ -209,14 +209,17 @@ _CHECK_FIX = {
 }
 
 
-def check_order(names: Sequence[str], ev: Sequence[float], pixel_ev: Sequence[float], source: str) -> None:
+def check_order(
+    names: Sequence[str], ev: Sequence[float], pixel_ev: Sequence[float], source: str, *, suggest: bool = True
+) -> None:
     """InputError where the pixels reverse the order of two shots that ``ev`` puts next to each other.
 
     A pair counts as reversed when the shot ``ev`` calls brighter is more than
     :data:`REVERSED_STOPS` darker in the pixels. A camera's tone curve
     stretches the pixel-measured steps but never turns them round, so this
-    needs no allowance for it. The message suggests the values in the order
-    the pixels give (for EXIF, in stops from the middle shot).
+    needs no allowance for it. With ``suggest`` (``ev`` covers every input)
+    the message gives the values in the order the pixels give (for EXIF, in
+    stops from the middle shot).
     """
     order = sorted(range(len(ev)), key=lambda k: ev[k])
     for i, j in zip(order, order[1:]):
@@ -233,7 +236,7 @@ def check_order(names: Sequence[str], ev: Sequence[float], pixel_ev: Sequence[fl
         fix = "give --ev in input order" if source == "--ev" else "the metadata is wrong; pass --ev"
         raise InputError(
             f"{_LABEL[source]} puts {names[j]} {ev[j] - ev[i]:.2f} stops above {names[i]}, but its pixels are "
-            f"{-seen:.2f} stops darker; {fix} (--ev={suggestion} fits the pixels)"
+            f"{-seen:.2f} stops darker; {fix}" + (f" (--ev={suggestion} fits the pixels)" if suggest else "")
         )
 
 
@@ -439,7 +442,7 @@ def derive_exposures(
         # Only the frames whose EV the metadata gave: the others were placed by the pixels.
         sub = [frames[i] for i in checked]
         sub_ev, sub_pixel = [ev[i] for i in checked], [pixel_ev[i] for i in checked]
-        check_order([f.path.name for f in sub], sub_ev, sub_pixel, source)
+        check_order([f.path.name for f in sub], sub_ev, sub_pixel, source, suggest=len(sub) == len(frames))
         # With partial EXIF the response was fitted to the pixels alone (response.metadata_ev
         # needs every shot's exposure), so its steps may be stretched like a camera's tone curve's.
         known = tone_curve_known and source != "exif+pixels"

@@ -299,3 +299,20 @@ def test_exif_of_two_shots_is_kept_and_the_third_placed_by_the_pixels(tmp_path, 
         f"no exposure metadata in {names[missing]}; its exposure estimated from the pixels relative to "
         f"{names[known[0]]} and {names[known[1]]} (pass --ev to set it)"
     ]
+
+
+def test_exif_of_two_shots_in_the_order_the_pixels_reverse_is_refused(tmp_path):
+    # IMG_2600 and IMG_2602 with their shutter times swapped (8 s and 1/8 s), IMG_2601 without EXIF.
+    from PIL.TiffImagePlugin import IFDRational
+
+    swap = {0: {EXPOSURE_TIME_TAG: IFDRational(8, 1), SHUTTER_APEX_TAG: None},
+            2: {EXPOSURE_TIME_TAG: IFDRational(1, 8), SHUTTER_APEX_TAG: None}}
+    paths = _edited_copies(tmp_path, FROBISHER, swap)
+    paths[1] = _without_exif(tmp_path, FROBISHER[1])
+    with pytest.raises(InputError) as err:
+        derive_exposures([read_frame(p) for p in paths])
+    # Only the two shots with EXIF are named, and no --ev is suggested for two of three inputs.
+    assert str(err.value) == (
+        "EXIF puts IMG_2600.jpg 6.00 stops above IMG_2602.jpg, but its pixels are 8.28 stops darker; "
+        "the metadata is wrong; pass --ev"
+    )
