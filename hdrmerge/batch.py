@@ -16,8 +16,14 @@ new bracket starts when
   bracket to reach its exposures);
 * an exposure repeats one already in the current group.
 
-``group_size`` replaces all this with fixed groups in that order; without
-EXIF capture times it is required, and the order is the file names'.
+``group_size`` replaces all this with fixed groups in that order; when no
+file has an EXIF capture time it is required, and the order is the file
+names'. Without it, files that carry no capture time among files that do are
+left out of the grouping (:func:`plan` lists each as skipped).
+
+A group of camera-metered shots (:func:`burst_reason`) is a burst, not a
+bracket, and is not merged. Files that hdrmerge wrote (its previews and
+DNGs, by their Software tag) are never taken as shots.
 
 From a bracket of more than three shots (:func:`choose_three`) the reference
 is the middle exposure, and the short and long shots are the farthest from it
@@ -29,12 +35,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import permutations, product
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hdrmerge.errors import InputError
 from hdrmerge.exposure import exif_exposure
 from hdrmerge.reading import Exif, read_exif, read_raw_metadata
 from hdrmerge.writing import preview_path
+
+if TYPE_CHECKING:
+    from hdrmerge.provenance import Origin
 
 #: File endings considered as shots (case-insensitive). Content decides the
 #: format once a file is read; this list only keeps other files out of a scan.
@@ -48,6 +59,9 @@ DEFAULT_GAP_S = 3.0
 MAX_STEP = 3.0
 #: Two exposures closer than this (stops) are the same exposure.
 _SAME_EV = 0.1
+#: A group of auto-exposed shots spanning less than this (stops) is a burst
+#: (:func:`burst_reason`): narrower than the narrowest useful bracket, −1/0/+1.
+BURST_MAX_SPREAD = 2.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,8 @@ def scan(folder: Path, *, recursive: bool = False, exclude: Iterable[Path] = ())
     """Candidate shot files in ``folder``, sorted by path.
 
     Hidden files, previews written by hdrmerge (``*.preview.jpg``) and anything
-    under an ``exclude`` directory (the output folder) are left out.
+    under an ``exclude`` directory (the output folder) are left out; other
+    files hdrmerge wrote are found by their content in :func:`plan`.
     """
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; give the folder that holds the shots")
@@ -130,6 +145,32 @@ def split_reason(prev: Shot, cur: Shot, group: Sequence[Shot], gap_s: float) -> 
     if cur.ev is not None and any(s.ev is not None and abs(s.ev - cur.ev) < _SAME_EV for s in group):
         return "exposure repeats"
     return None
+
+
+def burst_reason(shots: Sequence[Shot]) -> str | None:
+    """Why a group is a burst rather than a bracket, or None.
+
+    A burst: every shot says ExposureMode Auto (the camera metered each one;
+    a camera's bracket says Auto Bracket, a hand bracket Manual or another
+    exposure compensation), no two shots differ in exposure compensation
+    (ExposureBiasValue, missing = 0), and all exposures are known and span
+    less than :data:`BURST_MAX_SPREAD` stops: what metering drift gives, not
+    what a bracket is shot for.
+    """
+    if not {(s.exif.exposure_mode or "").strip().casefold() for s in shots} <= {"auto", "auto exposure"}:
+        return None  # (exifread names the EXIF value 0 "Auto Exposure")
+    if len({round(s.exif.exposure_bias or 0.0, 2) for s in shots}) > 1:
+        return None
+    evs = [s.ev for s in shots]
+    if any(e is None for e in evs):
+        return None
+    spread = max(evs) - min(evs)  # type: ignore[type-var,operator]
+    if spread >= BURST_MAX_SPREAD:
+        return None
+    return (
+        f"a burst, not a bracket: {len(shots)} shots exposed by the camera's auto exposure (ExposureMode Auto, "
+        f"exposure compensation unchanged), {spread:.2f} stops apart; merge three with hdrmerge fuse if they are a bracket"
+    )
 
 
 @dataclass
@@ -214,7 +255,7 @@ def choose_three(shots: Sequence[Shot]) -> Choice:
 
 
 #: What the plan does with a group, in the order the dry-run summary lists them.
-PLAN_STATUSES = ("merge", "done", "single", "incomplete", "unusable", "failed")
+PLAN_STATUSES = ("merge", "done", "single", "incomplete", "unusable", "skipped", "failed")
 
 
 @dataclass
@@ -223,7 +264,9 @@ class PlannedBracket:
 
     index: int
     shots: list[Shot]
-    status: str  # "merge", "done", "single", "incomplete", "unusable", "failed" (metadata unreadable)
+    #: "merge", "done", "single", "incomplete", "unusable" (incl. bursts), "skipped" (a file that is
+    #: no shot, or cannot be placed), "failed" (metadata unreadable, an output path taken)
+    status: str
     reason: str = ""
     choice: Choice | None = None
     output: Path | None = None
@@ -308,17 +351,32 @@ def plan(
 
     Files of one capture (RAW+JPEG, copies) become one shot first
     (:func:`hdrmerge.renditions.collapse`; ``prefer``: ``raw`` or ``jpeg``).
+    Files hdrmerge wrote, and (without ``group_size``) files without a
+    capture time among files with one, get a row of their own, skipped.
     """
+    from hdrmerge.provenance import SOFTWARE_PREFIX
     from hdrmerge.renditions import collapse
 
     shots: list[Shot] = []
+    skipped: list[tuple[Shot, str]] = []
     unreadable: list[tuple[Path, str]] = []
     for p in files:
         try:
-            shots.append(read_shot(p))
+            shot = read_shot(p)
         except Exception as exc:  # a file no reader foresaw fails alone, not the whole plan
             unreadable.append((p, f"cannot read its metadata ({type(exc).__name__}: {' '.join(str(exc).split())})"))
+            continue
+        software = shot.exif.software or ""
+        if software.startswith(SOFTWARE_PREFIX):  # a preview or DNG of an earlier merge, wherever it lies
+            skipped.append((shot, f"written by {software} (a merged result, not a shot)"))
+        else:
+            shots.append(shot)
     shots = collapse(shots, prefer)
+    if group_size is None and any(s.time is not None for s in shots):
+        # One file without a time cannot be placed among timed shots; it must not hold up the others.
+        why = "no EXIF capture time, so it cannot be placed in a bracket; merge it with hdrmerge fuse"
+        skipped += [(s, why) for s in shots if s.time is None]
+        shots = [s for s in shots if s.time is not None]
     result = Plan()
     seen: dict[Path, int] = {}
     groups = group_shots(shots, gap_s=gap_s, group_size=group_size)
@@ -328,6 +386,8 @@ def plan(
             pb.status, pb.reason = "single", "a single shot"
         elif len(g.shots) == 2:
             pb.status, pb.reason = "incomplete", "only 2 shots; a bracket needs 3"
+        elif group_size is None and (burst := burst_reason(g.shots)) is not None:
+            pb.status, pb.reason = "unusable", burst
         else:
             try:
                 pb.choice = choose_three(g.shots)
@@ -349,8 +409,10 @@ def plan(
             if not overwrite:
                 resume(pb)
         result.brackets.append(pb)
-    for i, (p, why) in enumerate(unreadable, start=len(groups) + 1):
-        result.brackets.append(PlannedBracket(i, [Shot(p, Exif(), None, None)], "failed", why))
+    for shot, why in skipped:
+        result.brackets.append(PlannedBracket(len(result.brackets) + 1, [shot], "skipped", why))
+    for p, why in unreadable:
+        result.brackets.append(PlannedBracket(len(result.brackets) + 1, [Shot(p, Exif(), None, None)], "failed", why))
     return result
 
 
@@ -358,21 +420,31 @@ def resume(pb: PlannedBracket) -> None:
     """Mark a bracket done, to redo, or failed, from the outputs that exist already.
 
     Done only when its whole output set (the HDR and, if wanted, the preview)
-    is there, tagged by hdrmerge and complete (:mod:`hdrmerge.provenance`).
-    An incomplete set whose existing files are all hdrmerge's own is redone,
-    replacing them; a file hdrmerge did not write fails the bracket, untouched.
+    is there, tagged by hdrmerge, merged from this bracket and complete
+    (:mod:`hdrmerge.provenance`). An incomplete set whose existing files are
+    all hdrmerge's own merges of this bracket is redone, replacing them; a
+    file hdrmerge did not write, or wrote from other shots (another card's
+    bracket given the same name), fails the bracket and is left untouched.
     """
-    from hdrmerge.provenance import check_output
+    from hdrmerge.provenance import check_output, output_origin
 
-    assert pb.output is not None
+    assert pb.output is not None and pb.choice is not None
     wanted = [p for p in (pb.preview, pb.output) if p is not None]
     found = {p: check_output(p) for p in wanted if p.exists()}
     if not found:
         return
     foreign = [p for p, c in found.items() if not c.ours]
+    other = [(p, o) for p in reversed(wanted) if p in found and not _merged_from(pb.choice, o := output_origin(p))]
     if foreign:
         pb.status = "failed"
         pb.reason = f"{foreign[0]} exists and was not written by hdrmerge; move it away, or pass --overwrite to replace it"
+    elif other:
+        p, origin = other[0]
+        pb.status = "failed"
+        pb.reason = (
+            f"{p} holds another merge ({_origin_text(origin)}); pass --overwrite to replace it, "
+            "or choose another -o or --name"
+        )
     elif len(found) == len(wanted) and all(c.whole for c in found.values()):
         pb.status, pb.reason = "done", f"{pb.output.name} exists (--overwrite to redo)"
     else:
@@ -380,6 +452,37 @@ def resume(pb: PlannedBracket) -> None:
         broken = [p.name for p, c in found.items() if not c.whole]
         what = ([f"{', '.join(missing)} missing"] if missing else []) + ([f"{', '.join(broken)} incomplete"] if broken else [])
         pb.redo = f"redone: {'; '.join(what)} (hdrmerge's own files replaced)"
+
+
+def _merged_from(choice: Choice, origin: Origin | None) -> bool:
+    """Whether an output's recorded origin is this bracket: the reference's capture
+    time as recorded (or none on both sides) and, where the file names its sources,
+    one file of each chosen shot (any of its renditions: ``--prefer`` may differ)."""
+    if origin is None:
+        return False
+    ref_time = (choice.reference.exif.datetime_original or "").strip() or None
+    if origin.captured != ref_time:
+        return False
+    if origin.sources is None:  # a preview: the capture time is all it records
+        return True
+    names = [[s.path.name, *(o.name for o in s.others)] for s in choice.shots]
+    for combo in product(*names):
+        if isinstance(origin.sources, str):  # Radiance: names joined by spaces, short → long
+            if any(" ".join(order) == origin.sources for order in permutations(combo)):
+                return True
+        elif sorted(combo) == sorted(origin.sources):
+            return True
+    return False
+
+
+def _origin_text(origin: Origin | None) -> str:
+    if origin is None:
+        return "its shots cannot be read"
+    parts = []
+    if origin.sources:
+        parts.append("from " + (origin.sources if isinstance(origin.sources, str) else ", ".join(origin.sources)))
+    parts.append(f"captured {origin.captured}" if origin.captured else "no capture time")
+    return ", ".join(parts)
 
 
 def describe_ev(shots: Sequence[Shot], reference: Shot | None = None) -> str:

@@ -6,7 +6,10 @@ all read ``hdrmerge <version>``. ``batch`` reads them back to resume: an output 
 done only when each of its files is there, tagged and whole; a set that is not
 (a kill between two renames, a file deleted or cut short) is redone without
 ``--overwrite`` when every file of it that exists is hdrmerge's own, and a file
-without the tag is never replaced without ``--overwrite``.
+without the tag is never replaced without ``--overwrite``. What each file
+says it was merged from (:func:`output_origin`: the shots' names and the
+reference's capture time) tells ``batch`` whether it belongs to the bracket
+at hand or to another one that was given the same output name.
 
 The checks read headers and file ends only (the EXR offset table, the DNG's
 strip and tile table, the JPEG end marker), so resuming a card of a thousand brackets stays fast; only a Radiance
@@ -65,27 +68,36 @@ def made_by_hdrmerge(path: Path) -> bool:
     return check_output(path).ours
 
 
-def _check_exr(path: Path, head: bytes, size: int) -> FileCheck:
-    """Single-part scanline OpenEXR (what hdrmerge writes): tag from the header,
-    wholeness from the offset table: the last chunk must end inside the file."""
-    version = struct.unpack_from("<I", head, 4)[0]
+def _exr_header(head: bytes) -> tuple[dict[bytes, tuple[bytes, bytes]], int] | None:
+    """The attributes of an OpenEXR header (name → (type name, raw value)) and
+    the offset where the header ends; None if it is cut short or malformed."""
     pos, attrs = 8, {}
     try:
         while True:
             end = head.index(b"\0", pos)
             name = head[pos:end]
             if not name:
-                pos = end + 1
-                break
+                return attrs, end + 1
             type_end = head.index(b"\0", end + 1)
             (n,) = struct.unpack_from("<i", head, type_end + 1)
             value = head[type_end + 5 : type_end + 5 + n]
             if n < 0 or len(value) != n:
-                return FileCheck(False, False)
-            attrs[name] = value
+                return None
+            attrs[name] = (head[end + 1 : type_end], value)
             pos = type_end + 5 + n
     except (ValueError, struct.error):
+        return None
+
+
+def _check_exr(path: Path, head: bytes, size: int) -> FileCheck:
+    """Single-part scanline OpenEXR (what hdrmerge writes): tag from the header,
+    wholeness from the offset table: the last chunk must end inside the file."""
+    version = struct.unpack_from("<I", head, 4)[0]
+    parsed = _exr_header(head)
+    if parsed is None:
         return FileCheck(False, False)
+    typed, pos = parsed
+    attrs = {name: value for name, (_, value) in typed.items()}
     ours = attrs.get(b"software", b"").startswith(SOFTWARE_PREFIX.encode())
     if version & 0x1200 or b"dataWindow" not in attrs or b"compression" not in attrs:
         return FileCheck(ours, False)  # tiled or multi-part: never written by hdrmerge
@@ -199,3 +211,109 @@ def _ifd_inside(path: Path, pointer_at: int, size: int) -> bool:
         if length > 4 and value + length > size:
             return False
     return True
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What an output of hdrmerge says it was merged from.
+
+    ``sources``: the file names of the three shots, short → long (the EXR's
+    ``hdrmerge:sources``, the DNG's XMP ``hdrmerge:sources``, the Radiance
+    ``# sources:`` line, which joins them with spaces, kept as one string);
+    None for a preview, which names no sources. ``captured``: the reference
+    shot's DateTimeOriginal as the file records it (the EXR's ``capDate``, the
+    Radiance ``# captured:`` line, the DNG's and the preview's EXIF, read as
+    a shot's is), None where it records none.
+    """
+
+    sources: tuple[str, ...] | str | None
+    captured: str | None
+
+
+def output_origin(path: Path) -> Origin | None:
+    """The :class:`Origin` recorded in an output hdrmerge wrote; None when the file
+    cannot be read that far. Reads the header only (the XMP and EXIF of a DNG)."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(_HEADER_LIMIT)
+    except OSError:
+        return None
+    if head.startswith(_EXR_MAGIC):
+        return _exr_origin(head)
+    if head.startswith(b"#?"):
+        return _radiance_origin(head)
+    if head.startswith(b"\xff\xd8\xff"):
+        return _jpeg_origin(Path(path))
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _dng_origin(Path(path))
+    return None
+
+
+def _date(value: object) -> str | None:
+    text = str(value or "").strip().strip("\0").strip()
+    return text or None
+
+
+def _exr_origin(head: bytes) -> Origin | None:
+    parsed = _exr_header(head)
+    if parsed is None:
+        return None
+    attrs = parsed[0]
+    sources: tuple[str, ...] | None = None
+    kind, raw = attrs.get(b"hdrmerge:sources", (b"", b""))
+    if kind == b"stringvector":  # int32 length, then the bytes, for each string
+        names, at = [], 0
+        while at + 4 <= len(raw):
+            (n,) = struct.unpack_from("<i", raw, at)
+            names.append(raw[at + 4 : at + 4 + n].decode("utf-8", "replace"))
+            at += 4 + n
+        sources = tuple(names)
+    elif kind == b"string":
+        sources = (raw.decode("utf-8", "replace"),)
+    kind, raw = attrs.get(b"capDate", (b"", b""))
+    return Origin(sources, _date(raw.decode("utf-8", "replace")) if kind == b"string" else None)
+
+
+def _radiance_origin(head: bytes) -> Origin:
+    lines = head.split(b"\n\n", 1)[0].decode("utf-8", "replace").split("\n")
+    fields = dict(line[2:].partition(": ")[::2] for line in lines if line.startswith("# "))
+    captured = fields.get("captured")
+    return Origin(fields.get("sources"), None if captured in (None, "unknown") else _date(captured))
+
+
+def _captured(path: Path) -> str | None:
+    """The capture time as :func:`hdrmerge.reading.read_exif` reads it from a shot
+    (DateTimeOriginal, else DateTime), so that it compares with the reference's."""
+    from hdrmerge.reading import read_exif
+
+    return _date(read_exif(path).datetime_original)
+
+
+def _jpeg_origin(path: Path) -> Origin:
+    return Origin(None, _captured(path))
+
+
+def _dng_origin(path: Path) -> Origin | None:
+    import html
+    import logging
+    import re
+
+    import tifffile
+
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            xmp = page.tags.valueof(700) or b""
+    except Exception:  # tifffile raises assorted errors on damaged files
+        return None
+    finally:
+        log.setLevel(level)
+    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp)
+    found = re.search(r"<hdrmerge:sources>(.*?)</hdrmerge:sources>", text, re.DOTALL)
+    sources = None
+    if found:
+        sources = tuple(html.unescape(x) for x in re.findall(r"<rdf:li>(.*?)</rdf:li>", found.group(1), re.DOTALL))
+    return Origin(sources, _captured(path))

@@ -81,6 +81,8 @@ class Exif:
     orientation: int = 1
     exposure_mode: str | None = None  # "Auto Bracket" for a camera's AEB sequence
     body_serial: str | None = None
+    #: The Software tag: the camera's firmware, an editor, or ``hdrmerge <version>`` on hdrmerge's own outputs.
+    software: str | None = None
 
     @property
     def capture_time(self) -> datetime | None:
@@ -246,6 +248,7 @@ def read_exif(path: Path) -> Exif:
         orientation=int(orientation) if orientation and 1 <= orientation <= 8 else 1,
         exposure_mode=_text(_pick(tags, "ExposureMode")),
         body_serial=_text(_pick(tags, "BodySerialNumber", "SerialNumber")),
+        software=_text(_pick(tags, "Software")),
     )
 
 

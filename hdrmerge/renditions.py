@@ -13,17 +13,20 @@ say) agree and their capture times are equal: to the subsecond when both
 carry subseconds, else to the second **and** their names agree once copy
 markers (``" (1)"``, ``" copy"``, ``" - Copy"``) are taken off, so that a
 burst of identical exposures within one second is never merged into one shot.
+Files with the same bytes (same size, same SHA-256) are one shot whatever
+their names (``IMG_0002 (copy).JPG``, ``IMG_0002_1.JPG``) and metadata.
 
 The file used (:func:`pick`) is, in this order of preference: one that looks
 intact (cheap checks, no decoding: the JPEG/PNG end marker, the TIFF/DNG
 strip and tile table, and no longer twin of the same type whose first bytes
 it repeats, which is what a partial copy is); the preferred kind (RAW unless
 ``--prefer jpeg``); a name without a copy marker; the shallowest path; the
-name.
+shortest name (``IMG_0002.JPG`` before ``IMG_0002_1.JPG``); the name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -116,6 +119,39 @@ def _partial_copies(paths: Sequence[Path]) -> set[Path]:
     return partial
 
 
+def identical_files(paths: Sequence[Path]) -> dict[Path, Path]:
+    """Each file whose bytes repeat an earlier file's in ``paths`` → that earlier file.
+
+    Only files whose size another file shares are hashed (SHA-256), so a
+    card of distinct shots costs one ``stat`` per file.
+    """
+    by_size: dict[int, list[Path]] = {}
+    for p in paths:
+        try:
+            by_size.setdefault(p.stat().st_size, []).append(p)
+        except OSError:
+            continue
+    first: dict[Path, Path] = {}
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        seen: dict[bytes, Path] = {}
+        for p in same_size:
+            digest = hashlib.sha256()
+            try:
+                with p.open("rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:
+                continue
+            key = digest.digest()
+            if key in seen:
+                first[p] = seen[key]
+            else:
+                seen[key] = p
+    return first
+
+
 def pick(renditions: Sequence[Shot], prefer: str = "raw") -> tuple[Shot, str]:
     """The rendition to merge from, and why (see the module docstring)."""
     if prefer not in PREFER:
@@ -131,6 +167,7 @@ def pick(renditions: Sequence[Shot], prefer: str = "raw") -> tuple[Shot, str]:
             is_raw(p) != (prefer == "raw"),
             base_name(p) != p.stem.casefold(),
             len(p.parts),
+            len(p.name),
             str(p),
         )
 
@@ -153,10 +190,12 @@ def collapse(shots: Sequence[Shot], prefer: str = "raw") -> list[Shot]:
     (why this file), in the order of the input's first rendition of each capture."""
     clusters: list[list[Shot]] = []
     by_second: dict[Any, list[list[Shot]]] = {}
+    twin_of = identical_files([s.path for s in shots])
+    cluster_of: dict[Path, list[Shot]] = {}
     for s in shots:
         key = s.time.replace(microsecond=0) if s.time is not None else None
-        home = None
-        if key is not None:
+        home = cluster_of.get(twin_of[s.path]) if s.path in twin_of else None
+        if home is None and key is not None:
             home = next((c for c in by_second.get(key, []) if same_capture(c[0], s)), None)
         if home is None:
             home = [s]
@@ -165,6 +204,7 @@ def collapse(shots: Sequence[Shot], prefer: str = "raw") -> list[Shot]:
                 by_second.setdefault(key, []).append(home)
         else:
             home.append(s)
+        cluster_of[s.path] = home
     out = []
     for c in clusters:
         if len(c) == 1:

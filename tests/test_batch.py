@@ -111,7 +111,7 @@ def test_bif_thumbs_exact_groups_dry_run(env, tmp_path):
     assert [row["status"] for row in rows[:-1]] == ["single", "single", "single", "incomplete", "merge", "merge"]
     assert [Path(f).name for f in rows[4]["chosen"]] == ["DSC08199.JPG", "DSC08196.JPG", "DSC08200.JPG"]
     # Every planned status is counted, as docs/batch.md lists them.
-    assert rows[-1] == {"summary": {"merge": 2, "done": 0, "single": 3, "incomplete": 1, "unusable": 0, "failed": 0}, "dry_run": True}
+    assert rows[-1] == {"summary": {"merge": 2, "done": 0, "single": 3, "incomplete": 1, "unusable": 0, "skipped": 0, "failed": 0}, "dry_run": True}
     assert not (tmp_path / "card" / "hdr").exists()  # a dry run writes nothing
 
 
@@ -136,7 +136,7 @@ def test_bif_thumbs_merge_then_rerun_redoes_nothing(env, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = _json_lines(r.stdout)
     assert rows[-1]["summary"] | {"seconds": 0} == {
-        "merged": 2, "done": 0, "single": 3, "incomplete": 1, "failed": 0, "locked": 0, "not_started": 0, "seconds": 0, "exit_code": 0,
+        "merged": 2, "done": 0, "single": 3, "incomplete": 1, "skipped": 0, "failed": 0, "locked": 0, "not_started": 0, "seconds": 0, "exit_code": 0,
     }
     written = sorted(p.name for p in (card / "hdr").iterdir())
     assert written == ["DSC08196_hdr.exr", "DSC08196_hdr.exr.preview.jpg", "DSC08201_hdr.exr", "DSC08201_hdr.exr.preview.jpg"]
@@ -348,7 +348,7 @@ def test_one_bad_file_among_20_brackets_leaves_19_merged(env, tmp_path, bad):
     reason = by_index[bad]["reason"]
     assert reason.startswith(f"{broken}: ") or reason.startswith("unexpected "), reason
     assert rows[-1]["summary"] | {"seconds": 0} == {
-        "merged": 19, "done": 0, "single": 0, "incomplete": 0, "failed": 1, "locked": 0, "not_started": 0, "seconds": 0, "exit_code": 1,
+        "merged": 19, "done": 0, "single": 0, "incomplete": 0, "skipped": 0, "failed": 1, "locked": 0, "not_started": 0, "seconds": 0, "exit_code": 1,
     }
     written = sorted(p.name for p in (card / "hdr").iterdir())
     assert written == sorted(f"B{i:02d}_DSC08196_hdr.exr" for i in range(1, 21) if i != bad)

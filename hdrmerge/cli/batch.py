@@ -156,6 +156,12 @@ def batch(
         preflight.check_device(device.value, precision.value)
         preflight.check_weights(model, weights)
     outdir = outdir or folder / "hdr"
+    if folder.is_dir() and folder.resolve().is_relative_to(outdir.resolve()):
+        # Nothing under the output folder is read as a shot, so no shot would be found at all.
+        raise InputError(
+            f"the output folder {outdir} contains the input folder {folder}, whose shots would be skipped as outputs; "
+            f"choose an output folder outside it with -o (the default is {folder / 'hdr'})"
+        )
     files = scan(folder, recursive=recursive, exclude=[outdir])
     if not files:
         raise InputError(f"no photos in {folder} (JPEG, PNG, TIFF or camera RAW){'' if recursive else '; add --recursive for subfolders'}")
@@ -164,6 +170,8 @@ def batch(
         overwrite=overwrite, preview=not no_preview, prefer=prefer.value,
     )
     chatty = not (quiet or json_)
+    if any(b.status == "merge" for b in the_plan.brackets):
+        _check_output_folder(outdir, create=not dry_run)
 
     if dry_run:
         if json_:
@@ -178,11 +186,6 @@ def batch(
     todo = [b for b in the_plan.brackets if b.status == "merge"]
     # Brackets decoding at once share the memory (hdrmerge.frame_size.decode_share).
     options = replace(options, jobs=max(1, min(jobs, len(todo))))
-    if todo and not outdir.exists():
-        try:
-            outdir.mkdir(parents=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the output folder {outdir} ({exc.strerror}); choose another with -o") from None
     get_engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)
     results: dict[int, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -292,6 +295,7 @@ def batch(
         "done": counts.get("done", 0),
         "single": counts.get("single", 0),
         "incomplete": counts.get("incomplete", 0) + counts.get("unusable", 0),
+        "skipped": counts.get("skipped", 0),
         "failed": failed,
         "locked": locked,
         "not_started": not_run,
@@ -304,6 +308,34 @@ def batch(
         _print_summary(the_plan.brackets, results, summary, interrupted, quiet)
     if code:
         raise typer.Exit(code)
+
+
+def _check_output_folder(outdir: Path, *, create: bool) -> None:
+    """Create the output folder (``create``), or check that it could be created, and
+    that files can be made in it, as a dry run must to show what the real run does.
+
+    The check creates and removes a hidden temporary folder: only the
+    operating system can tell (permissions, read-only and virtual file systems
+    such as /sys refuse in their own ways).
+    """
+    import os
+    import tempfile
+
+    def refuse(exc: OSError, what: str) -> None:
+        raise InputError(f"cannot {what} the output folder {outdir} ({exc.strerror}); choose another with -o") from None
+
+    if create and not outdir.exists():
+        try:
+            outdir.mkdir(parents=True)
+        except OSError as exc:
+            refuse(exc, "create")
+    at = outdir
+    while not at.exists() and at != at.parent:  # the nearest folder that exists
+        at = at.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hdrmerge-check-", dir=at))
+    except OSError as exc:
+        refuse(exc, "write into" if at == outdir else "create")
 
 
 def _failure_reason(exc: Exception, debug: bool) -> str:
@@ -343,7 +375,9 @@ def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summ
     print_table(table)
     line = (
         f"merged {summary['merged']}, already done {summary['done']}, singles {summary['single']}, "
-        f"incomplete {summary['incomplete']}, failed {summary['failed']}"
+        f"incomplete {summary['incomplete']}, "
+        + (f"skipped {summary['skipped']}, " if summary["skipped"] else "")
+        + f"failed {summary['failed']}"
         + (f", held by another run {summary['locked']}" if summary["locked"] else "")
         + (f", not started {summary['not_started']}" if summary["not_started"] else "")
         + f" in {summary['seconds']:.1f} s"
