@@ -523,13 +523,14 @@ MIN_POINTS = 40
 MIN_SPAN = 0.1
 
 
-def _histograms(frame: Frame, step: int, weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """3×B pixel counts of a subsample (B = 256, or 1024 for 16 bit) and each bin's width in code units.
+def _histograms(sub: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """3×B pixel counts of a shot's subsample (h×w×3 uint8 or uint16, contiguous; B = 256, or 1024
+    for 16 bit) and each bin's width in code units.
 
     ``weight``: optional h×w float weights in [0, 1] of the subsample's pixels (each pixel counts
     its weight instead of 1).
     """
-    sub = np.ascontiguousarray(frame.pixels[::step, ::step]).reshape(-1, 3)
+    sub = sub.reshape(-1, 3)
     w = None if weight is None else weight.reshape(-1)
     if sub.dtype == np.uint8:
         return np.stack([np.bincount(sub[:, c], w, minlength=256) for c in range(3)]).astype(np.float64), 1.0 / 255.0
@@ -541,13 +542,15 @@ def _local_range(sub: np.ndarray) -> np.ndarray:
     """h×w float32: the largest over channels of max − min over each pixel's
     :data:`FLAT_WINDOW`² neighbourhood, in code units (0: flat, up to 1).
 
-    ``sub``: h×w×3 uint8 or uint16, a shot's subsample.
+    ``sub``: h×w×3 uint8 or uint16, a shot's subsample (contiguous).
     """
     import cv2
 
-    f = sub.astype(np.float32) * np.float32(1.0 / (255.0 if sub.dtype == np.uint8 else 65535.0))
     kernel = np.ones((FLAT_WINDOW, FLAT_WINDOW), np.uint8)
-    return (cv2.dilate(f, kernel) - cv2.erode(f, kernel)).max(axis=2)
+    spread = cv2.dilate(sub, kernel) - cv2.erode(sub, kernel)  # in codes, never negative
+    # Channel by channel: numpy's max over a last axis of 3 is slow (0.2 s on 24 MP's subsample).
+    widest = np.maximum(np.maximum(spread[..., 0], spread[..., 1]), spread[..., 2])
+    return widest.astype(np.float32) * np.float32(1.0 / (255.0 if sub.dtype == np.uint8 else 65535.0))
 
 
 def _flatness_weight(range_a: np.ndarray, range_b: np.ndarray) -> np.ndarray:
@@ -743,8 +746,8 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
     margin = WHITE_MARGIN if white_margin is None else white_margin
     h, w = frames[0].size
     step = max(1, math.ceil(max(h, w) / SAMPLE_SIDE))
-    hists = [_histograms(f, step) for f in frames]
-    subs = [f.pixels[::step, ::step] for f in frames]
+    subs = [np.ascontiguousarray(f.pixels[::step, ::step]) for f in frames]
+    hists = [_histograms(s) for s in subs]
     ranges = [_local_range(s) if s.shape == subs[0].shape else None for s in subs]
     if ev is not None:
         order = sorted(range(len(frames)), key=lambda i: ev[i])
@@ -763,7 +766,7 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
         if ra is not None and rb is not None:
             # The same weight in both shots, so that both histograms still count the same pixels.
             flat = _flatness_weight(ra, rb)
-            (ha, wa), (hb, wb) = _histograms(frames[a], step, flat), _histograms(frames[b], step, flat)
+            (ha, wa), (hb, wb) = _histograms(subs[a], flat), _histograms(subs[b], flat)
         for c in range(3):
             # Clipping anchor: the brighter shot's white is linear 1 exactly, so the
             # darker shot's code where the brighter one starts to clip has the linear
