@@ -145,7 +145,7 @@ def test_auto_finds_the_true_curve_of_synthetic_brackets(tmp_path, encoding, fmt
     err = max(np.abs(np.log(r.linear(MID, c) / truth.linear(MID, c))).mean() for c in range(3))
     if expected != "estimated":
         assert err < 0.001
-    else:  # a camera curve: the estimate is nearer the truth than sRGB, the metadata's prior (0.065 against 0.122 when written)
+    else:  # a camera curve: the estimate is nearer the truth than sRGB, the metadata's prior (0.065 against 0.122 when written, 0.042 with the flatness weights)
         srgb = np.abs(np.log(builtin_curve("srgb", MID) / truth.linear(MID, 1))).mean()
         assert err < srgb, (err, srgb)
 
