@@ -75,7 +75,7 @@ MERGE_Z = 2.0
 #: Radius of the merge's consistency window (5×5).
 MERGE_RADIUS = 2
 #: Misalignment assumed for warped shots, pixels: adds (ALIGN_PX·gradient)² to their variance.
-ALIGN_PX = 2.0
+ALIGN_PX = 3.0
 #: The refined output counts as this many reference shots. The network denoises, but
 #: its output also carries the warped shots' errors: one shot was measured best.
 OUTPUT_WEIGHT = 1.0
