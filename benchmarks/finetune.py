@@ -194,6 +194,9 @@ def run_config(config: str, photos: dict[str, np.ndarray], state: dict, args, ro
         cfg.steps = args.steps
     if args.crop is not None:
         cfg.crop = args.crop
+    if args.ema is not None:
+        cfg.ema = args.ema
+    curve_every = args.curve_every or 2 * cfg.val_every
     result.crop = fit_crop(cfg, "SAFNet-S", (min(b.frames[0].size[0] for b in train), min(b.frames[0].size[1] for b in train)), torch.device("cpu"))
     probe = build_model(state, "SAFNet-S")
     spent = [0.0]
@@ -207,10 +210,10 @@ def run_config(config: str, photos: dict[str, np.ndarray], state: dict, args, ro
                   + (f" val {report.val_loss:.4f}" if report.val_loss is not None else ""), flush=True)
 
     def on_checkpoint(training_state) -> None:
-        if training_state.step % (2 * cfg.val_every) and training_state.step != cfg.steps:
+        if training_state.step % curve_every and training_state.step != cfg.steps:
             return  # the curve every other validation: each point costs a held-out evaluation
         t = time.perf_counter()
-        probe.load_state_dict(training_state.model)
+        probe.load_state_dict(training_state.averaged or training_state.model)  # the weights validated and kept
         result.curve.append((training_state.step, score(probe, held)["psnr_mu"]))
         spent[0] += time.perf_counter() - t
 
@@ -260,6 +263,8 @@ def main() -> int:
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--ema", type=float, default=None, help="override FinetuneConfig.ema")
+    ap.add_argument("--curve-every", type=int, default=None, help="steps between curve points (default: every other validation)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)

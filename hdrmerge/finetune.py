@@ -96,7 +96,11 @@ class FinetuneConfig:
     without improvement before stopping. ``flow_scale``: scale of the flow
     network, as ``fuse --flow-scale``. ``max_memory``: bytes the training
     step may use (None: :func:`hdrmerge.tiling.default_budget`); the crop is
-    reduced to fit.
+    reduced to fit. ``ema``: 0 (the default) validates and keeps the trained
+    weights themselves; a decay ``d`` in (0, 1) validates and keeps instead
+    their exponential moving average ``a ← d·a + (1 − d)·w`` after every
+    step, started at the starting weights (docs/finetune.md measures it
+    against the in-domain dip; not the default).
     """
 
     steps: int = 240
@@ -109,6 +113,7 @@ class FinetuneConfig:
     batch: int = 1
     flow_scale: float = 0.5
     max_memory: int | None = None
+    ema: float = 0.0
 
 
 @dataclass
@@ -167,8 +172,12 @@ class TrainingState:
     that ``--resume`` compares what is found now with what was found then;
     ``train``/``val`` hold only the brackets that loaded).
 
+    ``averaged``: with ``config.ema``, the moving average of the weights
+    (empty otherwise).
+
     File format (:meth:`save`): one safetensors file. Tensors are named
-    ``model/<key>``, ``best/<key>`` and ``optim/<index>/<name>``; the
+    ``model/<key>``, ``best/<key>``, ``ema/<key>`` (with ``config.ema``) and
+    ``optim/<index>/<name>``; the
     metadata key ``hdrmerge.finetune_state`` holds a JSON object with
     ``format`` (``hdrmerge-finetune-state``), ``version`` (1), ``config``,
     ``arch``, ``step``, ``best_step``, ``best_val_loss``, ``start_val_loss``,
@@ -194,6 +203,7 @@ class TrainingState:
     start_sha256: str
     stopped_early: bool = False
     found: list[str] = field(default_factory=list)
+    averaged: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         """Write the state to ``path`` atomically (replacing an earlier state)."""
@@ -206,6 +216,8 @@ class TrainingState:
             tensors[f"model/{k}"] = v.detach().cpu().contiguous()
         for k, v in self.best.items():
             tensors[f"best/{k}"] = v.detach().cpu().contiguous()
+        for k, v in self.averaged.items():
+            tensors[f"ema/{k}"] = v.detach().cpu().contiguous()
         optim_scalars: dict[str, dict[str, Any]] = {}
         for idx, entry in self.optimizer["state"].items():
             for name, value in entry.items():
@@ -271,6 +283,7 @@ class TrainingState:
             config = FinetuneConfig(**{k: v for k, v in meta["config"].items() if k in known})
             model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
             best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
+            averaged = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")}
             state: dict[int, dict[str, Any]] = {}
             for k, v in tensors.items():
                 if k.startswith("optim/"):
@@ -287,7 +300,7 @@ class TrainingState:
                 start_val_loss=float(meta["start_val_loss"]), bad_validations=int(meta["bad_validations"]),
                 history=history, train=list(meta["train"]), val=list(meta["val"]),
                 start_sha256=str(meta["start_sha256"]), stopped_early=bool(meta.get("stopped_early", False)),
-                found=list(meta.get("found", [])),
+                found=list(meta.get("found", [])), averaged=averaged,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: a damaged fine-tuning state ({type(exc).__name__}: {exc}); {hint}") from None
@@ -645,16 +658,26 @@ def finetune(
 
     val_batches = [label([c]) for c in _val_crops(val, side, config.seed)]
 
+    # With config.ema, the weights validated and kept are an exponential moving average of the
+    # trained ones, started at the starting weights (see FinetuneConfig); `scorer` runs them.
+    scorer = copy.deepcopy(model).eval() if config.ema > 0 else model
+
     def validate() -> float:
-        model.eval()
+        scorer.eval()
         total = 0.0
         with torch.no_grad():
             for c in val_batches:
-                total += float(self_supervised_loss(model(c.x0, c.x1, c.x2, config.flow_scale), c.target)[0])
+                total += float(self_supervised_loss(scorer(c.x0, c.x1, c.x2, config.flow_scale), c.target)[0])
         return total / len(val_batches)
+
+    def kept() -> dict[str, torch.Tensor]:
+        """The weights validation scores and the result keeps (the average, or the trained ones)."""
+        return {k: v.detach().cpu().float().clone() for k, v in scorer.state_dict().items()}
 
     if resume is not None:
         model.load_state_dict({k: v.to(device) for k, v in resume.model.items()})
+        if scorer is not model:
+            scorer.load_state_dict({k: v.to(device) for k, v in (resume.averaged or resume.model).items()})
         optimizer.load_state_dict(resume.optimizer)
         rng.bit_generator.state = resume.rng
         state = resume
@@ -671,6 +694,7 @@ def finetune(
 
     def snapshot() -> None:
         state.model = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
+        state.averaged = kept() if scorer is not model else {}
         state.best = best
         state.optimizer = copy.deepcopy(optimizer.state_dict())
         state.rng = rng.bit_generator.state
@@ -693,13 +717,20 @@ def finetune(
         loss, parts = self_supervised_loss(model(crop.x0, crop.x1, crop.x2, config.flow_scale), crop.target)
         loss.backward()
         optimizer.step()
+        if scorer is not model:
+            with torch.no_grad():
+                for avg, new in zip(scorer.state_dict().values(), model.state_dict().values()):
+                    if avg.is_floating_point():
+                        avg.mul_(config.ema).add_(new, alpha=1.0 - config.ema)
+                    else:
+                        avg.copy_(new)
         state.step = step
         val_loss = None
         if step % config.val_every == 0 or step == config.steps:
             val_loss = validate()
             if val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_step, state.bad_validations = val_loss, step, 0
-                best = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
+                best = kept()
             else:
                 state.bad_validations += 1
                 if state.bad_validations >= config.patience:

@@ -72,8 +72,9 @@ def test_a_few_steps_lower_the_held_out_self_supervised_loss(brackets, safnet_s_
     assert not outcome.interrupted and outcome.steps_done == 12
 
 
-def test_stopped_run_resumed_from_its_saved_state_ends_with_the_same_weights(brackets, safnet_s_state, tmp_path):
-    cfg = small_config()
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_stopped_run_resumed_from_its_saved_state_ends_with_the_same_weights(brackets, safnet_s_state, tmp_path, ema):
+    cfg = small_config(ema=ema)
     _, straight = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"))
     # The stopped and the resumed run read their crops from frames kept on disk, as `hdrmerge
     # finetune` keeps them; the run that never stopped had them in memory: the weights must agree.
@@ -100,6 +101,10 @@ def test_stopped_run_resumed_from_its_saved_state_ends_with_the_same_weights(bra
         assert resumed.history == straight.history
         for k, v in straight.model.items():
             assert torch.equal(resumed.model[k], v), k
+        # With ema, the moving average too (saved as ema/<key>, continued from there).
+        assert set(resumed.averaged) == (set(straight.model) if ema else set())
+        for k, v in straight.averaged.items():
+            assert torch.equal(resumed.averaged[k], v), k
         for k, v in straight.best.items():
             assert torch.equal(second.state_dict[k], v), k
 
@@ -125,3 +130,27 @@ def test_loading_a_file_that_is_no_training_state_is_one_input_error(tmp_path, s
         TrainingState.load(weights)
     with pytest.raises(InputError, match="missing.state: no such file"):
         TrainingState.load(tmp_path / "missing.state")
+
+
+def test_the_weights_scored_and_kept_are_the_moving_average_of_the_trained_ones(brackets, safnet_s_state):
+    # ema 0.5: after each step the average moves halfway from where it was (the starting weights at
+    # first) to the trained weights. Every step is validated, and its trained weights recorded.
+    cfg = small_config(steps=3, val_every=1, ema=0.5)
+    trained, averaged = [], []
+
+    def record(s) -> None:
+        trained.append({k: v.clone() for k, v in s.model.items()})
+        averaged.append({k: v.clone() for k, v in s.averaged.items()})
+
+    outcome, state = finetune(build_model(safnet_s_state, "SAFNet-S"), brackets, cfg, device=torch.device("cpu"),
+                              checkpoint_every=record)
+    expected = {k: v.float() for k, v in safnet_s_state.items()}
+    for step in range(3):
+        expected = {k: 0.5 * expected[k] + 0.5 * trained[step][k] for k in expected}
+        for k, v in expected.items():
+            assert torch.allclose(averaged[step][k], v, rtol=0, atol=1e-7), (step, k)
+    # The trained weights moved away from the average: the two are different weights.
+    assert any(not torch.equal(trained[-1][k], averaged[-1][k]) for k in expected)
+    # What is kept is an average of some step (the best held-out score), or the start.
+    kept = [averaged[s - 1] for s in (1, 2, 3)][outcome.best_step - 1] if outcome.best_step else safnet_s_state
+    assert all(torch.equal(outcome.state_dict[k], kept[k].float()) for k in expected)
