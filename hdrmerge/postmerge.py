@@ -26,8 +26,8 @@ first stage and no flows: they apply to SAFNet only.
   shot's variance too. Where motion makes a shot disagree, its weight is
   zero, so no ghost returns. Where the reference is well exposed (LDR above
   :data:`REFERENCE_ABOVE`, fully :data:`REFERENCE_FADE` higher) and
-  unclipped (a JPEG reference also :data:`JPEG_CLIP_RADIUS` px away from any
-  clipped pixel: compression smears highlights), the reference shot itself takes the output's place in this
+  unclipped, and not a JPEG (whose compression error the noise estimate
+  does not see), the reference shot itself takes the output's place in this
   average: there it measures the scene better than the refined output, and
   it needs no alignment.
 
@@ -66,10 +66,6 @@ GUARD_RADIUS = 2
 #: refined output in the merge.
 REFERENCE_ABOVE = 0.35
 REFERENCE_FADE = 0.15
-#: A JPEG reference counts as clipped this many pixels around a clipped pixel too: the
-#: compression rings next to clipped highlights, so their neighbours decode below the
-#: clipping level and too dark (docs/quality.md, "JPEG brackets").
-JPEG_CLIP_RADIUS = 2
 #: Mean normalised disagreement where a shot's weight starts to fall; zero at twice.
 MERGE_Z = 2.0
 #: Radius of the merge's consistency window (5×5).
@@ -83,7 +79,7 @@ OUTPUT_WEIGHT = 1.0
 #: when a shot's disagreement with it is read as the shot's own error.
 OUTPUT_ERROR = 1.0
 #: Pixels of context the additions need around a pixel (guard window, then merge window).
-REACH = max(GUARD_RADIUS + MERGE_RADIUS, JPEG_CLIP_RADIUS)  # the widening reads the inputs only
+REACH = GUARD_RADIUS + MERGE_RADIUS
 #: Masks :func:`apply` returns (``--debug-dir`` writes them as PNG).
 MASKS = ("guard", "merge_reference", "merge_long", "merge_short")
 
@@ -95,8 +91,8 @@ class Additions:
     ``noise``: standard deviation of each shot's LDR values (gamma domain,
     [0, 1] scale), from :func:`estimate_noise`; ``levels``: each shot's
     number of code values minus one (255 or 65535), for its quantisation noise;
-    ``lossy``: the reference shot is a JPEG (its clipped regions are widened
-    by :data:`JPEG_CLIP_RADIUS`).
+    ``lossy``: the reference shot is a JPEG (it does not take the output's
+    place in the merge).
     """
 
     guard: bool = True
@@ -214,7 +210,6 @@ def apply(
     the share of the reference / long / short shot's weight in the final value.
     """
     import torch
-    import torch.nn.functional as F
 
     f = torch.float32
     # Plain NCHW float32: the tiles arrive channels_last (for the convolutions),
@@ -243,10 +238,13 @@ def apply(
         # rules were chosen"): there it takes the output's place in the
         # merge, at its own inverse variance. It needs no alignment, so it
         # brings no ghost.
-        clipped = (ref_level >= SATURATED).to(f)
-        if settings.lossy and JPEG_CLIP_RADIUS > 0:
-            clipped = F.max_pool2d(clipped, 2 * JPEG_CLIP_RADIUS + 1, stride=1, padding=JPEG_CLIP_RADIUS)
-        bright = _smoothstep((ref_level - REFERENCE_ABOVE) / REFERENCE_FADE) * (1.0 - clipped)
+        if settings.lossy:
+            # A JPEG's compression error is blocky and smeared around highlights,
+            # and the noise estimate (a high-pass measure) does not see it: such
+            # a reference is not trusted over the output (docs/quality.md, "JPEG brackets").
+            bright = torch.zeros_like(ref_level)
+        else:
+            bright = _smoothstep((ref_level - REFERENCE_ABOVE) / REFERENCE_FADE) * (ref_level < SATURATED).to(f)
         own = OUTPUT_WEIGHT * (1.0 - bright)
         num = (own * out + bright * lin1) / var1
         den = (own + bright) / var1
