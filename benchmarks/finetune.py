@@ -35,6 +35,11 @@ other validation, as the fine-tune's own state there). Targets (issue #16): ≥ 
 
     python benchmarks/finetune.py [--configs iso-8x,...] [--threads N] [--json FILE] [--plot FILE]
 
+``--true-response``: the configurations read with ``--response auto``
+(``camera-strong``) are read with their set's true curve instead (a response
+file, as ``hdrmerge synth`` writes ``response.json``): how much is left to
+gain once the response is right.
+
 ``--quick``: 2 training photos × 2 scenes, 1 held-out scene per photo, 40
 steps at a 128 px crop, 256 px scenes (a smoke test, ~3 minutes).
 """
@@ -172,14 +177,22 @@ def run_config(config: str, photos: dict[str, np.ndarray], state: dict, args, ro
 
     t0 = time.perf_counter()
     train, responses = [], []
+    how = str(CONFIGS[config]["response"])
+    if args.true_response and how == "auto":
+        # The set's true curve as a response file (as `hdrmerge synth` writes it), instead of the estimate.
+        from hdrmerge.testset_encodings import write_response
+
+        (root / config).mkdir(parents=True, exist_ok=True)
+        how = str(root / config / "response.json")
+        write_response(Path(how), str(CONFIGS[config]["encoding"]), 16)
     for name, folder, options, _gt in make_scenes(photos, args.train_photos, args.train_scenes, config, args.max_side, root, 0):
-        frames, rel, response = read_scene(folder, options, str(CONFIGS[config]["response"]))
+        frames, rel, response = read_scene(folder, options, how)
         responses.append(response)
         train.append(TrainingBracket(name, frames, rel))
     load_seconds = time.perf_counter() - t0
     held = []
     for name, folder, options, gt in make_scenes(photos, args.held_photos, args.held_scenes, config, args.max_side, root, 10_000):
-        frames, rel, response = read_scene(folder, options, str(CONFIGS[config]["response"]))
+        frames, rel, response = read_scene(folder, options, how)
         responses.append(response)
         held.append(Held(name, frames, rel, gt))
 
@@ -264,6 +277,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--ema", type=float, default=None, help="override FinetuneConfig.ema")
+    ap.add_argument("--true-response", action="store_true",
+                    help="read the configurations that use --response auto with their set's true curve instead")
     ap.add_argument("--curve-every", type=int, default=None, help="steps between curve points (default: every other validation)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
