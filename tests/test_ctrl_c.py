@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def test_ctrl_c_during_the_renames_completes_them_then_interrupts(tmp_path, monk
         real_replace(src, dst, *args, **kwargs)
         calls.append(Path(dst).name)
         if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # delivered at once: this is the main thread
+            # To this thread, not the process: a process-wide kill may land on a
+            # torch or decode thread and reach Python's handler only after the block.
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
     monkeypatch.setattr(os, "replace", replace_then_signal)
     before = len(atomic.written())

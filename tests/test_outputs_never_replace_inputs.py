@@ -104,7 +104,8 @@ def test_preview_spelling_the_output_path_differently_is_refused(env, shots, tmp
         (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
         output, preview = "x.exr", str(tmp_path / "alias" / "x.exr")
     r = run_cli("fuse", *map(str, shots), "-o", output, "--preview", preview, env=env, cwd=tmp_path)
-    _refused(r, f"the preview {preview} is the same file as the output x.exr; choose another path for the preview")
+    # A preview must end in .jpg/.jpeg/.png, so it is refused by its name before the same-file check.
+    _refused(r, f"--preview {preview}: a preview is a JPEG or PNG; end its name in .jpg, .jpeg or .png")
     assert not (tmp_path / "x.exr").exists()
 
 
