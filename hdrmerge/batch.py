@@ -324,6 +324,40 @@ def render_name(template: str, bracket: PlannedBracket) -> str:
     return name
 
 
+def check_names(template: str, brackets: Sequence[PlannedBracket]) -> None:
+    """Refuse (InputError, exit 2) a ``--name`` that gives two brackets the same output.
+
+    The message names the brackets by number and first shot, and suggests a
+    template that tells every one of ``brackets`` apart: the capture date and
+    time if they do, else the bracket number (unique within a run).
+    """
+    by_output: dict[Path, list[PlannedBracket]] = {}
+    for b in brackets:
+        assert b.output is not None
+        by_output.setdefault(b.output, []).append(b)
+    clashes = [(output, group) for output, group in by_output.items() if len(group) > 1]
+    if not clashes:
+        return
+    output, group = clashes[0]
+    named = [f"{b.index} ({b.shots[0].path})" for b in group]
+    if len(named) > 3:  # a whole card under one name: the line stays short
+        named = [*named[:2], f"{len(named) - 2} more"]
+    shown = ", ".join(named[:-1]) + f" and {named[-1]}"
+    more = len(clashes) - 1
+    also = f" ({more} more output name{'s' if more > 1 else ''} shared too)" if more else ""
+    capture_time = "_".join(f for f in ("{date}", "{time}") if f not in template)
+    fixes = [(capture_time, "the capture time")] if capture_time else []
+    fixes.append(("{index}", "the bracket number"))
+    field, meaning = next(
+        (f, m) for f, m in fixes if len({render_name(f"{template}_{f}", b) for b in brackets}) == len(brackets)
+    )
+    fix = f"{template}_{field}"
+    raise InputError(
+        f"--name {template!r} gives brackets {shown} the same output {output.name}{also}; "
+        f"add {field} ({meaning}) to the name, e.g. --name '{fix}'"
+    )
+
+
 @dataclass
 class Plan:
     brackets: list[PlannedBracket] = field(default_factory=list)
@@ -378,7 +412,6 @@ def plan(
         skipped += [(s, why) for s in shots if s.time is None]
         shots = [s for s in shots if s.time is not None]
     result = Plan()
-    seen: dict[Path, int] = {}
     groups = group_shots(shots, gap_s=gap_s, group_size=group_size)
     for i, g in enumerate(groups, start=1):
         pb = PlannedBracket(i, g.shots, "merge")
@@ -400,15 +433,12 @@ def plan(
             stem = render_name(name, pb)
             pb.output = outdir / f"{stem}.{fmt}"
             pb.preview = preview_path(pb.output) if preview else None
-            if pb.output in seen:
-                raise InputError(
-                    f"--name {name!r} gives brackets {seen[pb.output]} and {i} the same output "
-                    f"{pb.output.name}; include {{stem}} or {{index}}"
-                )
-            seen[pb.output] = i
-            if not overwrite:
-                resume(pb)
         result.brackets.append(pb)
+    to_merge = [b for b in result.brackets if b.status == "merge"]
+    check_names(name, to_merge)  # before any output is looked at, let alone written
+    if not overwrite:
+        for pb in to_merge:
+            resume(pb)
     for shot, why in skipped:
         result.brackets.append(PlannedBracket(len(result.brackets) + 1, [shot], "skipped", why))
     for p, why in unreadable:

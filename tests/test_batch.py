@@ -91,6 +91,22 @@ def test_name_template():
         render_name("{nope}", b)
 
 
+def test_name_collision_suggests_the_bracket_number_when_capture_times_coincide(tmp_path):
+    from hdrmerge.batch import PlannedBracket, check_names
+
+    # Two cameras fired at the same second, and a third bracket under another name.
+    brackets = [PlannedBracket(i, [_shot(f"{cam}_0001.JPG", 0, 0, model=cam)], "merge") for i, cam in enumerate("ABC", start=1)]
+    for b, name in zip(brackets, ("x", "y", "x")):
+        b.output = tmp_path / f"{name}.exr"
+    check_names("{date}", brackets[:2])  # two names: no clash
+    with pytest.raises(InputError) as err:
+        check_names("{date}", brackets)
+    assert str(err.value) == (
+        "--name '{date}' gives brackets 1 (A_0001.JPG) and 3 (C_0001.JPG) the same output x.exr; "
+        "add {index} (the bracket number) to the name, e.g. --name '{date}_{index}'"
+    )
+
+
 # --- real camera EXIF ----------------------------------------------------------------------
 
 
@@ -226,8 +242,16 @@ def test_folder_without_exif_needs_group_size(env, tmp_path):
 def test_name_collision_is_refused_before_any_work(env, tmp_path):
     card = _card(tmp_path, 2)
     r = run_cli("batch", str(card), "--name", "{camera}", env=env)
-    assert r.returncode == 2
-    assert r.stderr.strip() == "error: --name '{camera}' gives brackets 1 and 2 the same output synthetic-camera.exr; include {stem} or {index}"
+    assert (r.returncode, r.stdout) == (2, "")
+    # One line naming the brackets and a name that tells them apart.
+    assert r.stderr == (
+        f"error: --name '{{camera}}' gives brackets 1 ({card / 'b1_01.jpg'}) and 2 ({card / 'b2_01.jpg'}) the same output "
+        "synthetic-camera.exr; add {date}_{time} (the capture time) to the name, e.g. --name '{camera}_{date}_{time}'\n"
+    )
+    assert not (card / "hdr").exists()
+    r = run_cli("batch", str(card), "--name", "{date}", "--dry-run", env=env)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert r.stderr.endswith("the same output 20260501.exr; add {time} (the capture time) to the name, e.g. --name '{date}_{time}'\n")
 
 
 def test_empty_folder(env, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import datetime
 
 import pytest
 from rich.console import Console
@@ -99,3 +100,12 @@ def test_batch_prints_one_record_line_per_merge(env, tmp_path):
     # The plan shows the same stops from the reference.
     plan = run_cli("batch", str(card), "--dry-run", "--overwrite", env=env).stdout.splitlines()
     assert plan[1].split("\t")[2] == "-2, 0, +2"
+    # --quiet, as for fuse: nothing at all on success (the summary table used to be printed) ...
+    r = run_cli("batch", str(card), "--format", "hdr", "-q", env=env)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    # ... and one error line per bracket that failed, the reason for exit code 1.
+    bad = write_bracket(card, size=(64, 96), prefix="b", start=datetime(2026, 1, 1, 13, 0))[1]
+    bad.write_bytes(bad.read_bytes()[:500])
+    r = run_cli("batch", str(card), "--format", "hdr", "-q", env=env)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == f"error: bracket 2 (b_01.jpg…) failed: {bad}: damaged or truncated JPEG file; re-export or copy it again\n"

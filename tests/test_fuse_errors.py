@@ -491,8 +491,11 @@ def test_preview_png_is_a_png_and_a_folder_gets_the_default_name(env, tmp_path):
          "--output is empty (an unset variable?); give the checkpoint to write, e.g. -o tuned.safetensors"),
         (("eval", str(DATA / "kalantari_test002_jpeg"), "--out", ""),
          "--out is empty (an unset variable?); give a folder for eval.csv and eval.json, e.g. --out results"),
+        (("batch", str(DATA / "ius_pingpong"), "-o", ""),
+         "--output is empty (an unset variable?); give the folder for the merged files, e.g. -o hdr (without -o they go to FOLDER/hdr)"),
+        (("batch", ""), "FOLDER is empty (an unset variable?); give the folder with the shots, e.g. hdrmerge batch DCIM/100CANON"),
     ],
-    ids=["calibrate", "finetune", "eval"],
+    ids=["calibrate", "finetune", "eval", "batch-output", "batch-folder"],
 )
 def test_exception_empty_output_of_other_commands_writes_nothing(env, tmp_path, args, message):
     r = run_cli(*args, env=env, cwd=tmp_path)

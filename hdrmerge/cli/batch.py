@@ -55,6 +55,7 @@ from hdrmerge.cli.common import (
     fuse_options,
     merge_progress,
     merge_summary,
+    nonempty_path,
     print_json,
     print_note,
     print_table,
@@ -88,10 +89,19 @@ def _plan_table(rows: list[Any], title: str) -> Table:
 
 
 def batch(
-    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder with the shots.", show_default=False)],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FOLDER", help="Folder with the shots.", show_default=False,
+            parser=nonempty_path("FOLDER", "give the folder with the shots, e.g. hdrmerge batch DCIM/100CANON"),
+        ),
+    ],
     outdir: Annotated[
         Path | None,
-        typer.Option("--output", "-o", metavar="DIR", help="Where merged files go (default: FOLDER/hdr).", show_default=False),
+        typer.Option(
+            "--output", "-o", metavar="DIR", help="Where merged files go (default: FOLDER/hdr).", show_default=False,
+            parser=nonempty_path("--output", "give the folder for the merged files, e.g. -o hdr (without -o they go to FOLDER/hdr)"),
+        ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.", case_sensitive=False)] = Format.exr,
     recursive: RecursiveOpt = False,
@@ -200,10 +210,10 @@ def batch(
         results[b.index] = row
         if json_:
             print_json(row)
-        elif state == "failed":
-            warn(f"bracket {b.index} ({b.shots[0].label}…) failed: {reason}", quiet=quiet)
-        elif state == "locked":
-            warn(f"bracket {b.index} ({b.shots[0].label}…) skipped: {reason}", quiet=quiet)
+        elif state in ("failed", "locked"):
+            # The brackets that make the exit code 1 say why on stderr, with --quiet too.
+            what = "failed" if state == "failed" else "not merged"
+            err_console.print(f"error: bracket {b.index} ({b.shots[0].label}…) {what}: {reason}", markup=False)
         elif state == "merged":
             for w in report["warnings"] if report else []:
                 warn(f"bracket {b.index}: {w}", quiet=quiet)
@@ -304,8 +314,8 @@ def batch(
     }
     if json_:
         print_json({"summary": summary})
-    else:
-        _print_summary(the_plan.brackets, results, summary, interrupted, quiet)
+    elif not quiet:  # --quiet, as for fuse: nothing on success; the failures' error lines above
+        _print_summary(the_plan.brackets, results, summary, interrupted)
     if code:
         raise typer.Exit(code)
 
@@ -361,7 +371,7 @@ def _with_preview(options: Any, b: Any) -> Any:
     return replace(options, preview=b.preview, no_preview=b.preview is None, replace_own=b.replace_own)
 
 
-def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summary: dict[str, Any], interrupted: bool, quiet: bool) -> None:
+def _print_summary(brackets: list[Any], results: dict[int, dict[str, Any]], summary: dict[str, Any], interrupted: bool) -> None:
     table = Table(title="Summary", title_justify="left")
     for col in ("#", "first shot", "result", "detail"):
         table.add_column(col, overflow="fold")
