@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,6 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 def shared_dir() -> Path:
     """HDRMERGE_SHARED, by default ../shared next to this checkout (where the project keeps it)."""
     return Path(os.environ.get("HDRMERGE_SHARED", REPO.parent / "shared"))
+
+
+def use_shared_weights(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Set HDRMERGE_WEIGHTS_DIR in ``env``, unless set, to ``shared_dir()/weights`` (as the Makefile
+    sets it), so that hdrmerge finds the checkpoint without the cache or a download; returns ``env``.
+
+    For a child's environment (:func:`hdrmerge`), or ``os.environ`` in a script that loads the
+    weights in-process (before :func:`hdrmerge.weights.load_weights`, which reads it at call time).
+    """
+    env.setdefault("HDRMERGE_WEIGHTS_DIR", str(shared_dir() / "weights"))
+    return env
 
 
 def hdrmerge(*args: str, exit_on_failure: bool = False, shared_weights: bool = False,
@@ -36,7 +48,7 @@ def hdrmerge(*args: str, exit_on_failure: bool = False, shared_weights: bool = F
     if one_thread:
         env.setdefault("OMP_NUM_THREADS", "1")
     if shared_weights:
-        env.setdefault("HDRMERGE_WEIGHTS_DIR", str(shared_dir() / "weights"))
+        use_shared_weights(env)
     r = subprocess.run([sys.executable, "-m", "hdrmerge", *args], capture_output=True, text=True, env=env)
     if exit_on_failure and r.returncode != 0:
         sys.exit(f"hdrmerge {' '.join(args[:2])} failed: {r.stderr.strip()}")

@@ -14,6 +14,11 @@ mean and worst-scene ΔPSNR-μ per set, and mean ΔPSNR-l.
 estimate alone changes); ``chosen`` the constants as committed.
 
     python benchmarks/postmerge_choices.py [--max-side 384] [--keep DIR]
+
+The sets are built in a temporary folder, removed at the end however the
+run ends; ``--keep DIR`` builds them there instead, keeps them, and reuses
+them on the next run. The data and the checkpoint come from HDRMERGE_SHARED
+(default ../shared) and its ``weights/`` unless HDRMERGE_WEIGHTS_DIR is set.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from hdrmerge.tiling import run_tiled
 from hdrmerge.weights import load_weights
 from hdrmerge.writing import mu_law
 
-from _cli_runner import hdrmerge
+from _cli_runner import hdrmerge, shared_dir, use_shared_weights
 
 SETS = {"2ev-base": (2, 0.002), "2ev-high": (2, 0.01), "3ev-base": (3, 0.002), "3ev-high": (3, 0.01)}
 
@@ -106,13 +111,23 @@ def score(img: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-side", type=int, default=384)
-    ap.add_argument("--keep", type=Path, help="keep the synthetic sets here")
+    ap.add_argument("--keep", type=Path, help="build the synthetic sets here and keep them (default: a temporary folder, removed at the end)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
+    if args.keep is not None:
+        run(args, args.keep)
+        return
+    # The four synthetic sets go however the run ends (an error, Ctrl-C).
+    with tempfile.TemporaryDirectory(prefix="hdrmerge-choices-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    """Every set and variant, the sets built in (or, with ``--keep``, reused from) ``work``."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    photos = Path(os.environ["HDRMERGE_SHARED"]) / "data" / "openexr_photos"
+    photos = shared_dir() / "data" / "openexr_photos"
+    use_shared_weights(os.environ)  # load_weights below, in this process
     model = build_model(load_weights("safnet-s").state).eval()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="hdrmerge-choices-"))
     table: dict[str, dict[str, dict[str, float]]] = {}
     for set_name, (ev, noise) in SETS.items():
         folder = work / set_name

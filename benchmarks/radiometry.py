@@ -31,6 +31,12 @@ targets are reported as not measured.
 
 ``--quick``: one scene, 2-EV sets only, a 192×128 crop (a smoke test, ~2 min).
 ``--save-dir``: keep each scene's previews per configuration (for figures).
+``--keep DIR``: build the sets there, keep them and reuse them; without it they
+go in a temporary folder, removed however the run ends.
+
+The checkpoint comes from HDRMERGE_SHARED's ``weights/`` (HDRMERGE_SHARED
+defaults to ../shared) unless HDRMERGE_WEIGHTS_DIR is set, so the run needs
+neither the weights cache nor the network.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -50,7 +55,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from _cli_runner import hdrmerge
+from _cli_runner import hdrmerge, shared_dir
 
 PHOTOS = ("Desk", "MtTamWest", "Tree")
 ENCODINGS = ("gamma2.2", "srgb", "camera-mild", "camera-strong", "linear")
@@ -133,7 +138,7 @@ def run_eval(folder: Path, out: Path, extra: list[str], save_dir: Path | None) -
     args = ["eval", str(folder), "--out", str(out), "--quiet", *extra]
     if save_dir is not None:
         args += ["--save-dir", str(save_dir)]
-    r = hdrmerge(*args)
+    r = hdrmerge(*args, shared_weights=True)
     if r.returncode != 0:
         sys.exit(f"eval {' '.join(extra)} on {folder} failed: {r.stderr.strip()}")
     data = json.loads((out / "eval.json").read_text())
@@ -154,7 +159,17 @@ def main() -> None:
     ap.add_argument("--save-dir", type=Path, default=None, help="keep each scene's previews per configuration here")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = ap.parse_args()
-    shared = Path(os.environ["HDRMERGE_SHARED"])
+    if args.keep is not None:
+        run(args, args.keep)
+        return
+    # The sets and eval outputs (~130 MB for the full run) go however the run ends.
+    with tempfile.TemporaryDirectory(prefix="radbench-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    """The whole benchmark, its sets built in (or, with ``--keep``, reused from) ``work``."""
+    shared = shared_dir()
     names = PHOTOS[:1] if args.quick else PHOTOS
     spacings = (2,) if args.quick else SPACINGS
     side, crop = (320, (192, 128)) if args.quick else (640, (384, 256))
@@ -162,7 +177,6 @@ def main() -> None:
     flags = has_flags()
     configs = CONFIGS if flags else ("exact",)
     started = time.perf_counter()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="radbench-"))
     root = work / "sets"
     if not root.is_dir():
         make_crops(shared / "data" / "openexr_photos", work / "crops", names, side, crop)
@@ -228,8 +242,6 @@ def main() -> None:
     print(json.dumps(info))
     if args.json:
         args.json.write_text(json.dumps({"info": info, "scores": scores, "per_scene": per_scene, "targets": targets}, indent=1) + "\n")
-    if args.keep is None:
-        shutil.rmtree(work)  # the sets and eval outputs (~130 MB for the full run)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ If the installed hdrmerge has no ``--exact`` yet, only the default runs (it
 is then the same pipeline as ``--exact``) and the "after" column is absent.
 
     python benchmarks/radiometry_real.py [--crops [DIR]]
+
+The checkpoint comes from HDRMERGE_SHARED's ``weights/`` (HDRMERGE_SHARED
+defaults to ../shared) unless HDRMERGE_WEIGHTS_DIR is set, so the run needs
+neither the weights cache nor the network.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 from hdrmerge.reading import read_frame
 from hdrmerge.testsets import read_hdr_image
 
-from _cli_runner import hdrmerge
+from _cli_runner import hdrmerge, shared_dir
 
 REPO = Path(__file__).resolve().parent.parent
 #: A short shot's pixel is well exposed when its largest code value lies here.
@@ -67,7 +71,8 @@ def brackets(data: Path) -> list[tuple[str, list[Path], list[str]]]:
 
 
 def fuse(shots: list[Path], extra: list[str], out: Path) -> dict:
-    r = hdrmerge("fuse", *map(str, shots), "-o", str(out), "--normalize", "short", "--no-preview", "--json", "--overwrite", *extra)
+    r = hdrmerge("fuse", *map(str, shots), "-o", str(out), "--normalize", "short", "--no-preview", "--json", "--overwrite", *extra,
+                 shared_weights=True)
     if r.returncode != 0:
         sys.exit(f"fuse {' '.join(extra)} {shots[0].parent.name} failed: {r.stderr.strip()}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -127,7 +132,7 @@ def main() -> None:
     ap.add_argument("--crops", type=Path, nargs="?", const=REPO / "radiometry_local", default=None,
                     help="write local-only before/after strips here (default radiometry_local/)")
     args = ap.parse_args()
-    data = Path(os.environ["HDRMERGE_SHARED"]) / "data"
+    data = shared_dir() / "data"
     exact = "--exact" in hdrmerge("fuse", "--help").stdout
     configs = {"exact": ["--exact"], "default": []} if exact else {"default": []}
     started = time.perf_counter()

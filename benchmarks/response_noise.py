@@ -10,23 +10,26 @@ true curve: the baseline) and the default ``--response auto``. Printed: per
 scene the curve ``auto`` chose and both PSNR-μ and PSNR-l (dB), and the
 worst ``auto − gamma2.2`` per set.
 
-    HDRMERGE_SHARED=../shared nice python benchmarks/response_noise.py [--side 512] [--noise 0.01]
+    nice python benchmarks/response_noise.py [--side 512] [--noise 0.01]
+
+The checkpoint comes from HDRMERGE_SHARED's ``weights/`` (HDRMERGE_SHARED
+defaults to ../shared) unless HDRMERGE_WEIGHTS_DIR is set, so the run needs
+neither the weights cache nor the network.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
-from _cli_runner import hdrmerge
+from _cli_runner import hdrmerge, shared_dir
 
 
 def scores(folder: Path, out: Path, extra: list[str]) -> dict[str, dict[str, object]]:
     """``hdrmerge eval`` on ``folder``: scene → PSNR-μ, PSNR-l and the response used."""
-    hdrmerge("eval", str(folder), "--out", str(out), "--quiet", *extra, exit_on_failure=True)
+    hdrmerge("eval", str(folder), "--out", str(out), "--quiet", *extra, exit_on_failure=True, shared_weights=True)
     data = json.loads((out / "eval.json").read_text())
     return {s["scene"]: {**s["hdrmerge"], "response": str(s.get("response", "")).split(" (")[0]} for s in data["scenes"]}
 
@@ -36,7 +39,7 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=512, help="longer side of the synthetic shots (px)")
     ap.add_argument("--noise", type=float, default=0.01, help="synth --noise (read-noise sigma)")
     args = ap.parse_args()
-    photos = Path(os.environ.get("HDRMERGE_SHARED", "../shared")) / "data" / "openexr_photos"
+    photos = shared_dir() / "data" / "openexr_photos"
     scale = args.side / 1000
     with tempfile.TemporaryDirectory(prefix="respnoise-") as tmp:
         work = Path(tmp)
