@@ -2,14 +2,20 @@
 
 Bracket sets with ground truth are synthesised from the OpenEXR photographs in
 HDRMERGE_SHARED (:mod:`hdrmerge.testsets`: moving objects, hand-held shift,
-sensor noise, 2 EV spacing) in four configurations of the camera:
+sensor noise, 2 EV spacing) in six configurations of the camera:
 
 * ``in-domain``: base noise (synth's default), gamma 2.2: what SAFNet-S was
   trained on;
 * ``iso-4x``, ``iso-8x``: high ISO, 4× and 8× the base noise;
-* ``camera-strong``: base noise, sRGB with synth's strong camera S-curve
-  (the response step, ``--response auto``, estimates the curve as ``fuse``
-  does).
+* ``camera-strong``: base noise, sRGB with synth's strong camera S-curve,
+  16-bit TIFF (the response step, ``--response auto``, estimates the curve as
+  ``fuse`` does);
+* ``camera-strong-jpg8``, ``camera-mild-jpg8``: base noise, the strong and
+  the mild camera S-curves, written as 8-bit JPEGs (quality 95, as synth
+  writes them) and read with their true curve as a response file: the
+  camera-JPEG case, where 8-bit quantisation and JPEG compression after the
+  S-curve are amplified by linearising (the curve is right, so only this is
+  off-domain).
 
 The gamma-2.2 configurations are read with ``--response gamma2.2`` (their
 true curve), so that they measure the noise alone: ``auto`` fits a curve of
@@ -22,9 +28,13 @@ each), so no held-out scene shares a photograph with training. Each scene is
 a random crop (60-100 % of each side) of its photograph, downscaled to
 ``--max-side`` px, with its own objects, motion, shift and noise (seeded; the
 same geometry in every configuration). The shots are written as 16-bit TIFFs
-(synth's files) and read back through :func:`hdrmerge.pipeline.load_bracket`
+(JPEGs for the ``-jpg8`` sets; synth's files) and read back through :func:`hdrmerge.pipeline.load_bracket`
 (response and exposures as ``fuse`` finds them), then fine-tuned with
-:func:`hdrmerge.finetune.finetune` at its default settings.
+:func:`hdrmerge.finetune.finetune` at its default settings. Each training
+bracket's session is its photograph (what the CLI would find for one shoot of
+one subject, by folder and capture time), so the fine-tune holds out the
+brackets of one of the four photographs; ``--split-by-bracket`` gives no
+sessions (brackets held out one by one, as before sessions existed).
 
 Figures per configuration: mean PSNR-μ and PSNR-l on the held-out brackets of
 the starting checkpoint and of the fine-tuned one (and the plain merge of
@@ -59,13 +69,17 @@ from pathlib import Path
 
 import numpy as np
 
+#: "response": how the shots are read: a built-in name, ``auto`` (estimated, as fuse does by default)
+#: or ``true`` (the set's true curve as a response file, as `hdrmerge synth` writes response.json).
 CONFIGS: dict[str, dict[str, object]] = {
-    "in-domain": {"noise": 0.002, "encoding": "gamma2.2", "response": "gamma2.2"},
-    "iso-4x": {"noise": 0.008, "encoding": "gamma2.2", "response": "gamma2.2"},
-    "iso-8x": {"noise": 0.016, "encoding": "gamma2.2", "response": "gamma2.2"},
-    "camera-strong": {"noise": 0.002, "encoding": "camera-strong", "response": "auto"},
+    "in-domain": {"noise": 0.002, "encoding": "gamma2.2", "fmt": "tif", "response": "gamma2.2"},
+    "iso-4x": {"noise": 0.008, "encoding": "gamma2.2", "fmt": "tif", "response": "gamma2.2"},
+    "iso-8x": {"noise": 0.016, "encoding": "gamma2.2", "fmt": "tif", "response": "gamma2.2"},
+    "camera-strong": {"noise": 0.002, "encoding": "camera-strong", "fmt": "tif", "response": "auto"},
+    "camera-strong-jpg8": {"noise": 0.002, "encoding": "camera-strong", "fmt": "jpg", "response": "true"},
+    "camera-mild-jpg8": {"noise": 0.002, "encoding": "camera-mild", "fmt": "jpg", "response": "true"},
 }
-OFF_DOMAIN = ("iso-4x", "iso-8x", "camera-strong")
+OFF_DOMAIN = ("iso-4x", "iso-8x", "camera-strong", "camera-strong-jpg8", "camera-mild-jpg8")
 TRAIN_PHOTOS = ("GoldenGate", "MtTamWest", "StillLife", "Tree")
 HELD_OUT_PHOTOS = ("Cannon", "Desk")
 #: Targets of issue #16.
@@ -113,7 +127,7 @@ def scene_source(hdr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_scenes(photos: dict[str, np.ndarray], names: tuple[str, ...], count: int, config: str, max_side: int,
                 root: Path, first_seed: int):
-    """Write ``count`` scenes per photograph; yield (name, folder, options, ground truth)."""
+    """Write ``count`` scenes per photograph; yield (photograph, name, folder, options, ground truth)."""
     from hdrmerge.testsets import SynthOptions, make_scene, write_scene
 
     spec = CONFIGS[config]
@@ -122,11 +136,12 @@ def make_scenes(photos: dict[str, np.ndarray], names: tuple[str, ...], count: in
             seed = first_seed + 100 * p + j
             geometry = np.random.default_rng([seed, 1])
             src = scene_source(photos[name], geometry)
-            options = SynthOptions(max_side=max_side, noise=float(spec["noise"]), encoding=str(spec["encoding"]), seed=seed)
+            options = SynthOptions(max_side=max_side, noise=float(spec["noise"]), encoding=str(spec["encoding"]),
+                                   fmt=str(spec["fmt"]), seed=seed)
             shots, gt = make_scene(src, options, np.random.default_rng([seed, 2]))
             folder = root / config / f"{name}-{j}"
             write_scene(folder, shots, gt, options)
-            yield f"{name}-{j}", folder, options, gt
+            yield name, f"{name}-{j}", folder, options, gt
 
 
 def read_scene(folder: Path, options, response: str) -> tuple[list, list[float], str]:
@@ -134,7 +149,7 @@ def read_scene(folder: Path, options, response: str) -> tuple[list, list[float],
     from hdrmerge.pipeline import load_bracket
     from hdrmerge.response import parse_response_option
 
-    paths = sorted(folder.glob("input_*.tif"))
+    paths = sorted(folder.glob(f"input_*.{options.fmt}"))
     bracket = load_bracket(paths, list(options.ev), response=parse_response_option(response))
     return bracket.sorted_frames, bracket.relative_sorted(), bracket.response.name
 
@@ -178,20 +193,23 @@ def run_config(config: str, photos: dict[str, np.ndarray], state: dict, args, ro
     t0 = time.perf_counter()
     train, responses = [], []
     how = str(CONFIGS[config]["response"])
-    if args.true_response and how == "auto":
+    if how == "true" or (args.true_response and how == "auto"):
         # The set's true curve as a response file (as `hdrmerge synth` writes it), instead of the estimate.
         from hdrmerge.testset_encodings import write_response
 
         (root / config).mkdir(parents=True, exist_ok=True)
         how = str(root / config / "response.json")
-        write_response(Path(how), str(CONFIGS[config]["encoding"]), 16)
-    for name, folder, options, _gt in make_scenes(photos, args.train_photos, args.train_scenes, config, args.max_side, root, 0):
+        write_response(Path(how), str(CONFIGS[config]["encoding"]), 8 if CONFIGS[config]["fmt"] == "jpg" else 16)
+    for photo, name, folder, options, _gt in make_scenes(photos, args.train_photos, args.train_scenes, config,
+                                                         args.max_side, root, 0):
         frames, rel, response = read_scene(folder, options, how)
         responses.append(response)
-        train.append(TrainingBracket(name, frames, rel))
+        # One session per photograph: its scenes are what one shoot of one subject gives (the
+        # CLI finds sessions by folder and capture time), so the fine-tune holds photographs out.
+        train.append(TrainingBracket(name, frames, rel, session="" if args.split_by_bracket else photo))
     load_seconds = time.perf_counter() - t0
     held = []
-    for name, folder, options, gt in make_scenes(photos, args.held_photos, args.held_scenes, config, args.max_side, root, 10_000):
+    for _photo, name, folder, options, gt in make_scenes(photos, args.held_photos, args.held_scenes, config, args.max_side, root, 10_000):
         frames, rel, response = read_scene(folder, options, how)
         responses.append(response)
         held.append(Held(name, frames, rel, gt))
@@ -279,6 +297,8 @@ def main() -> int:
     ap.add_argument("--ema", type=float, default=None, help="override FinetuneConfig.ema")
     ap.add_argument("--true-response", action="store_true",
                     help="read the configurations that use --response auto with their set's true curve instead")
+    ap.add_argument("--split-by-bracket", action="store_true",
+                    help="give the fine-tune no sessions, so it holds brackets out one by one (the split before sessions)")
     ap.add_argument("--curve-every", type=int, default=None, help="steps between curve points (default: every other validation)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)

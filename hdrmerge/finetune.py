@@ -40,7 +40,10 @@ made from the bracket itself.
 Training draws random crops (``crop``×``crop`` px at full resolution, the flow
 network at ``flow_scale`` as ``fuse`` runs it) from the training brackets, with
 Adam at a small learning rate. Every ``val_every`` steps the same loss is
-computed on fixed crops of held-out brackets; the weights with the lowest
+computed on fixed crops of held-out brackets (whole shooting sessions where
+there are two or more, :func:`split_brackets`: brackets of the same scene as
+the training ones would not show the network getting worse on other scenes,
+docs/finetune.md); the weights with the lowest
 validation loss (the starting ones included, as step 0) are the result, and
 training stops after ``patience`` validations without improvement.
 
@@ -56,7 +59,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,10 @@ class TrainingBracket:
     name: str
     frames: list[Frame | CachedFrame]
     exposures: list[float]
+    #: The shooting session the bracket belongs to (:func:`hdrmerge.finetune_inputs.find_brackets`:
+    #: its folder and a run of capture times); "" (the default) is a session of its own. The
+    #: held-out brackets are chosen session by session (:func:`split_brackets`).
+    session: str = ""
 
 
 @dataclass
@@ -564,16 +571,48 @@ def fit_crop(config: FinetuneConfig, arch: str, size: tuple[int, int], device: t
 # --- training --------------------------------------------------------------------------
 
 
-def split_brackets(names: Sequence[str], config: FinetuneConfig) -> tuple[list[str], list[str]]:
-    """Training and held-out bracket names: a seeded shuffle, ``val_fraction`` held out (≥ 1 of 2+)."""
+def split_brackets(
+    names: Sequence[str], config: FinetuneConfig, sessions: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Training and held-out bracket names, held out session by session.
+
+    ``n = round(val_fraction × brackets)`` is the share asked for (at least 1
+    of 2+ when ``val_fraction > 0``, never all). ``sessions`` maps a name to
+    its shooting session (missing or "": a session of its own). With two or
+    more sessions, whole sessions are held out, so that the held-out score
+    sees content the training never saw: the sessions in a seeded shuffled
+    order, each taken when it brings the count closer to ``n`` (the smallest
+    one if none does; never every session). With a single session the
+    brackets are held out one by one (the same seeded shuffle). Without
+    ``sessions`` every bracket is its own session, and the split is the
+    one-by-one split.
+    """
     order = sorted(names)
-    rng = np.random.default_rng([config.seed, 7])
-    rng.shuffle(order)
     n_val = int(round(config.val_fraction * len(order)))
     if config.val_fraction > 0 and len(order) >= 2:
         n_val = max(1, n_val)
     n_val = min(n_val, len(order) - 1)
-    return sorted(order[n_val:]), sorted(order[:n_val])
+    groups: dict[str, list[str]] = {}
+    for n in order:
+        groups.setdefault((sessions or {}).get(n) or f"\0{n}", []).append(n)
+    rng = np.random.default_rng([config.seed, 7])
+    if n_val <= 0 or len(groups) < 2:
+        rng.shuffle(order)
+        return sorted(order[n_val:]), sorted(order[:n_val])
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    val: list[str] = []
+    for i, key in enumerate(keys):
+        taken = len(groups[key])
+        left = len(keys) - i - 1  # sessions not yet considered
+        if not left and len(val) + taken == len(order):
+            break  # never every session
+        if abs(len(val) + taken - n_val) < abs(len(val) - n_val):
+            val += groups[key]
+    if not val:
+        val = list(min((groups[k] for k in keys), key=len))
+    held = set(val)
+    return [n for n in order if n not in held], sorted(val)
 
 
 def _val_crops(brackets: Sequence[TrainingBracket], side: int, seed: int) -> list[tuple[TrainingBracket, int, int]]:
@@ -632,7 +671,7 @@ def finetune(
         config = dataclasses.replace(resume.config, steps=steps)
         train_names, val_names = resume.train, resume.val
     else:
-        train_names, val_names = split_brackets(names, config)
+        train_names, val_names = split_brackets(names, config, {b.name: b.session for b in brackets})
     train = [by_name[n] for n in train_names]
     val = [by_name[n] for n in val_names] or train  # one bracket: score on its own fixed crops
     for b in brackets:

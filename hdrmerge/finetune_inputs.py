@@ -12,7 +12,8 @@ in memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,16 +27,52 @@ if TYPE_CHECKING:
     from hdrmerge.response import ResponseChoice
 
 
+#: Seconds between the reference shots of two brackets in one folder above which
+#: they belong to different shooting sessions (another scene, most likely).
+SESSION_GAP_S = 600.0
+
+
 @dataclass(frozen=True)
 class FoundBracket:
     """Three shots chosen from one bracket (short, reference, long, as ``batch`` chooses them).
 
     ``name``: the reference shot's absolute path, which identifies the bracket
-    in a resumable state.
+    in a resumable state. ``session``: its shooting session (:func:`sessions`),
+    by which ``finetune`` holds brackets out. ``captured``: the reference's
+    capture time (None without EXIF).
     """
 
     name: str
     paths: tuple[Path, Path, Path]
+    session: str = ""
+    captured: datetime | None = None
+
+
+def sessions(brackets: Sequence[tuple[Path, datetime | None]], gap_s: float = SESSION_GAP_S) -> list[str]:
+    """The shooting session of each bracket, given its folder and its reference's capture time.
+
+    A session is a run of brackets in one folder whose capture times are each
+    at most ``gap_s`` seconds after the one before (in time order); brackets
+    without a capture time form one session per folder. Labels read
+    ``<folder>, from <first capture time>`` (``<folder>, no capture time``).
+    """
+    labels = [""] * len(brackets)
+    by_folder: dict[Path, list[int]] = {}
+    for i, (folder, _) in enumerate(brackets):
+        by_folder.setdefault(folder, []).append(i)
+    for folder, members in by_folder.items():
+        timed = sorted((i for i in members if brackets[i][1] is not None), key=lambda i: brackets[i][1])  # type: ignore[arg-type, return-value]
+        label, before = "", None
+        for i in timed:
+            when = brackets[i][1]
+            assert when is not None
+            if before is None or (when - before).total_seconds() > gap_s:
+                label = f"{folder}, from {when:%Y-%m-%d %H:%M:%S}"
+            labels[i], before = label, when
+        for i in members:
+            if brackets[i][1] is None:
+                labels[i] = f"{folder}, no capture time"
+    return labels
 
 
 @dataclass
@@ -79,9 +116,12 @@ def find_brackets(
                 short, ref, long = (s.path for s in b.choice.shots)
                 if any(f.name == str(ref.resolve()) for f in found.brackets):
                     continue  # found again through a parent folder given with --recursive
-                found.brackets.append(FoundBracket(str(ref.resolve()), (short, ref, long)))
+                found.brackets.append(FoundBracket(str(ref.resolve()), (short, ref, long),
+                                                   captured=b.choice.reference.time))
             else:
                 found.skipped.append(f"{b.shots[0].path}: {b.reason}")
+    labels = sessions([(Path(f.name).parent, f.captured) for f in found.brackets])
+    found.brackets = [replace(f, session=label) for f, label in zip(found.brackets, labels)]
     if not found.brackets:
         where = ", ".join(str(f) for f in unique)
         if not found.files:
@@ -135,7 +175,7 @@ def load_training_brackets(
                                   f"{left} decoded bracket{'s' if left > 1 else ''}")
                 frames = [cache.store(f) for f in frames]
             del bracket  # the decoded pixels, in memory, go before the next bracket is read
-            loaded.append(TrainingBracket(fb.name, frames, exposures))
+            loaded.append(TrainingBracket(fb.name, frames, exposures, fb.session))
         on_loaded(i, len(found))
     if not loaded:
         raise InputError(f"none of the {len(found)} bracket(s) could be read ({warnings[0]}); give usable brackets")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hdrmerge.errors import InputError
-from hdrmerge.finetune import FinetuneConfig, TrainingBracket, TrainingState, finetune
+from hdrmerge.finetune import FinetuneConfig, TrainingBracket, TrainingState, finetune, split_brackets
 from hdrmerge.frame_cache import FrameCache
 from hdrmerge.models import build_model
 from hdrmerge.reading import Frame
@@ -70,6 +70,45 @@ def test_a_few_steps_lower_the_held_out_self_supervised_loss(brackets, safnet_s_
     # The model is left holding the best weights.
     assert all(torch.equal(v, outcome.state_dict[k]) for k, v in model.state_dict().items())
     assert not outcome.interrupted and outcome.steps_done == 12
+
+
+def test_held_out_brackets_are_whole_sessions_and_without_sessions_one_by_one():
+    names = [f"{photo}-{j}" for photo in ("GoldenGate", "MtTamWest", "StillLife", "Tree") for j in range(5)]
+    by_photo = {n: n.split("-")[0] for n in names}
+    for seed in range(6):
+        cfg = FinetuneConfig(seed=seed)  # val_fraction 0.2: 4 of 20 asked for; the closest whole session is 5
+        train, val = split_brackets(names, cfg, by_photo)
+        assert len({by_photo[n] for n in val}) == 1 and len(val) == 5
+        assert not {by_photo[n] for n in val} & {by_photo[n] for n in train}
+        assert sorted(train + val) == sorted(names)
+        # No sessions, or one session for all: brackets one by one (the split before sessions existed).
+        one_by_one = split_brackets(names, cfg)
+        assert len(one_by_one[1]) == 4 and len({by_photo[n] for n in one_by_one[1]}) > 1
+        assert split_brackets(names, cfg, {n: "one folder, one afternoon" for n in names}) == one_by_one
+    # Uneven sessions: each (in a seeded order) is taken when it brings the count closer to the 4
+    # of 20 asked for, so the big one never is, and the count is 4 or 5 (b+c, d, or b+d).
+    sizes = {"a": 12, "b": 1, "c": 3, "d": 4}
+    names = [f"{k}{i}" for k, size in sizes.items() for i in range(size)]
+    chosen = set()
+    for seed in range(8):
+        train, val = split_brackets(names, FinetuneConfig(seed=seed), {n: n[0] for n in names})
+        held = "".join(sorted({n[0] for n in val}))
+        assert held in ("bc", "d", "bd") and len(val) == sum(sizes[k] for k in held)
+        chosen.add(held)
+    assert len(chosen) > 1  # the seed decides which
+    train, val = split_brackets(["x0", "x1", "y0"], FinetuneConfig(val_fraction=0.5), {"x0": "x", "x1": "x", "y0": "y"})
+    assert train and val and {n[0] for n in train}.isdisjoint({n[0] for n in val})
+
+
+def test_the_fine_tune_holds_out_the_sessions_its_brackets_belong_to(brackets, safnet_s_state):
+    # Seed 0, half held out: one by one the split would be b0+b2 / b1, which splits session s1.
+    sessions = {"b0": "s1", "b1": "s1", "b2": "s2"}
+    tagged = [TrainingBracket(b.name, b.frames, b.exposures, sessions[b.name]) for b in brackets]
+    cfg = small_config(steps=1, crop=64, val_fraction=0.5)
+    assert split_brackets(["b0", "b1", "b2"], cfg) == (["b1"], ["b0", "b2"])
+    outcome, state = finetune(build_model(safnet_s_state, "SAFNet-S"), tagged, cfg, device=torch.device("cpu"))
+    assert (state.train, state.val) == (["b2"], ["b0", "b1"])
+    assert (outcome.n_train, outcome.n_val) == (1, 2)
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])

@@ -457,3 +457,23 @@ def test_brackets_are_found_as_batch_finds_them_and_each_once(run):
     assert [(b.name, [p.name for p in b.paths]) for b in found.brackets] == [
         (str((run.card / f"b{i}_02.jpg").resolve()), [f"b{i}_01.jpg", f"b{i}_02.jpg", f"b{i}_03.jpg"]) for i in (1, 2, 3, 4)]
     assert found.skipped == []
+
+
+def test_brackets_in_other_folders_or_over_ten_minutes_apart_are_other_sessions(tmp_path):
+    from hdrmerge.finetune_inputs import find_brackets, load_training_brackets
+    from hdrmerge.response import parse_response_option
+
+    for folder, prefix, minutes in (("a", "p1", 0), ("a", "p2", 1), ("a", "p3", 31), ("a", "p4", 40), ("b", "q1", 0)):
+        write_bracket(tmp_path / folder, size=(64, 96), seed=minutes, motion_px=3, start=T0 + timedelta(minutes=minutes),
+                      prefix=prefix)
+    found = find_brackets([tmp_path / "a", tmp_path / "b"])
+    a, b = (tmp_path / "a").resolve(), (tmp_path / "b").resolve()
+    assert [(Path(f.name).name, f.session) for f in found.brackets] == [
+        ("p1_02.jpg", f"{a}, from 2026-03-01 09:00:00"),
+        ("p2_02.jpg", f"{a}, from 2026-03-01 09:00:00"),
+        ("p3_02.jpg", f"{a}, from 2026-03-01 09:31:00"),  # 30 min after the one before: another session
+        ("p4_02.jpg", f"{a}, from 2026-03-01 09:31:00"),  # 9 min after p3: the same session as p3
+        ("q1_02.jpg", f"{b}, from 2026-03-01 09:00:00"),  # the same time, another folder
+    ]
+    loaded, _ = load_training_brackets(found.brackets[:2], parse_response_option("gamma2.2", False))
+    assert [t.session for t in loaded] == [f.session for f in found.brackets[:2]]

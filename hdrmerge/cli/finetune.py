@@ -85,7 +85,7 @@ def finetune(
     ] = None,
     val_fraction: Annotated[
         float | None,
-        typer.Option("--val-fraction", metavar="F", help=f"Share of brackets held out to score the weights and stop early, at least one of two or more; 0 holds none out (default {DEFAULT_VAL_FRACTION}; with --resume, the first run's).", show_default=False),
+        typer.Option("--val-fraction", metavar="F", help=f"Share of brackets held out to score the weights and stop early, at least one of two or more, as whole sessions (folder, capture times 10 min apart) when there are two or more; 0 holds none out (default {DEFAULT_VAL_FRACTION}; with --resume, the first run's).", show_default=False),
     ] = None,
     seed: Annotated[
         int | None,
