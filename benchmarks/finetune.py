@@ -103,6 +103,9 @@ class ConfigResult:
     tuned: dict[str, float]
     plain_merge: dict[str, float]
     curve: list[tuple[int, float]] = field(default_factory=list)
+    #: (step, held-out self-supervised loss) of every validation, step 0 the start: the weights a
+    #: run of ``--steps N`` keeps are those of the lowest loss at steps ≤ N.
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0  # the fine-tune itself, without the benchmark's curve evaluations
     load_seconds: float = 0.0  # reading the 20 brackets (response, exposures)
     seconds_per_step: float = 0.0  # mean over steps without a validation
@@ -258,6 +261,7 @@ def run_config(config: str, photos: dict[str, np.ndarray], state: dict, args, ro
     result.steps_done, result.best_step, result.stopped_early = outcome.steps_done, outcome.best_step, outcome.stopped_early
     result.start_val_loss, result.best_val_loss = outcome.start_val_loss, outcome.best_val_loss
     result.n_train, result.n_val = outcome.n_train, outcome.n_val
+    result.val_losses = [(0, outcome.start_val_loss)] + [(s, v) for s, _, v in outcome.history if v is not None]
     print(f"[{config}] tuned {result.tuned['psnr_mu']:.2f} dB PSNR-μ (start {start['psnr_mu']:.2f}); best step "
           f"{outcome.best_step} of {outcome.steps_done}; {result.seconds:.0f} s", flush=True)
     return result
@@ -337,6 +341,17 @@ def main() -> int:
               f"{r.tuned['psnr_mu'] - r.start['psnr_mu']:+.2f} | {r.start['psnr_l']:.2f} | {r.tuned['psnr_l']:.2f} | "
               f"{r.plain_merge['psnr_mu']:.2f} | {r.best_step} / {r.steps_done}{' (early stop)' if r.stopped_early else ''} | "
               f"{r.seconds:.0f} | {r.seconds_per_step:.2f} | {r.crop} |")
+    print()
+    for r in results:
+        # The weights a run of --steps N would keep (lowest held-out loss at steps <= N; early
+        # stopping aside), and their held-out PSNR-μ where the curve has that step.
+        at = dict(r.curve)
+        kept = []
+        for n, _ in r.curve[1:]:
+            best = min((v, s) for s, v in r.val_losses if s <= n)[1]
+            if best in at:
+                kept.append(f"{n}: step {best} {at[best] - r.start['psnr_mu']:+.2f}")
+        print(f"{r.config}: kept for --steps N (N: step kept, held-out PSNR-μ − start): {'; '.join(kept)}")
     print()
     for r in results:
         gain = r.tuned["psnr_mu"] - r.start["psnr_mu"]
