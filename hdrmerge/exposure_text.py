@@ -4,7 +4,8 @@ What people read: each shot's exposure as stops relative to the bracket's
 reference shot (``-2``, ``0``, ``+2``) and its settings as the camera wrote
 them (``1/1000 s f/5 ISO 100``). The absolute exposure value goes into
 ``--json`` as ``ev100``, with the usual sign: EV100 = log2(N²/t) − log2(ISO/100),
-so a brighter scene needs a higher EV100 (sunny 16 is about 15). hdrmerge's
+so a brighter scene needs a higher EV100 (sunny 16 is about 15); under ``--ev``
+it follows the values given (:func:`shot_exposures`). hdrmerge's
 internal ``ev`` (log2 of t·ISO/N², larger = more light gathered) is its
 negative, which is why it is not shown to people.
 """
@@ -64,6 +65,38 @@ def ev100(exif: Exif) -> float | None:
     if e is None or e.aperture_stops is None or e.iso_stops is None:
         return None
     return e.aperture_stops - e.time_stops - e.iso_stops
+
+
+#: Under ``--ev``, a shot's settings are shown only when its own EV100 is within this many stops of
+#: the EV100 the merge gave it: half a step of the third-stop grid cameras write their settings on.
+SETTINGS_AGREE_STOPS = 1 / 6
+
+
+def shot_exposures(exifs: Sequence[Exif], stops: Sequence[float], reference: int, source: str) -> list[tuple[float | None, str]]:
+    """Each shot's EV100 and the settings shown with it, as one bracket's outputs all state them.
+
+    ``exifs`` and ``stops`` (from the reference shot, :func:`relative_stops`) in one order,
+    ``reference`` an index into them, ``source`` where the exposures came from. Returns, in
+    that order, (EV100 or None, settings text or '').
+
+    From metadata (or the pixels), a shot's EV100 and settings are its own EXIF's
+    (:func:`ev100`, :func:`settings_text`). Under ``--ev`` the values given are what was
+    merged, and the EXIF may say otherwise (a camera that writes one exposure for every
+    frame, or a wrong one): each EV100 is the reference shot's own, from its EXIF, minus the
+    shot's stops (None for every shot when the reference lacks shutter time, f-number or
+    ISO), and a shot's settings are shown only when its own EV100 agrees with that within
+    :data:`SETTINGS_AGREE_STOPS` (the reference's always), so no output shows settings that
+    contradict the exposures it was merged with.
+    """
+    own = [ev100(e) for e in exifs]
+    if source != "--ev":
+        return [(v, settings_text(e)) for v, e in zip(own, exifs)]
+    anchor = own[reference]
+    used = [None if anchor is None else anchor - s for s in stops]
+    return [
+        (u, settings_text(e) if i == reference or (u is not None and v is not None and abs(u - v) <= SETTINGS_AGREE_STOPS) else "")
+        for i, (u, v, e) in enumerate(zip(used, own, exifs))
+    ]
 
 
 def relative_stops(ev: Sequence[float], reference: int) -> list[float]:

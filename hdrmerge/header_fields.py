@@ -29,14 +29,16 @@ def merge_fields(bracket: Bracket, report: Mapping[str, Any]) -> dict[str, Any]:
 
     ``report``: the run's report (``--json``). Per-shot lists are short → long,
     like ``sources``; exposures in stops, rounded to 4 decimals as in ``--json``.
-    ``ev100`` only when every shot's EXIF has shutter time, f-number and ISO.
+    ``ev100`` only when every shot has one (:func:`hdrmerge.exposure_text.shot_exposures`:
+    its EXIF's shutter time, f-number and ISO, or under ``--ev`` the reference's and the stops).
     """
     from hdrmerge import __version__
-    from hdrmerge.exposure_text import ev100, relative_stops
+    from hdrmerge.exposure_text import relative_stops, shot_exposures
 
     ex = bracket.exposures
     stops = relative_stops(ex.ev, bracket.order[1])
-    ev100s = [ev100(f.exif) for f in bracket.sorted_frames]
+    shots = shot_exposures([f.exif for f in bracket.frames], stops, bracket.order[1], ex.source)
+    ev100s = [shots[i][0] for i in bracket.order]
     model = report["model"]
     return {
         "sources": [f.path.name for f in bracket.sorted_frames],

@@ -255,13 +255,14 @@ def _exr_attributes(bracket: Bracket, meta: dict[str, Any]) -> dict[str, Any]:
 def _hdr_header(bracket: Bracket, meta: dict[str, Any]) -> dict[str, str]:
     """The Radiance header's lines; exposures as people read them elsewhere: stops
     from the reference shot with the camera's settings, short → long like ``sources``."""
-    from hdrmerge.exposure_text import exposures_text, relative_stops, settings_text, shot_settings_text
+    from hdrmerge.exposure_text import exposures_text, relative_stops, shot_exposures, shot_settings_text
 
     ex = bracket.exposures
     stops = relative_stops(ex.ev, bracket.order[1])
+    shots = shot_exposures([f.exif for f in bracket.frames], stops, bracket.order[1], ex.source)
     exposures = exposures_text(
         [stops[i] for i in bracket.order],
-        [shot_settings_text(settings_text(bracket.frames[i].exif), ex.shot_sources[i], ex.source) for i in bracket.order],
+        [shot_settings_text(shots[i][1], ex.shot_sources[i], ex.source) for i in bracket.order],
         ex.source,
     )
     return {
@@ -281,23 +282,26 @@ def describe_bracket(bracket: Bracket) -> dict[str, Any]:
     """The bracket part of the report (``--json``).
 
     ``stops``: exposure relative to the reference shot (what people are
-    shown); ``ev100``: the camera's absolute exposure value, log2(N²/t) −
-    log2(ISO/100), None without shutter time, f-number and ISO; ``ev``:
+    shown); ``ev100``: the absolute exposure value, log2(N²/t) −
+    log2(ISO/100), None without shutter time, f-number and ISO; under
+    ``--ev``, the reference's minus the stops given, and ``settings`` only
+    where they agree (:func:`hdrmerge.exposure_text.shot_exposures`); ``ev``:
     hdrmerge's internal exposure, log2(t·ISO/N²) (larger = more light), whose
     differences are what the network uses.
     """
-    from hdrmerge.exposure_text import ev100, relative_stops, settings_text
+    from hdrmerge.exposure_text import relative_stops, shot_exposures
 
     ex = bracket.exposures
     stops = relative_stops(ex.ev, bracket.order[1])
+    shots = shot_exposures([f.exif for f in bracket.frames], stops, bracket.order[1], ex.source)
     return {
         "inputs": [
             {
                 "path": str(f.path),
                 "format": f.kind,
                 "stops": round(stops[i], 4),
-                "settings": settings_text(f.exif) or None,
-                "ev100": None if (v := ev100(f.exif)) is None else round(v, 4),
+                "settings": shots[i][1] or None,
+                "ev100": None if (v := shots[i][0]) is None else round(v, 4),
                 "ev": round(ex.ev[i], 4),
                 "pixel_ev": None if ex.pixel_ev is None else round(ex.pixel_ev[i], 4),
                 "ev_source": ex.shot_sources[i],  # where this shot's exposure came from

@@ -40,6 +40,24 @@ def test_real_camera_settings_and_ev100_sign():
     assert ev100(Exif(exposure_time=1 / 125, fnumber=16.0)) is None
 
 
+def test_ev100_and_settings_under_ev_follow_the_values_given():
+    from hdrmerge.exposure_text import shot_exposures
+
+    t = [Exif(exposure_time=s, fnumber=8.0, iso=100.0) for s in (1 / 250, 1 / 60, 1 / 15)]  # EV100 14, 12, 10
+    # From metadata: each shot's own.
+    assert [(round(v, 4), s) for v, s in shot_exposures(t, [-2, 0, 2], 1, "exif")] == [
+        (14.0, "1/250 s f/8 ISO 100"), (12.0, "1/60 s f/8 ISO 100"), (10.0, "1/15 s f/8 ISO 100")]
+    # --ev: the reference's EV100 minus the stops given; settings only where they agree (within 1/6 stop).
+    assert [(round(v, 4), s) for v, s in shot_exposures(t, [-2.1, 0, 1], 1, "--ev")] == [
+        (14.1, "1/250 s f/8 ISO 100"), (12.0, "1/60 s f/8 ISO 100"), (11.0, "")]
+    # One file three times (a camera that writes one exposure for every frame): only the reference's settings.
+    assert [(round(v, 4), s) for v, s in shot_exposures([t[1]] * 3, [-1, 0, 1], 1, "--ev")] == [
+        (13.0, ""), (12.0, "1/60 s f/8 ISO 100"), (11.0, "")]
+    # No EV100 for the reference: none for any shot, and no settings that cannot be checked.
+    t[1] = Exif(exposure_time=1 / 60, fnumber=8.0)
+    assert shot_exposures(t, [-2, 0, 2], 1, "--ev") == [(None, ""), (None, "1/60 s f/8"), (None, "")]
+
+
 def test_progress_shows_stages_then_tiles_done_of_total(monkeypatch):
     buf = io.StringIO()
     monkeypatch.setattr(common, "err_console", Console(file=buf, force_terminal=True, width=100))
@@ -85,6 +103,23 @@ def test_fuse_json_has_stops_settings_and_ev100(env, tmp_path):
     assert by_name["shot_03.jpg"]["ev100"] == pytest.approx(10.0, abs=1e-3)
     # The internal "ev" key stays as it was: log2(t·ISO/N²), the negative of EV100.
     assert by_name["shot_01.jpg"]["ev"] == pytest.approx(-14.0, abs=1e-3)
+
+
+def test_fuse_under_ev_states_ev100_and_settings_consistent_with_the_values_given(env, tmp_path):
+    """--json, the record line and the Radiance header agree with --ev, not with EXIF that contradicts it
+    (EXR and DNG take the same values: test_dng.py's Kodak case)."""
+    shots = write_bracket(tmp_path / "in", size=(64, 96))  # EXIF: 1/250, 1/60, 1/15 s at f/8 ISO 100
+    out = tmp_path / "x.hdr"
+    r = run_cli("fuse", *map(str, shots), "--ev=-2,0,1", "-o", str(out), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    got = [(i["stops"], i["settings"], i["ev100"], i["exposure_time"]) for i in report["inputs"]]
+    # shot_03's EXIF says +2 stops (EV100 10), --ev +1: its EV100 is 11 and its settings are not shown
+    # (the raw EXIF fields still are); shot_01 agrees with its EXIF.
+    assert got == [(-2.0, "1/250 s f/8 ISO 100", 14.0, 0.004), (0.0, "1/60 s f/8 ISO 100", 12.0, 1 / 60), (1.0, None, 11.0, 1 / 15)]
+    shown = "-2 (1/250 s f/8 ISO 100), 0 (1/60 s f/8 ISO 100), +1 stops from the reference (--ev)"
+    assert f"; exposures {shown}; " in common.merge_summary(report)  # the record line without --json
+    assert f"\n# exposures: {shown}\n" in out.read_bytes()[:800].decode(errors="replace")
 
 
 def test_batch_prints_one_record_line_per_merge(env, tmp_path):

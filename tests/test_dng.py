@@ -257,12 +257,14 @@ def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kin
     assert (t["SubIFD:ImageHeight"], t["SubIFD:ImageWidth"]) == size and t["IFD0:Orientation"] == 1
     assert t["XMP-hdrmerge:Sources"] == [p.name for p in paths]  # short → long, as given
     # Exposures as photographers read them: stops from the reference; EV100 where the EXIF has t, N and ISO:
-    # the JPEGs' and DNGs' 1/250, 1/60, 1/15 s or 1/256, 1/64, 1/16 s at f/8 ISO 100, and the one Kodak
-    # file's own settings three times over (--ev sets the stops, not what the camera recorded).
+    # the JPEGs' and DNGs' 1/250, 1/60, 1/15 s or 1/256, 1/64, 1/16 s at f/8 ISO 100. The one Kodak file
+    # three times: --ev's -1, 0, +1 from the reference's own EV100 (13.51), not its settings three times over.
     assert t["XMP-hdrmerge:Stops"] == ([-1, 0, 1] if kind == "kdc" else [-2, 0, 2])
-    ev100 = {"jpeg": [14, 12, 10], "dng": [14, 12, 10], "kdc": [13.5114] * 3}.get(kind)
+    ev100 = {"jpeg": [14, 12, 10], "dng": [14, 12, 10], "kdc": [14.5114, 13.5114, 12.5114]}.get(kind)
     assert t.get("XMP-hdrmerge:Ev100") == ev100
     assert ev100 is None or sorted(ev100) == sorted(i["ev100"] for i in report["inputs"])  # as --json says
+    if kind == "kdc":  # the settings of the reference only: the others' contradict --ev
+        assert [i["settings"] is None for i in report["inputs"]] == [True, False, True]
     assert t["XMP-hdrmerge:WeightsSha256"] == report["model"]["sha256"]
     assert t["XMP-hdrmerge:Normalize"] == "reference"
     assert t["IFD0:UniqueCameraModel"] == ("Canon Canon EOS 1000D" if camera else SRGB_MODEL)
