@@ -172,7 +172,7 @@ def output_paths(output: Path, options: FuseOptions) -> dict[str, Path]:
         paths["preview"] = options.preview or preview_path(output)
     if options.debug_dir is not None:
         guard, shadows = options.additions()
-        extra = (("guard",) if guard else ()) + (("merge_reference", "merge_long", "merge_short") if shadows else ())
+        extra = (("guard", "guard_highlights") if guard else ()) + (("merge_reference", "merge_long", "merge_short") if shadows else ())
         for name in ("flow0", "flow2", "mask0", "mask2", "hdr_m", "hdr", *extra):
             paths[f"debug_{name}"] = options.debug_dir / f"{name}.png"
     roles = list(paths)

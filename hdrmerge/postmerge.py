@@ -13,7 +13,12 @@ first stage and no flows: they apply to SAFNet only.
   agree with it within the reference's noise. Where, averaged over a 5×5
   window, it departs by more than :data:`GUARD_Z` standard deviations, the
   output falls back to the first-stage merge ``hm``, blended smoothly (fully
-  at twice that). Where the reference is clipped or dark the guard does not act.
+  at twice that). Where the reference is dark the guard does not act. Where
+  it is clipped, each channel the short shot records unclipped moves
+  :data:`HIGHLIGHT_STEP` of the way to the median of the refined output, the
+  first-stage merge and the warped short shot: a refinement that both depart
+  from on one side is pulled back, and a short shot that departs from both
+  (misaligned or moving there) is outvoted, so no ghost comes from it.
 * **Shadow merge** (with the reference and the short shot too). Each outer
   shot's warped linear value is a second measurement of the scene, with its
   own noise (a long shot has less, in the short-exposure domain) plus the
@@ -47,6 +52,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hdrmerge.reading import GAMMA
+
 if TYPE_CHECKING:
     import torch
 
@@ -61,6 +68,10 @@ GUARD_DARK = 0.2
 GUARD_Z = 2.0
 #: Radius of the guard's averaging window (5×5).
 GUARD_RADIUS = 2
+#: Where the reference is clipped, the share of the way each channel the short shot
+#: records unclipped moves to the median of the refined value, the first-stage merge
+#: and the warped short shot (all of the way lost PSNR-l on every set: docs/quality.md).
+HIGHLIGHT_STEP = 0.5
 #: Where the reference's LDR value (brightest channel) is above this, fully at
 #: REFERENCE_ABOVE + REFERENCE_FADE, and unclipped, the reference shot replaces the
 #: refined output in the merge.
@@ -81,7 +92,7 @@ OUTPUT_ERROR = 1.0
 #: Pixels of context the additions need around a pixel (guard window, then merge window).
 REACH = GUARD_RADIUS + MERGE_RADIUS
 #: Masks :func:`apply` returns (``--debug-dir`` writes them as PNG).
-MASKS = ("guard", "merge_reference", "merge_long", "merge_short")
+MASKS = ("guard", "guard_highlights", "merge_reference", "merge_long", "merge_short")
 
 
 @dataclass(frozen=True)
@@ -112,8 +123,9 @@ _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 #: Quantile of |response| used: low quantiles come from flat areas, not texture;
 #: for Gaussian noise the 0.2 quantile of |N(0, 1)| is 0.2533.
 _NOISE_QUANTILE, _NOISE_QUANTILE_Z = 0.2, 0.2533
-#: Frames larger than this many pixels are measured on every n-th band of rows.
-_NOISE_MAX_PIXELS = 2_000_000
+#: Frames larger than this many pixels are measured on every n-th band of rows (the
+#: quantile's partition dominates the estimate's cost; half a megapixel is plenty for one number).
+_NOISE_MAX_PIXELS = 500_000
 
 
 def estimate_noise(frame: Frame) -> float:
@@ -122,7 +134,7 @@ def estimate_noise(frame: Frame) -> float:
     Immerkær's operator on each channel, over pixels between 0.05 and 0.9
     (away from clipping), the 0.2 quantile of its magnitude scaled to a
     deviation; the median over the channels. Large frames are measured on
-    bands of rows (a few MP are plenty for one number).
+    bands of rows (half a megapixel is plenty for one number).
     """
     import cv2
 
@@ -162,23 +174,56 @@ def _smoothstep(t: torch.Tensor) -> torch.Tensor:
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)² window of the pixels inside the image (same at image borders tiled or not)."""
+    """Mean over a (2r+1)² window of the pixels inside the image (same at image borders tiled or not).
+
+    Sums of shifted slices, rows then columns, divided by the number of the
+    window's pixels inside the image (a rectangle, so rows × columns). The
+    same as ``avg_pool2d(..., count_include_pad=False)`` to float rounding,
+    at a fraction of its CPU time (``benchmarks/postmerge_cost.py``).
+    """
+    import torch
     import torch.nn.functional as F
 
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    h, w = x.shape[-2:]
+    k = 2 * radius + 1
+    p = F.pad(x, (radius, radius, 0, 0))
+    rows = p[..., :, 0:w].clone()
+    for i in range(1, k):
+        rows += p[..., :, i : i + w]
+    p = F.pad(rows, (0, 0, radius, radius))
+    total = p[..., 0:h, :].clone()
+    for i in range(1, k):
+        total += p[..., i : i + h, :]
+
+    def inside(n: int) -> torch.Tensor:
+        i = torch.arange(n, device=x.device)
+        return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(x.dtype)
+
+    return total.div_(inside(h)[:, None] * inside(w)[None, :])
 
 
-def _variance(radiance: torch.Tensor, exposure: float, noise: float, levels: float) -> torch.Tensor:
-    """Variance of a shot's linear value (short-exposure domain) at ``radiance``.
+#: Exponent of the variance's dependence on radiance: slope² of ``v^2.2`` at ``v = r^(1/2.2)``.
+_VARIANCE_POWER = 2.0 * (GAMMA - 1.0) / GAMMA
 
-    The LDR noise ``noise`` (plus quantisation, step²/12) through the slope of
-    ``v^2.2 / e``: ``(2.2·v^1.2 / e)²`` at ``v = (radiance·e)^(1/2.2)``.
+
+def _radiance_power(radiance: torch.Tensor) -> torch.Tensor:
+    """``radiance ^`` :data:`_VARIANCE_POWER` (radiance ≥ 0): computed once, shared by every shot's :func:`_variance`."""
+    return radiance.clamp(min=0.0).pow(_VARIANCE_POWER)
+
+
+def _variance(radiance_power: torch.Tensor, exposure: float, noise: float, levels: float) -> torch.Tensor:
+    """Variance of a shot's linear value (short-exposure domain) at a radiance.
+
+    ``radiance_power``: :func:`_radiance_power` of the radiance. The LDR
+    noise ``noise`` (plus quantisation, step²/12) through the slope of
+    ``v^2.2 / e``: ``(2.2·v^1.2 / e)²`` at ``v = (radiance·e)^(1/2.2)``, the
+    shot's value clamped to its range [1e-4, 1].
     """
-    from hdrmerge.reading import GAMMA
-
-    # slope² = (2.2·v^1.2 / e)² = 2.2²·(radiance·e)^(2·1.2/2.2) / e²: one power, not two.
+    # slope² = 2.2²·(radiance·e)^(2·1.2/2.2) / e², and (r·e)^p = r^p·e^p: the power
+    # of the radiance is shared by all shots; clamping before or after it is the same.
+    p = _VARIANCE_POWER
     gain = (noise * noise + 1.0 / (12.0 * levels * levels)) * GAMMA * GAMMA / (exposure * exposure)
-    return (radiance * exposure).clamp(1e-4, 1.0).pow(2.0 * (GAMMA - 1.0) / GAMMA).mul_(gain)
+    return (radiance_power * exposure**p).clamp_(1e-4**p, 1.0).mul_(gain)
 
 
 def _gradient2(x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +268,7 @@ def apply(
     masks: dict[str, torch.Tensor] = {}
     zero = torch.zeros_like(ref_level)
     if settings.guard:
-        var1 = _variance(out, e1, n1, q1)
+        var1 = _variance(_radiance_power(out), e1, n1, q1)
         judged = ((ref_level < SATURATED) & (ref_level > GUARD_DARK)).to(f)
         z2 = ((out - lin1) ** 2 / var1).mean(1, keepdim=True) * judged
         # Only where the reference is judged: spread into its clipped
@@ -231,8 +276,24 @@ def apply(
         back = _smoothstep((_box(z2, GUARD_RADIUS).sqrt() - GUARD_Z) / GUARD_Z) * judged
         out = out + back * (hm - out)
         masks["guard"] = back
+        # Where the reference is clipped it cannot judge the refinement; there
+        # each channel the short shot records unclipped moves HIGHLIGHT_STEP of
+        # the way to the median of the refined value, the first-stage merge
+        # and the warped short shot: a value the other two both depart from on
+        # one side is pulled back, and a warped short shot that departs from
+        # both (misaligned, or moving) is outvoted (docs/quality.md, "How the
+        # rules were chosen").
+        clipped = ref_level >= SATURATED
+        if bool(clipped.any()):
+            lin0 = x0w[:, 0:3]
+            lo, hi = torch.minimum(out, hm), torch.maximum(out, hm)
+            median = torch.maximum(lo, torch.minimum(hi, lin0))
+            moves = clipped & (x0w[:, 3:6] < SATURATED) & (median != out)
+            out = torch.where(moves, out + HIGHLIGHT_STEP * (median - out), out)
+            masks["guard_highlights"] = moves.to(f).mean(1, keepdim=True)
     if settings.shadows:
-        var1 = _variance(out, e1, n1, q1)
+        power = _radiance_power(out)
+        var1 = _variance(power, e1, n1, q1)
         # Where the reference is well exposed, the shot alone measures the
         # scene better than the refined output (docs/quality.md, "How the
         # rules were chosen"): there it takes the output's place in the
@@ -246,18 +307,22 @@ def apply(
         else:
             bright = _smoothstep((ref_level - REFERENCE_ABOVE) / REFERENCE_FADE) * (ref_level < SATURATED).to(f)
         own = OUTPUT_WEIGHT * (1.0 - bright)
-        num = (own * out + bright * lin1) / var1
-        den = (own + bright) / var1
-        shares = {"merge_reference": bright / var1}
+        inv1 = var1.reciprocal()
+        num = (own * out + bright * lin1).mul_(inv1)
+        den = (own + bright) * inv1
+        shares = {"merge_reference": bright * inv1}
+        var_out = var1 / OUTPUT_WEIGHT
+        mean_var1 = var1.mean(1, keepdim=True)
         for name, xk, ek, nk, qk in (("merge_long", x2w, e2, n2, q2), ("merge_short", x0w, e0, n0, q0)):
             lin = xk[:, 0:3]
             usable = (xk[:, 3:6].amax(1, keepdim=True) < SATURATED).to(f)
             if not bool((usable > 0).any()):  # this shot is clipped all over the window
                 continue
-            var = _variance(out, ek, nk, qk) + (ALIGN_PX * ALIGN_PX) * _gradient2(lin)
+            var = _variance(power, ek, nk, qk).add_(_gradient2(lin).mul_(ALIGN_PX * ALIGN_PX))
+            d2 = (lin - out).square_()
             # Judged against the output's own (smaller) variance: a shot whose
             # misalignment hides in the reference's noise would still add error.
-            z2 = ((lin - out) ** 2 / (var + var1 / OUTPUT_WEIGHT)).mean(1, keepdim=True)
+            z2 = (d2 / (var + var_out)).mean(1, keepdim=True)
             # Clipped pixels count as far off, so that a window touching them is doubted.
             z2 = _box(z2 * usable + (1.0 - usable) * 100.0, MERGE_RADIUS)
             take = (1.0 - _smoothstep((z2.sqrt() - MERGE_Z) / MERGE_Z)) * usable
@@ -265,10 +330,10 @@ def apply(
             # output's own error (misalignment the noise model misses, texture
             # counted as noise) lowers its weight: mean square difference over
             # the window, less OUTPUT_ERROR reference variances.
-            excess = _box(((lin - out) ** 2).mean(1, keepdim=True), MERGE_RADIUS) - OUTPUT_ERROR * var1.mean(1, keepdim=True)
+            excess = _box(d2.mean(1, keepdim=True), MERGE_RADIUS) - OUTPUT_ERROR * mean_var1
             w = take / torch.maximum(var, excess)
-            num = num + w * lin
-            den = den + w
+            num += w * lin
+            den += w
             shares[name] = w
         out = num / den
         for name, w in shares.items():

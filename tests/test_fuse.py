@@ -131,7 +131,7 @@ def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["additions"] == {"guard": True, "shadow_merge": True}
     names = sorted(p.name for p in (tmp_path / "dbg").iterdir())
-    assert names == ["flow0.png", "flow2.png", "guard.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png",
+    assert names == ["flow0.png", "flow2.png", "guard.png", "guard_highlights.png", "hdr.png", "hdr_m.png", "mask0.png", "mask2.png",
                      "merge_long.png", "merge_reference.png", "merge_short.png"]
     for name in names:
         assert cv2.imread(str(tmp_path / "dbg" / name)).shape[:2] == (96, 144)
@@ -142,7 +142,7 @@ def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(
 @pytest.mark.parametrize("flags,names", [
     (["--exact"], []),
     (["--no-guard"], ["merge_long.png", "merge_reference.png", "merge_short.png"]),
-    (["--no-shadow-merge"], ["guard.png"]),
+    (["--no-shadow-merge"], ["guard.png", "guard_highlights.png"]),
     (["--no-guard", "--no-shadow-merge"], []),
 ])
 def test_debug_dir_shows_only_the_additions_that_ran(env, tmp_path, flags, names):

@@ -65,6 +65,7 @@ class Merged:
     moving: np.ndarray  # H×W bool
     exact: np.ndarray
     default: np.ndarray
+    debug: Path  # the default merge's --debug-dir: where each addition acted
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +83,13 @@ def engine():
     return Engine(build_model(state), weights, torch.device("cpu"), "fp32")
 
 
-def fuse(paths: list[Path], output: Path, engine, *, exact: bool) -> np.ndarray:
-    """``hdrmerge fuse [--exact] --normalize short --exr-dtype float`` in-process; the EXR read back."""
+def fuse(paths: list[Path], output: Path, engine, *, exact: bool, debug_dir: Path | None = None) -> np.ndarray:
+    """``hdrmerge fuse [--exact] --normalize short --exr-dtype float [--debug-dir]`` in-process; the EXR read back."""
     from hdrmerge.cli.common import ExrCompression, ExrDtype, Normalize, fuse_options
     from hdrmerge.pipeline import fuse_files
 
-    options = fuse_options("0.5", Normalize.short, ExrDtype.float, ExrCompression.zip, True, False, exact=exact)
+    options = fuse_options("0.5", Normalize.short, ExrDtype.float, ExrCompression.zip, True, False, exact=exact,
+                           debug_dir=debug_dir)
     fuse_files(paths, output, options, lambda: engine)
     return read_hdr_image(output)
 
@@ -104,8 +106,8 @@ def merged(request, engine, tmp_path_factory) -> Merged:
     write_scene(folder / "set", shots, gt, options)
     paths = [folder / "set" / f"input_{i}.tif" for i in (1, 2, 3)]
     exact = fuse(paths, folder / "exact.exr", engine, exact=True)
-    default = fuse(paths, folder / "default.exr", engine, exact=False)
-    return Merged(paths, gt, moving, exact, default)
+    default = fuse(paths, folder / "default.exr", engine, exact=False, debug_dir=folder / "debug")
+    return Merged(paths, gt, moving, exact, default, folder / "debug")
 
 
 def ghost_findings(out: np.ndarray, exact: np.ndarray, gt: np.ndarray, moving: np.ndarray) -> list[str]:
@@ -150,6 +152,14 @@ def test_moving_discs_cross_shadows_and_highlights(merged):
     ref, long = (read_frame(p).ldr() for p in merged.paths[1:])
     assert np.mean((long[merged.moving] < 0.9).all(-1)) > 0.1
     assert np.mean((ref[merged.moving] > 0.95).any(-1)) > 0.1
+
+
+@pytest.mark.parametrize("mask", ["merge_long", "guard_highlights"])
+def test_additions_act_inside_the_moving_regions(merged, mask):
+    """The ghost check below covers each rule: the shadow merge and the guard's highlight rule
+    (reference clipped, short shot not) both change the output inside the moving objects."""
+    acted = cv2.imread(str(merged.debug / f"{mask}.png"), cv2.IMREAD_UNCHANGED)
+    assert acted.shape[:2] == merged.moving.shape and np.mean(acted[merged.moving] > 0) > 0.02
 
 
 def test_default_merge_brings_no_ghost_back_and_keeps_static_regions(merged):

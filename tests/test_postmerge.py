@@ -55,12 +55,44 @@ def test_guard_falls_back_to_the_first_stage_where_the_output_leaves_the_referen
 def test_guard_leaves_saturated_and_dark_reference_regions_to_the_network():
     # Where the reference is clipped (or too dark to judge), it says nothing
     # about the refinement's value: no fallback, however far apart they are.
-    for radiance in (0.5, 0.0005):  # reference LDR 1.0 (clipped) and 0.08 (below GUARD_DARK)
+    # (Where it is clipped and the short shot is not, the highlight rule below acts.)
+    for radiance in (1.0, 0.0005):  # every shot clipped; reference LDR 0.08 (below GUARD_DARK)
         truth = _flat(radiance)
         x0, x1, x2 = (_shot(truth, e) for e in EXPOSURES)
         out = truth * 0.7
         new, masks = apply(x0, x1, x2, truth, out, EXPOSURES, _settings(shadows=False))
-        assert torch.equal(new, out) and masks["guard"].max() == 0.0
+        assert torch.equal(new, out) and masks["guard"].max() == 0.0 and masks["guard_highlights"].max() == 0.0
+
+
+def test_guard_pulls_clipped_highlights_halfway_to_the_median_of_refinement_first_stage_and_short_shot():
+    # An orange light, clipped in the reference (LDR 1.0 / 1.0 / 0.66) and in the
+    # short shot's red channel, recorded unclipped in its green and blue.
+    truth = _flat(1.0, 32, 64) * torch.tensor([1.0, 0.3, 0.1]).view(1, 3, 1, 1)
+    x0, x1, x2 = (_shot(truth, e) for e in EXPOSURES)
+    assert bool((x1[:, 3:6].amax(1) >= postmerge.SATURATED).all()) and bool((x0[:, 4:6] < postmerge.SATURATED).all())
+    hm = truth.clone()
+    out = truth * 0.8
+    out[..., 32:] = truth[..., 32:] * 1.5  # left: a refinement too dark; right: it invents light
+    new, masks = apply(x0, x1, x2, hm, out, EXPOSURES, _settings(shadows=False))
+    # The first stage and the short shot agree: green and blue move half of the way back to them.
+    assert torch.allclose(new[:, 1:3], out[:, 1:3] + postmerge.HIGHLIGHT_STEP * (truth[:, 1:3] - out[:, 1:3]), atol=1e-6)
+    # Red is clipped in the short shot too: nothing judges it, it is left as it is (in [0, 1]).
+    assert torch.equal(new[:, 0], out[:, 0].clamp(0, 1))
+    assert torch.allclose(masks["guard_highlights"], torch.full_like(masks["guard_highlights"], 2 / 3))
+    assert masks["guard"].max() == 0.0  # the reference guard does not act where the reference is clipped
+    # A warped short shot that departs from both (it moved) is outvoted: the value
+    # stays between the refinement and the first stage, never goes towards the shot.
+    ghost = _shot(truth * 0.1, EXPOSURES[0])
+    new, masks = apply(ghost, x1, x2, hm, out, EXPOSURES, _settings(shadows=False))
+    lo, hi = torch.minimum(out, hm), torch.maximum(out, hm)
+    assert bool(((new >= lo - 1e-6) & (new <= hi + 1e-6)).all())
+    # Left (refinement too dark), the median is the refinement itself: unchanged.
+    assert torch.equal(new[..., :32], out[..., :32])
+    # Right (too bright), the median is the first stage: halfway back to it.
+    assert torch.allclose(new[:, 1:3, :, 32:], 0.5 * (out + hm)[:, 1:3, :, 32:], atol=1e-6)
+    # Off (--no-guard): nothing changes.
+    new, masks = apply(x0, x1, x2, hm, out, EXPOSURES, _settings(guard=False, shadows=False))
+    assert torch.equal(new, out.clamp(0, 1))
 
 
 def test_shadow_merge_lowers_the_noise_of_dark_regions_towards_the_long_shot():

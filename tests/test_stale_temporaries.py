@@ -139,6 +139,6 @@ def test_kill_9_of_a_running_fuse_then_the_same_command_cleans_up(env, tmp_path)
     assert sorted(line.split("): ", 1)[1].split(", ")) == sorted(map(str, left))
     assert not any(p.exists() for p in left)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "debug/flow0.png", "debug/flow2.png", "debug/guard.png", "debug/hdr.png", "debug/hdr_m.png", "debug/mask0.png",
+        "debug/flow0.png", "debug/flow2.png", "debug/guard.png", "debug/guard_highlights.png", "debug/hdr.png", "debug/hdr_m.png", "debug/mask0.png",
         "debug/mask2.png", "debug/merge_long.png", "debug/merge_reference.png", "debug/merge_short.png", "o.exr", "o.exr.preview.jpg",
     ]

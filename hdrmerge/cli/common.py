@@ -351,7 +351,8 @@ NoGuardOpt = Annotated[
     typer.Option(
         "--no-guard",
         help="Keep SAFNet's refined output where it leaves what the reference shot allows, instead of "
-        "falling back to its first-stage merge (SAFNet only; off under --exact). See docs/quality.md.",
+        "falling back to its first-stage merge, and where the reference is clipped (SAFNet only; off under --exact). "
+        "See docs/quality.md.",
     ),
 ]
 NoShadowMergeOpt = Annotated[
