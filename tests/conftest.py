@@ -103,6 +103,14 @@ def isolated_env(tmp_path, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # huggingface_hub reads HF_ENDPOINT once, at import: code run in this
+    # process (not in a fresh `hdrmerge`) must not reach the real Hub either.
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "ENDPOINT", env["HF_ENDPOINT"])
+    monkeypatch.setattr(
+        hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", env["HF_ENDPOINT"] + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     return env
 
 
@@ -125,6 +133,37 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         text=True,
         timeout=600,
     )
+
+
+def run_cli_in_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in this process (``hdrmerge.cli.run``), captured as :func:`run_cli` captures a child.
+
+    The same entry point, exit codes and output streams as ``python -m hdrmerge``,
+    without a fresh interpreter importing PyTorch (2–3 s per run on the CI
+    machine). Only for claims a process boundary does not change: signals, a
+    killed process, a traceback-free stderr of a real process and the like
+    need :func:`run_cli`. ``env`` is applied to ``os.environ`` for the call
+    and restored after; stderr is not a terminal, as under ``run_cli``.
+    """
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from hdrmerge.cli import run
+
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = run(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["hdrmerge", *args], code, out.getvalue(), err.getvalue())
 
 
 # `hdrmerge` run from `python -c`: when the network stage is reached for an

@@ -146,6 +146,50 @@ def test_exception_no_network_at_all(isolated_env):
     assert _cache_listing(isolated_env) == []
 
 
+def _backoff_waits(monkeypatch) -> list[float]:
+    """The seconds huggingface_hub's retry loop sleeps, recorded instead of slept."""
+    from huggingface_hub.utils import _http as hub_http
+
+    waits: list[float] = []
+    monkeypatch.setattr(hub_http.time, "sleep", waits.append)
+    return waits
+
+
+def test_no_network_is_told_at_once_without_retry_waits(isolated_env, monkeypatch):
+    # Nothing listens at the Hub's address: one refused connection is the answer
+    # (huggingface_hub alone would wait 1+2+4+8+8 s between five more tries).
+    from hdrmerge.errors import WeightsError
+    from hdrmerge.weights.download import download
+    from hdrmerge.weights.registry import CHECKPOINTS
+
+    waits = _backoff_waits(monkeypatch)
+    with pytest.raises(WeightsError) as err:
+        download(CHECKPOINTS["safnet-s"], progress=False)
+    assert str(err.value).startswith("cannot download safnet-s (Hub hdrmerge/safnet@main: cannot connect")
+    assert waits == []
+
+
+def test_server_error_is_still_retried_with_backoff(isolated_env, monkeypatch, checkpoint_bytes):
+    # A server that answers, with HTTP 500, is busy rather than absent: huggingface_hub's retries stay.
+    from hdrmerge.errors import WeightsError
+    from hdrmerge.weights.download import download
+    from hdrmerge.weights.registry import CHECKPOINTS
+
+    waits = _backoff_waits(monkeypatch)
+    state = HubState(files={NAME: checkpoint_bytes}, mode={NAME: "error"})
+    with HubServer(state) as url:
+        import huggingface_hub.constants as hub_constants
+
+        monkeypatch.setattr(hub_constants, "ENDPOINT", url)
+        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HDRMERGE_FALLBACK_URL", "none")
+        with pytest.raises(WeightsError, match=r"^cannot download safnet-s \(Hub hdrmerge/safnet@main: "):
+            download(CHECKPOINTS["safnet-s"], progress=False)
+    assert waits == [1, 2, 4, 8, 8]
+    # hdrmerge's single look, huggingface_hub's first try, then its retry loop's six.
+    assert state.requests.count(f"HEAD /hdrmerge/safnet/resolve/main/{NAME}") == 1 + 1 + 6
+
+
 # --- AFUNet: hdrmerge's Hub mirror first, then the authors' repository at the pinned commit.
 
 

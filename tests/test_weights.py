@@ -18,7 +18,7 @@ from hdrmerge.errors import ArchitectureError, InputError, WeightsError
 from hdrmerge.weights import install, load_weights
 from hdrmerge.weights.registry import CHECKPOINTS
 from hdrmerge.weights.store import cached_path, file_digests, load_cached, verify_file
-from tests.conftest import RANDOM_SAFNET_PTH, REPO, SAFNET_S_PTH, SHARED, run_cli
+from tests.conftest import RANDOM_SAFNET_PTH, REPO, SAFNET_S_PTH, SHARED, run_cli, run_cli_in_process
 
 AFUNET = ("afunet-kalantari", "afunet-hu", "afunet-tel")
 
@@ -205,13 +205,13 @@ def test_exception_weights_file_missing_or_foreign(isolated_env, tmp_path):
 
 def test_cli_weights_list_offline_json(isolated_env):
     env = dict(isolated_env, HF_HUB_OFFLINE="1", HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
-    r = run_cli("weights", "list", "--json", env=env)
+    r = run_cli_in_process("weights", "list", "--json", env=env)
     assert r.returncode == 0, r.stderr
     rows = {row["name"]: row for row in json.loads(r.stdout)["checkpoints"]}
     assert rows["safnet-s"]["where"].endswith("SAFNet_S_siggraph17.pth (HDRMERGE_WEIGHTS_DIR)")
     assert rows["safnet"]["cached"] is False
     assert rows["safnet"]["where"] == "not here; HF_HUB_OFFLINE is set: `hdrmerge weights install safnet PATH`"
-    online = json.loads(run_cli("weights", "list", "--json", env=dict(env, HF_HUB_OFFLINE="0")).stdout)
+    online = json.loads(run_cli_in_process("weights", "list", "--json", env=dict(env, HF_HUB_OFFLINE="0")).stdout)
     where = {row["name"]: row["where"] for row in online["checkpoints"]}
     assert where["safnet"] == f"downloaded on first use to {Path(isolated_env['HDRMERGE_CACHE_DIR']) / 'safnet.safetensors'}"
     assert "academic research use only" in rows["safnet"]["licence"]
@@ -231,10 +231,10 @@ def test_cli_weights_list_table_shows_licence(isolated_env):
 
 
 def test_cli_install_then_verify(isolated_env):
-    r = run_cli("weights", "install", "safnet-s", str(SAFNET_S_PTH), env=isolated_env)
+    r = run_cli_in_process("weights", "install", "safnet-s", str(SAFNET_S_PTH), env=isolated_env)
     assert r.returncode == 0, r.stderr
     assert "safnet-s: verified and cached at" in r.stdout
-    r = run_cli("weights", "verify", "--json", env=isolated_env)
+    r = run_cli_in_process("weights", "verify", "--json", env=isolated_env)
     assert r.returncode == 0
     assert json.loads(r.stdout)["ok"] is True
     # Damage the cache: verify fails with exit 1 and says so.
@@ -242,7 +242,7 @@ def test_cli_install_then_verify(isolated_env):
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
-    r = run_cli("weights", "verify", "--json", env=isolated_env)
+    r = run_cli_in_process("weights", "verify", "--json", env=isolated_env)
     assert r.returncode == 1
     result = json.loads(r.stdout)["results"][0]
     assert result["ok"] is False and "was damaged" in result["detail"]
@@ -326,7 +326,7 @@ def test_weights_option_accepts_an_unregistered_afunet_file(isolated_env, afunet
 
 
 def test_cli_weights_list_shows_afunet_licence(isolated_env):
-    r = run_cli("weights", "list", "--json", env=isolated_env)
+    r = run_cli_in_process("weights", "list", "--json", env=isolated_env)
     assert r.returncode == 0, r.stderr
     rows = {row["name"]: row for row in json.loads(r.stdout)["checkpoints"]}
     for name in AFUNET:
@@ -341,7 +341,7 @@ def test_cli_weights_list_shows_afunet_licence(isolated_env):
 
 
 def test_cli_install_refuses_afunet_file_with_other_blob_id(isolated_env, afunet_pth):
-    r = run_cli("weights", "install", "afunet-kalantari", str(afunet_pth), env=isolated_env)
+    r = run_cli_in_process("weights", "install", "afunet-kalantari", str(afunet_pth), env=isolated_env)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr

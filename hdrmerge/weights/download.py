@@ -99,6 +99,29 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:159] + "…"
 
 
+def _probe_hub(ckpt: Checkpoint, repo: str, revision: str) -> None:
+    """Ask the Hub once, without retries, for ``ckpt``'s file; re-raise the error if nothing answers.
+
+    huggingface_hub retries a failed first request with backoff (about 23 s of
+    waiting) whatever the failure; that helps with a busy server, but a
+    machine that cannot connect at all (no network, unknown host, refused
+    connection) would wait silently only to be told the same. Any other outcome
+    (an answer, a server error, a read timeout) is left to
+    :func:`hf_hub_download`, retries included.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(repo, ckpt.filename, revision=revision),
+            library_name="hdrmerge",
+            library_version=__version__,
+        )
+    except Exception as exc:
+        if _reason(exc).startswith("cannot connect"):
+            raise
+
+
 def _fetch_hub(ckpt: Checkpoint, repo: str, revision: str, tmp: Path, progress: bool) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import (
@@ -117,6 +140,7 @@ def _fetch_hub(ckpt: Checkpoint, repo: str, revision: str, tmp: Path, progress: 
     if os.environ.get("HDRMERGE_DEBUG", "").lower() not in _TRUE:
         hub_logger.setLevel(logging.ERROR)
     try:
+        _probe_hub(ckpt, repo, revision)
         return Path(
             hf_hub_download(
                 repo,
