@@ -371,7 +371,7 @@ class Plan:
 
 def plan(
     files: Sequence[Path],
-    outdir: Path,
+    outdir: Path | None,
     *,
     fmt: str = "exr",
     name: str = "{stem}_hdr",
@@ -387,6 +387,8 @@ def plan(
     (:func:`hdrmerge.renditions.collapse`; ``prefer``: ``raw`` or ``jpeg``).
     Files hdrmerge wrote, and (without ``group_size``) files without a
     capture time among files with one, get a row of their own, skipped.
+    ``outdir`` None: the brackets only, for callers that write no merge
+    (``finetune``): no output names (so no name can collide), nothing resumed.
     """
     from hdrmerge.provenance import SOFTWARE_PREFIX
     from hdrmerge.renditions import collapse
@@ -429,12 +431,12 @@ def plan(
                 pb.status, pb.reason = "unusable", str(exc)
             except Exception as exc:
                 pb.status, pb.reason = "unusable", f"cannot choose three shots ({type(exc).__name__}: {exc})"
-        if pb.status == "merge":
+        if pb.status == "merge" and outdir is not None:
             stem = render_name(name, pb)
             pb.output = outdir / f"{stem}.{fmt}"
             pb.preview = preview_path(pb.output) if preview else None
         result.brackets.append(pb)
-    to_merge = [b for b in result.brackets if b.status == "merge"]
+    to_merge = [b for b in result.brackets if b.status == "merge" and outdir is not None]
     check_names(name, to_merge)  # before any output is looked at, let alone written
     if not overwrite:
         for pb in to_merge:

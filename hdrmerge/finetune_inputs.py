@@ -108,9 +108,9 @@ def find_brackets(
         found.files += len(files)
         if not files:
             continue
-        # overwrite=True: no output is written, so existing outputs decide nothing.
-        the_plan = plan(files, folder / "hdr", gap_s=gap_s, group_size=group_size, overwrite=True,
-                        preview=False, prefer=prefer)
+        # No output is written: no output names, which may well repeat (the synth layout's
+        # input_1.tif in every scene folder, a card's IMG_0001 in 100CANON/ and 101CANON/).
+        the_plan = plan(files, None, gap_s=gap_s, group_size=group_size, prefer=prefer)
         for b in the_plan.brackets:
             if b.status == "merge" and b.choice is not None:
                 short, ref, long = (s.path for s in b.choice.shots)

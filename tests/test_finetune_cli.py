@@ -459,6 +459,17 @@ def test_brackets_are_found_as_batch_finds_them_and_each_once(run):
     assert found.skipped == []
 
 
+def test_brackets_whose_files_have_the_same_names_in_other_folders_are_all_found(tmp_path):
+    """finetune writes no merge, so batch's output names (input_1_hdr.exr in every synth scene folder,
+    IMG_0001_hdr.exr from 100CANON/ and 101CANON/) must not refuse the folders (review 6, finding 6)."""
+    from hdrmerge.finetune_inputs import find_brackets
+
+    for i, folder in enumerate(("100CANON", "101CANON")):
+        write_bracket(tmp_path / folder, size=(32, 48), seed=i, start=T0 + timedelta(minutes=i), prefix="IMG")
+    found = find_brackets([tmp_path], recursive=True)
+    assert [str(Path(f.name).relative_to(tmp_path.resolve())) for f in found.brackets] == ["100CANON/IMG_02.jpg", "101CANON/IMG_02.jpg"]
+
+
 def test_brackets_in_other_folders_or_over_ten_minutes_apart_are_other_sessions(tmp_path):
     from hdrmerge.finetune_inputs import find_brackets, load_training_brackets
     from hdrmerge.response import parse_response_option
