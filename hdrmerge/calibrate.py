@@ -23,6 +23,7 @@ from hdrmerge.response import (
     Matches,
     Response,
     builtin_curve,
+    fitted_inverse,
     match_frames,
     metadata_ev,
     read_evidence,
@@ -98,8 +99,7 @@ def calibrate(brackets: Sequence[Sequence[Path]], ev: Sequence[float] | None = N
     if pooled.count() < 20:
         raise InputError("too few well-exposed pixels shared by the shots to calibrate; use brackets with more mid-tones")
     fit = robust_fit(pooled, "srgb" if camera_jpeg else "gamma2.2")
-    knots = np.linspace(0.0, 1.0, 1024)
-    inverse = np.maximum.accumulate(np.clip(np.stack([fit.curve(knots, c) for c in range(3)]), 0.0, 1.0), axis=1)
+    inverse = fitted_inverse(fit, pooled)
     detail = f"calibrated from {len(brackets)} bracket(s), {sum(len(b) for b in brackets)} shots"
     return Calibration(Response("calibrated", "file", inverse, detail, bit_depth=depth), [list(b) for b in brackets], depth, camera, fit.cost)
 

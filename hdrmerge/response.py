@@ -29,12 +29,13 @@ matching, which moving objects barely disturb; each pixel counts by how flat
 its neighbourhood is in both shots, as a hand-held shot's resampling blur
 changes only textured pixels), adds per pair of shots one
 clipping anchor (the darker shot's code where the brighter one starts to
-clip has the linear value 1/k: the only match that reaches a camera curve's
+clip has the linear value g(clip code)/k: the only match that reaches a camera curve's
 shoulder, which the brighter shot clips), then fits a smooth monotone
 curve: its local gamma ``d log g / d log x`` is a Bernstein polynomial with
 non-negative coefficients (so ``g`` is monotone by construction), pulled
 towards a prior curve (sRGB for camera JPEGs and files tagged sRGB, else
-gamma 2.2) where the matches say little. Exposure ratios from ``--ev`` or EXIF are used as
+gamma 2.2) where the matches say little; below its lowest match the curve
+follows a camera-like toe (:func:`fitted_inverse`). Exposure ratios from ``--ev`` or EXIF are used as
 known; without them a power law of any exponent fits equally well, so only
 gamma 2.2 and sRGB compete, each with its own estimated ratios. The built-in
 curves compete with the fitted one and win unless it fits clearly better.
@@ -574,21 +575,47 @@ def _quantiles(hist: np.ndarray, width: float, q: np.ndarray) -> np.ndarray:
     return np.clip(np.interp(q, cdf[keep], edges[keep]), 0.0, 1.0)
 
 
-def _clip_threshold(darker: np.ndarray, brighter: np.ndarray, jpeg: bool) -> tuple[float, float]:
+def clip_code(dtype: np.dtype, jpeg: bool) -> float:
+    """The brighter shot's code value (in [0, 1]) that a clipping anchor matches: in a 16-bit
+    file its top code's lower edge (white, to 1e-5); in a JPEG, which :func:`_clip_threshold`
+    counts as clipped from code 255 − :data:`JPEG_CLIP_CODES`, the middle of the codes so
+    counted (253.25/255).
+
+    The darker shot's threshold marks where the brighter shot's pixels go from codes
+    below 252 to codes at or above it, but compression and noise move a JPEG's top codes
+    by a code or two and a camera curve's shoulder is flat there, so the level that
+    threshold stands for lies somewhere in [251.5, 255]. Under the true curves, the
+    anchors' median residual (natural log) on the radiometry benchmark's six camera JPEG
+    sets and on the tests' six camera-mild JPEG brackets at 400 px (the pooled
+    calibration's) is -0.001 to -0.031 and -0.046 with the interval's lower edge,
+    +0.016 to +0.083 and +0.001 with white, -0.008 to +0.038 and -0.022 with its middle.
+    Pooled, the six brackets' curve is 0.0143 off (mean log, codes 0.1-0.98) with the
+    lower edge, 0.0046 with the middle.
+    """
+    top = 255 if dtype == np.uint8 else 65535
+    if jpeg:
+        return (top - JPEG_CLIP_CODES - 0.5 + top) / (2.0 * top)
+    return (top - 0.5) / top
+
+
+def _clip_threshold(darker: np.ndarray, brighter: np.ndarray, jpeg: bool, weight: np.ndarray | None = None) -> tuple[float, float]:
     """Pixel by pixel: the darker shot's code above which the brighter shot is clipped, and its share.
 
     ``darker``, ``brighter``: one channel of the same subsample of two shots
     (uint8 or uint16). The threshold (in [0, 1]) is the one that
     misclassifies fewest pixels as clipped or not in the brighter shot
     (computed on a 256- or 1024-bin histogram of the darker codes), so moved
-    pixels on both sides of a clipped area's edge cancel out.
+    pixels on both sides of a clipped area's edge cancel out. ``weight``:
+    optional h×w weights in [0, 1], how much each pixel counts.
     """
     top = 255 if brighter.dtype == np.uint8 else 65535
     clip = brighter >= (top - JPEG_CLIP_CODES if jpeg else top)
     codes = darker if darker.dtype == np.uint8 else darker >> 6
     bins = 256 if darker.dtype == np.uint8 else 1024
-    above = np.bincount(codes[clip], minlength=bins).astype(np.float64)
-    below = np.bincount(codes[~clip], minlength=bins).astype(np.float64)
+    w_above = None if weight is None else weight[clip]
+    w_below = None if weight is None else weight[~clip]
+    above = np.bincount(codes[clip], w_above, minlength=bins).astype(np.float64)
+    below = np.bincount(codes[~clip], w_below, minlength=bins).astype(np.float64)
     # Misclassified with the threshold at the lower edge of bin i: clipped below it, unclipped at or above it.
     wrong = np.concatenate(([0.0], np.cumsum(above))) + np.concatenate((np.cumsum(below[::-1])[::-1], [0.0]))
     best = np.flatnonzero(wrong == wrong.min())
@@ -651,8 +678,9 @@ class Matches:
     of shots, darker first). ``log_ratio``: log of each pair's exposure ratio
     when known (from --ev or EXIF), else None. ``pair_weight``: how much
     each pair counts in a fit (None: all alike). ``point_weight``: per
-    channel, how much each point counts (None: 1 each; clipping anchors,
-    the points with ``v = 1``, count :data:`ANCHOR_WEIGHT`).
+    channel, how much each point counts (None: 1 each; clipping anchors
+    count :data:`ANCHOR_WEIGHT`). ``anchor``: per channel, which points are
+    clipping anchors (None: none).
     """
 
     u: list[np.ndarray]
@@ -663,12 +691,17 @@ class Matches:
     pair_weight: np.ndarray | None = None
     point_weight: list[np.ndarray] | None = None
     noise: list[list[np.ndarray]] | None = None
+    anchor: list[np.ndarray] | None = None
 
     def weights(self) -> np.ndarray:
         return self.pair_weight if self.pair_weight is not None else np.ones(self.pairs)
 
     def point_weights(self, c: int) -> np.ndarray:
         return self.point_weight[c] if self.point_weight is not None else np.ones(len(self.u[c]))
+
+    def anchors(self, c: int) -> np.ndarray:
+        """Which points of channel ``c`` are clipping anchors (bool), not histogram matches."""
+        return self.anchor[c] if self.anchor is not None else np.zeros(len(self.u[c]), bool)
 
     def extend(self, other: Matches) -> Matches:
         """Two brackets' matches pooled (for calibration); pair indices kept apart."""
@@ -682,6 +715,7 @@ class Matches:
             np.concatenate((self.weights(), other.weights())),
             [np.concatenate((self.point_weights(c), other.point_weights(c))) for c in range(3)],
             self.noise + other.noise if self.noise is not None and other.noise is not None else None,
+            [np.concatenate((self.anchors(c), other.anchors(c))) for c in range(3)],
         )
 
     def floors(self, curve: Any) -> np.ndarray:
@@ -718,11 +752,12 @@ class Matches:
         keep = [curve(self.u[c], c) >= floor[self.pair[c], c] for c in range(3)]
         return Matches([u[k] for u, k in zip(self.u, keep)], [v[k] for v, k in zip(self.v, keep)],
                            [p[k] for p, k in zip(self.pair, keep)], self.log_ratio, self.pairs, self.pair_weight,
-                       [self.point_weights(c)[k] for c, k in enumerate(keep)], self.noise)
+                       [self.point_weights(c)[k] for c, k in enumerate(keep)], self.noise,
+                       [self.anchors(c)[k] for c, k in enumerate(keep)])
 
     def count(self) -> int:
         """Fewest histogram matches of a channel (clipping anchors not counted)."""
-        return min(int(np.count_nonzero(v < 1.0)) for v in self.v)
+        return min(int(np.count_nonzero(~self.anchors(c))) for c in range(3))
 
     def span(self) -> float:
         """Range of the matched codes in the darker or the brighter shot (the wider), widest pair,
@@ -730,8 +765,8 @@ class Matches:
         3 EV apart, the darker shot's matched codes span only 1/8 of the range."""
         return min(
             max((max(float(u[sel].max() - u[sel].min()), float(v[sel].max() - v[sel].min()))
-                 for k in range(self.pairs) if np.any(sel := (p == k) & (v < 1.0))), default=0.0)
-            for u, v, p in zip(self.u, self.v, self.pair)
+                 for k in range(self.pairs) if np.any(sel := (p == k) & ~a)), default=0.0)
+            for u, v, p, a in zip(self.u, self.v, self.pair, (self.anchors(c) for c in range(3)))
         )
 
 
@@ -739,7 +774,8 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
     """Comparametric matches of adjacent shots (by ``ev`` if given, else by brightness).
 
     Histogram matches below white, plus per pair and channel one clipping
-    anchor ``(u, 1)`` (:func:`_clip_threshold`) weighted :data:`ANCHOR_WEIGHT`.
+    anchor ``(u, clip_code)`` (:func:`_clip_threshold`, :func:`clip_code`) weighted
+    :data:`ANCHOR_WEIGHT`.
     ``white_margin``: see :data:`WHITE_MARGIN` (calibration passes 0: with
     many pairs, :func:`robust_fit` finds spoilt ones by their disagreement).
     """
@@ -754,7 +790,7 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
     else:
         order = sorted(range(len(frames)), key=lambda i: float((hists[i][0] * np.arange(hists[i][0].shape[1])).sum() / hists[i][0].sum()))
     lo, hi = _USABLE
-    us, vs, ps, ws = [[], [], []], [[], [], []], [[], [], []], [[], [], []]  # type: ignore[var-annotated]
+    us, vs, ps, ws, anchor = [[], [], []], [[], [], []], [[], [], []], [[], [], []], [[], [], []]  # type: ignore[var-annotated]
     ratios = []
     noise = []
     for p, (a, b) in enumerate(zip(order, order[1:])):
@@ -763,23 +799,34 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
         noise.append(_code_noise(frames[a], step))
         (ha, wa), (hb, wb) = hists[a], hists[b]
         ra, rb = ranges[a], ranges[b]
+        flat = None
         if ra is not None and rb is not None:
             # The same weight in both shots, so that both histograms still count the same pixels.
             flat = _flatness_weight(ra, rb)
             (ha, wa), (hb, wb) = _histograms(subs[a], flat), _histograms(subs[b], flat)
         for c in range(3):
-            # Clipping anchor: the brighter shot's white is linear 1 exactly, so the
-            # darker shot's code where the brighter one starts to clip has the linear
-            # value 1/k. It is the one match that reaches the top code values (a
-            # camera curve's shoulder), which the histogram matches below white
-            # cannot: the brighter shot is clipped there.
+            # Clipping anchor: the darker shot's code u where the brighter one starts to
+            # clip matches the brighter shot's code there, g(u) = g(clip code) / k: white
+            # (linear 1) in a 16-bit file, but in a JPEG, counted as clipped from code
+            # 252, the middle of codes 252-255 (:func:`clip_code`), which on a camera
+            # curve's flat shoulder is below white (0.95-0.98; anchored at 1, the JPEG
+            # curves came out 4-7% too bright). It is the one match that reaches the
+            # top code values (a camera curve's shoulder), which the histogram matches
+            # cannot: the brighter shot is clipped there. In a JPEG the pixels count by
+            # flatness, as in the histograms: chroma subsampling and ringing smear the
+            # brighter shot's clipped areas at their edges (unweighted, the anchors
+            # between the short and the middle shot of some scenes were 0.15-0.43 too
+            # low in log); a 16-bit file clips sharply, and weighting there moved
+            # MtTamWest's 1-EV anchors the wrong way.
             if subs[a].shape == subs[b].shape:
-                uc, share = _clip_threshold(subs[a][..., c], subs[b][..., c], frames[b].kind == "jpeg")
+                jpeg = frames[b].kind == "jpeg"
+                uc, share = _clip_threshold(subs[a][..., c], subs[b][..., c], jpeg, flat if jpeg else None)
                 if ANCHOR_SHARE <= share <= 1.0 - ANCHOR_SHARE and lo < uc < hi:
                     us[c].append(np.array([uc]))
-                    vs[c].append(np.array([1.0]))
+                    vs[c].append(np.array([clip_code(subs[b].dtype, jpeg)]))
                     ps[c].append(np.array([p]))
                     ws[c].append(np.array([ANCHOR_WEIGHT]))
+                    anchor[c].append(np.ones(1, bool))
             u = _quantiles(ha[c], wa, _QUANTILES)
             v = _quantiles(hb[c], wb, _QUANTILES)
             # JPEG compression smears clipped highlights a few codes down (ringing,
@@ -793,9 +840,10 @@ def match_frames(frames: Sequence[Frame], ev: Sequence[float] | None, *, white_m
             vs[c].append(v[ok])
             ps[c].append(np.full(int(ok.sum()), p))
             ws[c].append(np.ones(int(ok.sum())))
+            anchor[c].append(np.zeros(int(ok.sum()), bool))
     cat = lambda xs: [np.concatenate(x) if x else np.zeros(0) for x in xs]  # noqa: E731
     return Matches(cat(us), cat(vs), cat(ps), np.asarray(ratios) if ev is not None else None, len(frames) - 1,
-                   point_weight=cat(ws), noise=noise)
+                   point_weight=cat(ws), noise=noise, anchor=[np.concatenate(x) if x else np.zeros(0, bool) for x in anchor])
 
 
 def _bernstein(x: np.ndarray, degree: int = DEGREE) -> np.ndarray:
@@ -966,7 +1014,7 @@ def _fit(m: Matches, prior: str, shared: bool, iterations: int) -> Fit:
     # shot), the data cannot place the curve: there it follows the prior's shape,
     # unless a clipping anchor ties the top code to the rest of the curve.
     support = [np.abs(du[c]).sum(axis=0) for c in range(3)]
-    anchored = [bool(np.any(m.v[c] >= 1.0)) for c in range(3)]
+    anchored = [bool(np.any(m.anchors(c))) for c in range(3)]
     if shared:
         support, anchored = [support[0] + support[1] + support[2]], [all(anchored)]
     pull = [PRIOR_STRENGTH + (0.0 if tied else UNSEEN_PULL) * np.clip(1.0 - sup / (UNSEEN_SHARE * max(sup.max(), 1e-12)), 0.0, 1.0)
@@ -996,6 +1044,53 @@ def _fit(m: Matches, prior: str, shared: bool, iterations: int) -> Fit:
     return fit
 
 
+#: The sRGB curve's local gamma at code 1: the steepest a toe of its shape can join a fit with.
+_SRGB_TOP_GAMMA = 2.4 / 1.055
+
+
+def _srgb_toe_scale(gamma: float) -> float:
+    """The code ``x*`` (in [0.04045, 1]) at which the sRGB curve's local gamma ``2.4x/(x + 0.055)``
+    equals ``gamma`` (clamped to the curve's range, 1 to 2.4/1.055)."""
+    if gamma >= _SRGB_TOP_GAMMA:
+        return 1.0
+    return max(0.04045, 0.055 * gamma / (2.4 - gamma)) if gamma > 1.0 else 0.04045
+
+
+def fitted_inverse(fit: Fit, m: Matches, knots: int = 1024) -> np.ndarray:
+    """3×``knots`` inverse response of a fitted curve, its foot replaced by a camera-like toe.
+
+    Below the lowest code ``x_f`` that a histogram match of the fit reaches
+    (the floor, :meth:`Matches.floors`: about code 0.1 on an sRGB-like curve),
+    nothing constrains the polynomial, and its local gamma kept rising there:
+    every fitted camera curve of the radiometry benchmark came out 0.2-0.7
+    (natural log) too dark over codes 0.004-0.1 (up to 1 at code 0.01), which
+    PSNR-μ weighs heavily. Real tone curves end in a toe whose local gamma
+    falls towards 1 (sRGB's linear segment; a camera's picture profile
+    flattens the shadows further). So below ``x_f`` the curve follows the
+    sRGB curve's shape, stretched along the code axis so that its local
+    gamma joins the fit's at ``x_f``: ``g(x) = g(x_f)·s(a·x)/s(a·x_f)``
+    with ``s`` the sRGB decoding and ``a = x*/x_f`` (:func:`_srgb_toe_scale`);
+    a fit whose local gamma there is 1 or less continues as that power.
+    """
+    x = np.linspace(0.0, 1.0, knots)
+    inverse = np.stack([fit.curve(x, c) for c in range(3)])
+    used = m.above(fit.curve)
+    for c in range(3):
+        u = used.u[c][~used.anchors(c)]
+        if not u.size:
+            continue
+        xf = float(u.min())
+        gamma = float((_bernstein(np.array([xf])) @ fit.coef[c])[0])
+        gf = float(fit.curve(np.array([xf]), c)[0])
+        low = x < xf
+        if gamma <= 1.0:
+            inverse[c, low] = gf * (x[low] / xf) ** gamma
+        else:
+            a = _srgb_toe_scale(gamma) / xf
+            inverse[c, low] = gf * srgb_to_linear(a * x[low]) / srgb_to_linear(np.array(a * xf))
+    return np.maximum.accumulate(np.clip(inverse, 0.0, 1.0), axis=1)
+
+
 #: A built-in later in the order of preference replaces an earlier one if its cost is below this share
 #: (on synthetic 320 px brackets with motion, the wrong one of gamma 2.2 and sRGB costs ≥ 1.2× the right one).
 BUILTIN_ADVANTAGE = 0.9
@@ -1010,16 +1105,23 @@ BUILTIN_TOLERANCE = 0.12
 #: (fitting noise and motion) on the radiometry benchmark and on gamma-2.2 brackets with 5x
 #: synth's noise.
 FIT_CLEAR_ADVANTAGE = 0.4
+#: The same for camera JPEGs (a JPEG whose EXIF names a make), whose prior, sRGB, their
+#: metadata already marks as only approximate (a camera's picture profile sits on top): on the
+#: radiometry benchmark's camera-mild 1-EV JPEG Desk the fit left 0.42 of sRGB's residual (the
+#: true curve 0.46), while on its sRGB, gamma-2.2 and linear JPEG brackets, whose built-in is
+#: right, the fit leaves 0.69 or more.
+FIT_CLEAR_ADVANTAGE_CAMERA_JPEG = 0.5
 
 
-def select_response(m: Matches, prior: str) -> tuple[Response, str]:
+def select_response(m: Matches, prior: str, *, camera_jpeg: bool = False) -> tuple[Response, str]:
     """The curve the matches support: the best built-in, or the fit if clearly better.
 
     Built-ins are tried in order of preference (``prior`` first, then gamma
     2.2, sRGB, linear); a later one must beat an earlier one by the margin
     :data:`BUILTIN_ADVANTAGE`, the free curve the best built-in by
     :data:`FIT_ADVANTAGE` and :data:`BUILTIN_TOLERANCE`, or by
-    :data:`FIT_CLEAR_ADVANTAGE` alone. Without known exposure
+    :data:`FIT_CLEAR_ADVANTAGE` alone (:data:`FIT_CLEAR_ADVANTAGE_CAMERA_JPEG` for
+    camera JPEGs, ``camera_jpeg``). Without known exposure
     ratios a power law of any exponent explains the pixels equally well
     (with other ratios), so then only the shapes the pixels can tell apart
     compete: gamma 2.2 and sRGB, no free curve. Returns the response (source
@@ -1037,10 +1139,9 @@ def select_response(m: Matches, prior: str) -> tuple[Response, str]:
         why = f"{best_name} fits the pixels best (residual {best_cost:.3f}; exposures unknown, so no free curve)"
         return builtin(best_name, "estimated", why), why
     fit = best_fit(m, prior)
-    if fit.cost < FIT_CLEAR_ADVANTAGE * best_cost or (fit.cost < FIT_ADVANTAGE * best_cost and best_cost > BUILTIN_TOLERANCE):
-        knots = np.linspace(0.0, 1.0, 1024)
-        inverse = np.stack([fit.curve(knots, c) for c in range(3)])
-        inverse = np.maximum.accumulate(np.clip(inverse, 0.0, 1.0), axis=1)
+    clear = FIT_CLEAR_ADVANTAGE_CAMERA_JPEG if camera_jpeg else FIT_CLEAR_ADVANTAGE
+    if fit.cost < clear * best_cost or (fit.cost < FIT_ADVANTAGE * best_cost and best_cost > BUILTIN_TOLERANCE):
+        inverse = fitted_inverse(fit, m)
         why = f"fitted to the pixels (residual {fit.cost:.3f} against {best_cost:.3f} for {best_name})"
         return Response("estimated", "estimated", inverse, why), why
     why = f"{best_name} fits the pixels best (residual {best_cost:.3f}; a free curve {fit.cost:.3f})"
@@ -1053,18 +1154,19 @@ def fallback(why: str) -> Response:
     return replace(builtin("gamma2.2", "fallback", why), warnings=(warning,))
 
 
-def estimate(frames: Sequence[Frame], ev: Sequence[float] | None, prior: str = "gamma2.2") -> Response:
+def estimate(frames: Sequence[Frame], ev: Sequence[float] | None, prior: str = "gamma2.2", *, camera_jpeg: bool = False) -> Response:
     """The bracket's inverse response from its pixels (see the module docstring).
 
     ``ev``: exposures in stops when known (--ev or EXIF), used as fixed; else
-    estimated with the curve. Too little evidence → gamma 2.2, source
+    estimated with the curve. ``camera_jpeg``: the shots include camera JPEGs
+    (see :func:`select_response`). Too little evidence → gamma 2.2, source
     ``fallback``, with a warning.
     """
     m = match_frames(frames, ev)
     if m.count() < MIN_POINTS or m.span() < MIN_SPAN:
         why = "too few well-exposed pixels to compare the shots" if m.count() < MIN_POINTS else "the shots cover too narrow a range of tones"
         return fallback(why)
-    response, _ = select_response(m, prior)
+    response, _ = select_response(m, prior, camera_jpeg=camera_jpeg)
     return response
 
 
@@ -1125,4 +1227,4 @@ def choose_response(frames: Sequence[Frame], choice: ResponseChoice, ev: Sequenc
     if len(cooked) < 2:  # one JPEG/TIFF among RAW files: nothing to compare it with
         return fallback("only one shot is not camera RAW")
     cooked_ev = None if known is None else [e for e, f in zip(known, frames) if f.kind != "raw"]
-    return estimate(cooked, cooked_ev, prior)
+    return estimate(cooked, cooked_ev, prior, camera_jpeg=camera)
