@@ -13,7 +13,7 @@ import torch
 
 from hdrmerge.models import build_model, make_frames
 from hdrmerge.weights.store import read_pth
-from tests.conftest import DATA, SAFNET_S_PTH, run_cli
+from tests.conftest import DATA, SAFNET_S_PTH, run_cli, run_cli_in_process
 
 PINGPONG = [DATA / "ius_pingpong" / n for n in ("Img3.JPG", "Img1.JPG", "Img2.JPG")]  # shuffled on purpose
 KALANTARI = [DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif" for i in (1, 2, 3)]
@@ -70,7 +70,7 @@ def test_pingpong_exr_values_size_and_metadata(env, tmp_path):
 
 def test_kalantari_end_to_end_equals_the_network_run_directly(env, tmp_path):
     out = tmp_path / "k.exr"
-    r = run_cli("fuse", *map(str, KALANTARI), "-o", str(out), "--ev=0,3,6", "--exact", "--normalize", "short", "--exr-dtype", "float", "--no-preview", env=env)
+    r = run_cli_in_process("fuse", *map(str, KALANTARI), "-o", str(out), "--ev=0,3,6", "--exact", "--normalize", "short", "--exr-dtype", "float", "--no-preview", env=env)
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "k.exr.preview.jpg").exists()
     header, rgb = _exr(out)
@@ -89,7 +89,7 @@ def test_kalantari_end_to_end_equals_the_network_run_directly(env, tmp_path):
 
 def test_frobisher_hdr_radiance_file(env, tmp_path):
     out = tmp_path / "f.hdr"
-    r = run_cli("fuse", *map(str, FROBISHER), "-o", str(out), "--normalize", "short", "--json", env=env)
+    r = run_cli_in_process("fuse", *map(str, FROBISHER), "-o", str(out), "--normalize", "short", "--json", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["exposures"]["relative"] == [1.0, 8.0, 64.0]
     head = out.read_bytes()[:600].split(b"\n\n")[0].decode()
@@ -127,7 +127,7 @@ def test_debug_dir_writes_flows_masks_first_stage_and_where_the_additions_acted(
     from hdrmerge.demo_scene import write_bracket
 
     paths = write_bracket(tmp_path / "in", size=(96, 144))
-    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", env=env)
+    r = run_cli_in_process("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["additions"] == {"guard": True, "shadow_merge": True}
     names = sorted(p.name for p in (tmp_path / "dbg").iterdir())
@@ -149,7 +149,7 @@ def test_debug_dir_shows_only_the_additions_that_ran(env, tmp_path, flags, names
     from hdrmerge.demo_scene import write_bracket
 
     paths = write_bracket(tmp_path / "in", size=(64, 96))
-    r = run_cli("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", *flags, env=env)
+    r = run_cli_in_process("fuse", *map(str, paths), "-o", str(tmp_path / "o.hdr"), "--debug-dir", str(tmp_path / "dbg"), "--json", *flags, env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["additions"] == {"guard": "guard.png" in names, "shadow_merge": "merge_long.png" in names}
     written = sorted(p.name for p in (tmp_path / "dbg").iterdir())
@@ -169,7 +169,7 @@ def test_absolute_normalisation_agrees_across_settings(env, tmp_path):
         outs = []
         for name, paths in (("a", a), ("b", b)):
             out = tmp_path / f"{name}-{mode}.exr"
-            r = run_cli("fuse", *map(str, paths), "-o", str(out), "--normalize", mode, "--exr-dtype", "float", "--no-preview", env=env)
+            r = run_cli_in_process("fuse", *map(str, paths), "-o", str(out), "--normalize", mode, "--exr-dtype", "float", "--no-preview", env=env)
             assert r.returncode == 0, r.stderr
             outs.append(_exr(out)[1][wall])
         assert np.median(outs[0] / np.maximum(outs[1], 1e-6)) == pytest.approx(expected, rel=0.03)
@@ -182,7 +182,7 @@ def test_frobisher_with_one_shot_exported_without_exif_keeps_the_others_exif(env
     with Image.open(FROBISHER[1]) as img:
         img.save(middle)
     files = [FROBISHER[0], middle, FROBISHER[2]]
-    r = run_cli("fuse", *map(str, files), "-o", str(tmp_path / "f.exr"), "--json", env=env)
+    r = run_cli_in_process("fuse", *map(str, files), "-o", str(tmp_path / "f.exr"), "--json", env=env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["exposures"]["source"] == "exif+pixels"
