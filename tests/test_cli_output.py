@@ -17,7 +17,7 @@ from hdrmerge.cli import common
 from hdrmerge.exposure_text import ev100, settings_text, shutter_text, stops_text
 from hdrmerge.reading import Exif, read_exif
 from hdrmerge.demo_scene import write_bracket
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, run_cli, run_cli_in_process
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.001, "1/1000 s"), (1 / 250, "1/250 s"), (0.25, "1/4 s"),
@@ -110,7 +110,7 @@ def test_fuse_under_ev_states_ev100_and_settings_consistent_with_the_values_give
     (EXR and DNG take the same values: test_dng.py's Kodak case)."""
     shots = write_bracket(tmp_path / "in", size=(64, 96))  # EXIF: 1/250, 1/60, 1/15 s at f/8 ISO 100
     out = tmp_path / "x.hdr"
-    r = run_cli("fuse", *map(str, shots), "--ev=-2,0,1", "-o", str(out), "--json", env=env)
+    r = run_cli_in_process("fuse", *map(str, shots), "--ev=-2,0,1", "-o", str(out), "--json", env=env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     got = [(i["stops"], i["settings"], i["ev100"], i["exposure_time"]) for i in report["inputs"]]
