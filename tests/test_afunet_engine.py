@@ -19,7 +19,7 @@ from hdrmerge.models.afunet import make_input, run_padded
 from hdrmerge.reading import Frame
 from hdrmerge.tiling import Window
 from hdrmerge.weights.store import read_checkpoint_file
-from tests.conftest import AFUNET_FIXTURES, AFUNET_WEIGHTS, DATA, run_cli
+from tests.conftest import AFUNET_FIXTURES, AFUNET_WEIGHTS, DATA, run_cli, run_cli_in_process
 
 KALANTARI = [DATA / "kalantari_test002_jpeg" / f"input_{i}_aligned.tif" for i in (1, 2, 3)]
 
@@ -140,7 +140,7 @@ def _crop_bracket(folder: Path, rows: slice, cols: slice) -> list[Path]:
 def test_cli_fuse_with_afunet_writes_the_networks_output(isolated_env, tmp_path, model):
     paths = _crop_bracket(tmp_path / "in", slice(420, 516), slice(640, 760))  # 120×96, the arm
     out = tmp_path / "afunet.exr"
-    r = run_cli("fuse", *map(str, paths), "-o", str(out), "--ev=0,3,6", "--exact", "--model", "afunet-kalantari",
+    r = run_cli_in_process("fuse", *map(str, paths), "-o", str(out), "--ev=0,3,6", "--exact", "--model", "afunet-kalantari",
                 "--weights", str(AFUNET_WEIGHTS), "--exr-dtype", "float", "--json", env=isolated_env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -163,7 +163,7 @@ def test_cli_fuse_with_afunet_writes_a_dng_without_a_flow_scale(isolated_env, tm
 
     paths = _crop_bracket(tmp_path / "in", slice(420, 452), slice(640, 688))  # 48×32
     out = tmp_path / "afunet.dng"
-    r = run_cli("fuse", *map(str, paths), "-o", str(out), "--ev=0,3,6", "--model", "afunet-kalantari",
+    r = run_cli_in_process("fuse", *map(str, paths), "-o", str(out), "--ev=0,3,6", "--model", "afunet-kalantari",
                 "--weights", str(AFUNET_WEIGHTS), "--dng-dtype", "float", env=isolated_env)
     assert r.returncode == 0, r.stderr
     with tifffile.TiffFile(out) as tif:
@@ -211,7 +211,7 @@ def test_cli_eval_scores_afunet_on_a_synth_scene(isolated_env, tmp_path):
     (tmp_path / "photos").mkdir()
     shutil.copy(DATA / "openexr_photos" / "Desk.exr", tmp_path / "photos")
     synthesise(tmp_path / "photos", tmp_path / "set", SynthOptions(max_side=96))
-    r = run_cli("eval", str(tmp_path / "set"), "--model", "afunet-kalantari", "--weights", str(AFUNET_WEIGHTS),
+    r = run_cli_in_process("eval", str(tmp_path / "set"), "--model", "afunet-kalantari", "--weights", str(AFUNET_WEIGHTS),
                 "--json", env=isolated_env)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)

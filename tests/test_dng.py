@@ -17,7 +17,7 @@ from hdrmerge.dng import SRGB_MODEL, THUMBNAIL_SIZE, XMP_NS, DngMetadata, white_
 from hdrmerge.errors import OutputError
 from hdrmerge.reading import Exif, read_frame
 from tests.clients import exiftool_json, exiftool_validate
-from tests.conftest import DATA, run_cli, write_rotated_jpeg_bracket
+from tests.conftest import DATA, run_cli, run_cli_in_process, write_rotated_jpeg_bracket
 from tests.dng import XYZ_TO_CANON_1000D
 from tests.dng import write_dng as write_bayer_dng
 
@@ -248,7 +248,7 @@ def test_fuse_writes_a_valid_dng_from_every_input_kind(env, tmp_path, scene, kin
         paths, size, camera = _kdc_bracket(folder), (512, 768), False  # LibRaw has no matrix for the DC50
         extra = ["--ev=-1,0,1"]
     out = tmp_path / "merged.dng"
-    r = run_cli("fuse", *map(str, paths), "-o", str(out), "--json", "--dng-dtype", dtype, *extra, env=env)
+    r = run_cli_in_process("fuse", *map(str, paths), "-o", str(out), "--json", "--dng-dtype", dtype, *extra, env=env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["outputs"]["hdr"] == str(out) and Path(report["outputs"]["preview"]).is_file()

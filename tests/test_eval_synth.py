@@ -17,7 +17,7 @@ from hdrmerge.exposure import derive_exposures
 from hdrmerge.metrics import all_metrics, psnr, ssim
 from hdrmerge.reading import read_frame
 from hdrmerge.testsets import SynthOptions, synthesise
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, run_cli, run_cli_in_process
 
 PHOTOS = DATA / "openexr_photos"
 
@@ -128,7 +128,7 @@ def test_exception_synth_bad_inputs(env, tmp_path, two_photos):
 
 def test_eval_end_to_end_csv_json_and_baselines(env, tmp_path, two_photos):
     synthesise(two_photos, tmp_path / "set", SynthOptions(max_side=320, motion=24.0))
-    r = run_cli("eval", str(tmp_path / "set"), "--out", str(tmp_path / "res"), "--save-dir", str(tmp_path / "save"), "--json", env=env)
+    r = run_cli_in_process("eval", str(tmp_path / "set"), "--out", str(tmp_path / "res"), "--save-dir", str(tmp_path / "save"), "--json", env=env)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["layout"] == "kalantari" and [s["scene"] for s in data["scenes"]] == ["Desk", "MtTamWest"]
@@ -204,7 +204,7 @@ def test_exception_hu2020_scene_missing_a_file(env, tmp_path, two_photos):
 def test_eval_scores_hu2020_exactly_as_the_same_scenes_in_kalantari_layout(env, tmp_path, two_photos):
     src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=160, motion=12.0))
     _as_hu2020(src, tmp_path / "hu")
-    runs = [json.loads(run_cli("eval", str(root), "--json", "--limit", "1", env=env).stdout)
+    runs = [json.loads(run_cli_in_process("eval", str(root), "--json", "--limit", "1", env=env).stdout)
             for root in (tmp_path / "k", tmp_path / "hu")]
     assert [r["layout"] for r in runs] == ["kalantari", "hu2020"]
     assert runs[0]["mean"] == runs[1]["mean"]

@@ -17,7 +17,7 @@ from hdrmerge.demo_scene import write_bracket
 from hdrmerge.dng import DngMetadata, write_dng
 from hdrmerge.reading import Exif, exif_from_libraw
 from hdrmerge.writing import write_preview
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, run_cli, run_cli_in_process
 
 GPS = {1: "N", 2: (IFDRational(48, 1), IFDRational(51, 1), IFDRational(2412, 100)),
        3: "E", 4: (IFDRational(2, 1), IFDRational(21, 1), IFDRational(1, 1))}
@@ -106,7 +106,7 @@ def test_fuse_preview_is_upright_with_reference_exif_gps_and_srgb_profile(env, t
     for i, shot in enumerate(shots):  # a camera held upright: rotate 90° on display
         _tag_shot(shot, orientation=6, gps=i == 1)  # GPS on the reference (the middle exposure) only
     out = tmp_path / "x.hdr"
-    r = run_cli("fuse", *map(str, shots), "-o", str(out), "--quiet", env=env)
+    r = run_cli_in_process("fuse", *map(str, shots), "-o", str(out), "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     tags, img = _reread(tmp_path / "x.hdr.preview.jpg")
     assert img.size == (64, 96)  # width × height: the 96×64 shots turned upright

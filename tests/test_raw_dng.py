@@ -11,7 +11,7 @@ import pytest
 
 from hdrmerge.exposure import derive_exposures
 from hdrmerge.reading import read_frame
-from tests.conftest import DATA, SHARED, run_cli
+from tests.conftest import DATA, SHARED, run_cli, run_cli_in_process
 from tests.dng import write_dng
 
 EVS = (-2.0, 0.0, 2.0)
@@ -51,7 +51,7 @@ def test_dng_bracket_fuse_recovers_the_photograph(tmp_path, dng_bracket, scene, 
     out = tmp_path / "gg.exr"
     env = dict(isolated_env, HDRMERGE_WEIGHTS_DIR=str(SHARED / "weights"))
     shuffled = [dng_bracket[2], dng_bracket[0], dng_bracket[1]]
-    r = run_cli("fuse", *map(str, shuffled), "-o", str(out), "--normalize", "short", "--exr-dtype", "float", env=env)
+    r = run_cli_in_process("fuse", *map(str, shuffled), "-o", str(out), "--normalize", "short", "--exr-dtype", "float", env=env)
     assert r.returncode == 0, r.stderr
     hdr = OpenEXR.File(str(out)).channels()["RGB"].pixels
     truth = np.clip(scene * 2.0 ** EVS[0], 0, 1)  # the short shot's linear domain
