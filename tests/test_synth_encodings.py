@@ -16,7 +16,7 @@ from PIL import Image
 
 from hdrmerge.testsets import SynthOptions, synthesise
 from hdrmerge.testset_encodings import ENCODINGS, KNOTS_16, decode, encode, response_document
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, run_cli, run_cli_in_process
 
 PHOTOS = DATA / "openexr_photos"
 
@@ -163,7 +163,7 @@ def test_no_exif_shots_carry_no_metadata(tmp_path, one_photo, fmt):
 
 
 def test_synth_cli_encoding_bits_and_response_path(tmp_path, one_photo):
-    r = run_cli("synth", str(one_photo), str(tmp_path / "o"), "--encoding", "linear", "--bits", "8", "--max-side", "64", "--json")
+    r = run_cli_in_process("synth", str(one_photo), str(tmp_path / "o"), "--encoding", "linear", "--bits", "8", "--max-side", "64", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["response"] == str(tmp_path / "o" / "response.json")
