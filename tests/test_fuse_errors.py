@@ -7,11 +7,12 @@ import json
 import re
 
 import cv2
+import numpy as np
 import pytest
 
 from hdrmerge.demo_scene import write_bracket
 from tests import corrupt
-from tests.conftest import DATA, SHARED, run_cli, start_paused_cli
+from tests.conftest import DATA, SHARED, run_cli, run_cli_in_process, start_paused_cli
 
 
 @pytest.fixture
@@ -501,3 +502,31 @@ def test_exception_empty_output_of_other_commands_writes_nothing(env, tmp_path, 
     r = run_cli(*args, env=env, cwd=tmp_path)
     _fails(r, 2, message)
     _no_outputs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        # The default plot (<output stem>.png) would be shot1.png itself.
+        (("{d}/shot1.png", "{d}/shot2.png", "{d}/shot3.png", "-o", "{d}/shot1.json", "--overwrite"),
+         "the plot {d}/shot1.png is an input file; inputs are never overwritten, so choose another path for the plot"),
+        # A photo in a folder given, spelled another way.
+        (("{d}", "-o", "{t}/cam.json", "--plot", "{d}/../in/shot2.png", "--overwrite"),
+         "the plot {d}/../in/shot2.png is the input file {d}/shot2.png; inputs are never overwritten, so choose another path for the plot"),
+        (("{d}", "-o", "{t}/cam.json", "--plot", "{t}/cam.json"), "--plot {t}/cam.json: the plot is a PNG; end its name in .png"),
+        (("{d}", "-o", "{t}/cam.json", "--plot", "{t}/c3.jpg"), "--plot {t}/c3.jpg: the plot is a PNG; end its name in .png"),
+    ],
+    ids=["default-plot-is-a-shot", "plot-is-a-shot-in-a-folder", "plot-is-the-response-file", "plot-not-png"],
+)
+def test_exception_calibrate_never_writes_over_a_shot_or_its_own_file(env, tmp_path, args, message):
+    """Review 6, findings 1 and 2: with --overwrite, calibrate replaced a shot with its plot;
+    --plot X.json wrote a PNG into the response file, --plot c3.jpg PNG bytes under .jpg."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in (1, 2, 3):
+        cv2.imwrite(str(d / f"shot{i}.png"), np.full((8, 8, 3), 60 * i, np.uint8))
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    r = run_cli_in_process("calibrate", *(a.format(d=d, t=tmp_path) for a in args), env=env)
+    _fails(r, 2, message.format(d=d, t=tmp_path))
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -47,7 +47,8 @@ def calibrate(
 
     Exit codes: 0 success, 2 bad usage or input, 1 any other failure.
     """
-    from hdrmerge.atomic import StagedOutputs
+    from hdrmerge.atomic import StagedOutputs, same_file
+    from hdrmerge.batch import scan
     from hdrmerge.calibrate import calibrate as fit, find_brackets, plot_response
     from hdrmerge.response import response_document
     from hdrmerge.writing import write_png
@@ -57,10 +58,16 @@ def calibrate(
     if plot is not None and no_plot:
         raise InputError("--plot and --no-plot contradict each other; give one")
     plot_path = None if no_plot else plot or output.with_suffix(".png")
-    staged = StagedOutputs(overwrite=overwrite)
-    for dest in (output, plot_path):
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot_path}: the plot is a PNG; end its name in .png")
+    if plot_path is not None and same_file(output, plot_path):
+        raise InputError(f"the plot {plot_path} is the same file as the response file {output}; choose another --plot")
+    # No output may be a photo given, or one in a folder given, even with --overwrite (as fuse).
+    shots = [f for p in inputs for f in (scan(p) if p.is_dir() else [p])]
+    staged = StagedOutputs(overwrite=overwrite, protect=shots)
+    for dest, what in ((output, "the response file"), (plot_path, "the plot")):
         if dest is not None:
-            staged.check(dest)
+            staged.check(dest, what)
     brackets = find_brackets(inputs, group_size=group_size, gap_s=gap)
     result = fit(brackets, parse_ev(ev))
     name = camera or result.camera
