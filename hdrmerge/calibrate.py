@@ -42,10 +42,21 @@ class Calibration:
     residual: float
 
 
-def find_brackets(inputs: Sequence[Path], *, group_size: int | None = None, gap_s: float = 3.0) -> list[list[Path]]:
-    """Brackets (two or more shots each) among files and folders, split as ``hdrmerge batch`` does."""
+def find_brackets(
+    inputs: Sequence[Path], *, group_size: int | None = None, gap_s: float = 3.0, as_given: bool = False
+) -> list[list[Path]]:
+    """Brackets (two or more shots each) among files and folders, split as ``hdrmerge batch`` does.
+
+    ``as_given``: files only, one bracket in the order given (``--ev`` names their
+    exposures in that order, and such shots often carry no capture time to group by).
+    """
     from hdrmerge.batch import group_shots, read_shot, scan
     from hdrmerge.reading import check_shot
+
+    if as_given:
+        for p in inputs:
+            check_shot(p)
+        return [list(inputs)]
 
     files: list[Path] = []
     for p in inputs:

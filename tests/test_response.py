@@ -458,6 +458,18 @@ def test_calibrate_splits_a_folder_into_brackets_as_batch_does(tmp_path):
     assert load_response_file(tmp_path / "cam.json").bit_depth == 8
 
 
+def test_calibrate_takes_three_named_shots_without_exif_as_one_bracket_with_ev(tmp_path):
+    """Review 6, finding 11: --ev on named shots without capture times demanded --group-size."""
+    from hdrmerge.demo_scene import write_bracket
+
+    shots = write_bracket(tmp_path / "in", size=(96, 144), exif=False)
+    given = [shots[2], shots[0], shots[1]]  # --ev is in the order given, whatever the names say
+    r = run_cli("calibrate", *map(str, given), "--ev=2,-2,0", "-o", str(tmp_path / "cam.json"), "--no-plot", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["brackets"] == [[str(p) for p in given]]
+    assert load_response_file(tmp_path / "cam.json").bit_depth == 8
+
+
 GOOD = {"format": "hdrmerge-response", "version": 1, "bit_depth": 8,
         "inverse": {c: [(k / 255) ** 2 for k in range(256)] for c in "rgb"}}
 

@@ -68,7 +68,7 @@ def calibrate(
     for dest, what in ((output, "the response file"), (plot_path, "the plot")):
         if dest is not None:
             staged.check(dest, what)
-    brackets = find_brackets(inputs, group_size=group_size, gap_s=gap)
+    brackets = find_brackets(inputs, group_size=group_size, gap_s=gap, as_given=ev is not None and not any(p.is_dir() for p in inputs))
     result = fit(brackets, parse_ev(ev))
     name = camera or result.camera
     description = (
