@@ -118,7 +118,9 @@ def _probe_hub(ckpt: Checkpoint, repo: str, revision: str) -> None:
             library_version=__version__,
         )
     except Exception as exc:
-        if _reason(exc).startswith("cannot connect"):
+        # httpx's names for a connection never made (DNS, refused, unreachable,
+        # connect timeout); a read timeout comes after it was made.
+        if any(type(e).__name__ in {"ConnectError", "ConnectTimeout"} for e in _chain(exc)):
             raise
 
 
