@@ -150,7 +150,8 @@ def synth_set(photos: Path, dest: Path, spec: SetSpec, side: int) -> None:
 
 def run_eval(folder: Path, out: Path, extra: list[str]) -> dict[str, dict[str, object]]:
     """``hdrmerge eval`` on ``folder``: scene name → the hdrmerge method's metrics and the response used."""
-    check(hdrmerge("eval", str(folder), "--out", str(out), "--quiet", *extra), f"eval {' '.join(extra) or '(default)'} on {folder.name}")
+    check(hdrmerge("eval", str(folder), "--out", str(out), "--overwrite", "--quiet", *extra),  # --keep reruns into the same folders
+          f"eval {' '.join(extra) or '(default)'} on {folder.name}")
     data = json.loads((out / "eval.json").read_text())
     return {s["scene"]: {**s["hdrmerge"], "response": short_label(s.get("response", ""))} for s in data["scenes"]}
 

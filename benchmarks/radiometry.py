@@ -135,7 +135,7 @@ def synth_sets(crops: Path, root: Path, specs: list[SetSpec], scale: float) -> N
 
 def run_eval(folder: Path, out: Path, extra: list[str], save_dir: Path | None) -> dict[str, dict[str, float]]:
     """``hdrmerge eval`` on ``folder``; scene name → the hdrmerge method's metrics and the response used."""
-    args = ["eval", str(folder), "--out", str(out), "--quiet", *extra]
+    args = ["eval", str(folder), "--out", str(out), "--overwrite", "--quiet", *extra]  # --keep reruns into the same folders
     if save_dir is not None:
         args += ["--save-dir", str(save_dir)]
     r = hdrmerge(*args, shared_weights=True)

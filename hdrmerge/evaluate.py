@@ -96,6 +96,7 @@ def evaluate(
     on_scene: Callable[[SceneResult], None] = lambda r: None,
     guard: bool = True,
     shadow_merge: bool = True,
+    overwrite: bool = False,
 ) -> EvalReport:
     """Run every scene through the pipeline and score it and the baselines.
 
@@ -103,6 +104,7 @@ def evaluate(
     ``max_pixels``: shots declaring more are refused before decoding (None: the default limit).
     ``guard``, ``shadow_merge``: hdrmerge's additions (:mod:`hdrmerge.postmerge`); both are
     off under ``--exact`` (a ``response`` of mode ``exact``), whatever these say.
+    ``overwrite``: ``save_dir`` files that exist may be replaced.
     """
     from hdrmerge.errors import InputError
     from hdrmerge.inference import merge
@@ -141,24 +143,30 @@ def evaluate(
         outputs = {"hdrmerge": result.hdr, **baselines(frames, relative)}
         metrics = {m: all_metrics(img, gt) for m, img in outputs.items()}
         if save_dir is not None:
-            _save(save_dir, scene, outputs)
+            _save(save_dir, scene, outputs, overwrite)
         r = SceneResult(scene.name, metrics, time.perf_counter() - t, bracket.response.label())
         report.scenes.append(r)
         on_scene(r)
     return report
 
 
-def _save(save_dir: Path, scene: Scene, outputs: dict[str, np.ndarray]) -> None:
+def saved_paths(save_dir: Path, scene: Scene) -> dict[str, Path]:
+    """Where ``--save-dir`` puts a scene's files: ``hdr`` (the predicted HDR) and each method's preview."""
+    folder = save_dir / scene.name.replace("/", "_")
+    return {"hdr": folder / "hdrmerge.hdr", **{m: folder / f"{m}.preview.jpg" for m in METHODS}}
+
+
+def _save(save_dir: Path, scene: Scene, outputs: dict[str, np.ndarray], overwrite: bool) -> None:
     """Predicted HDR (.hdr) and μ-law previews of every method, atomically."""
     from hdrmerge.atomic import StagedOutputs
     from hdrmerge.writing import write_hdr, write_preview
 
-    folder = save_dir / scene.name.replace("/", "_")
-    folder.mkdir(parents=True, exist_ok=True)
-    with StagedOutputs(overwrite=True) as staged:
-        write_hdr(staged.stage(folder / "hdrmerge.hdr"), outputs["hdrmerge"], {"SOFTWARE": "hdrmerge eval"})
+    paths = saved_paths(save_dir, scene)
+    paths["hdr"].parent.mkdir(parents=True, exist_ok=True)
+    with StagedOutputs(overwrite=overwrite) as staged:
+        write_hdr(staged.stage(paths["hdr"]), outputs["hdrmerge"], {"SOFTWARE": "hdrmerge eval"})
         for method, img in outputs.items():
-            write_preview(staged.stage(folder / f"{method}.preview.jpg"), img)
+            write_preview(staged.stage(paths[method]), img)
         staged.commit()
 
 

@@ -150,6 +150,17 @@ def test_eval_end_to_end_csv_json_and_baselines(env, tmp_path, two_photos):
     assert sorted(p.name for p in (tmp_path / "save" / "Desk").iterdir()) == [
         "hdrmerge.hdr", "hdrmerge.preview.jpg", "merge.preview.jpg", "reference.preview.jpg",
     ]
+    # Review 6, findings 4 and 10: nothing written is replaced without --overwrite (checked before the
+    # first scene runs), and --limit must keep at least one scene.
+    written = {p: p.read_bytes() for p in [*(tmp_path / "res").iterdir(), *(tmp_path / "save").rglob("*.*")]}
+    for args, message in (
+        (("--out", str(tmp_path / "res")), f"{tmp_path / 'res' / 'eval.csv'} exists already; pass --overwrite to replace it"),
+        (("--save-dir", str(tmp_path / "save")), f"{tmp_path / 'save' / 'Desk' / 'hdrmerge.hdr'} exists already; pass --overwrite to replace it"),
+        (("--limit=-1",), "--limit -1: give the number of scenes to score, 1 or more (leave it out for all)"),
+    ):
+        r = run_cli_in_process("eval", str(tmp_path / "set"), *args, env=env)
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: {message}\n")
+    assert {p: p.read_bytes() for p in written} == written
 
 
 def test_challenge123_layout_is_detected(tmp_path, two_photos):

@@ -23,6 +23,7 @@ from hdrmerge.cli.common import (
     HubRepoOpt,
     JsonOpt,
     ModelOpt,
+    OverwriteOpt,
     Precision,
     PrecisionOpt,
     QuietOpt,
@@ -38,6 +39,7 @@ from hdrmerge.cli.common import (
     print_table,
     status,
 )
+from hdrmerge.errors import InputError
 
 
 def eval_(
@@ -70,6 +72,7 @@ def eval_(
     tile: TileOpt = None,
     max_memory: MaxMemoryOpt = None,
     max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
@@ -77,7 +80,7 @@ def eval_(
     """Score the network (and two baselines) against ground truth, as the papers do."""
     from hdrmerge.atomic import StagedOutputs
     from hdrmerge.datasets import discover
-    from hdrmerge.evaluate import METHODS, evaluate, fmt_db
+    from hdrmerge.evaluate import METHODS, evaluate, fmt_db, saved_paths
 
     from hdrmerge.cli.common import parse_max_pixels, parse_tile
     from hdrmerge.tiling import parse_memory
@@ -86,6 +89,8 @@ def eval_(
 
     from hdrmerge import preflight
 
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: give the number of scenes to score, 1 or more (leave it out for all)")
     preflight.check_device(device.value, precision.value)
     preflight.check_weights(model, weights)
     choice = parse_response_option(response, exact)
@@ -95,10 +100,21 @@ def eval_(
     layout, scenes = discover(dataset)
     scenes = scenes[:limit] if limit else scenes
     chatty = not (quiet or json_)
-    staged = StagedOutputs(overwrite=True)
+    # Every file a run would write is checked before the first scene: none is replaced without --overwrite.
+    staged = StagedOutputs(overwrite=overwrite)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        staged.check(out / "eval.csv")
         staged.check(out / "eval.json")
+    if save_dir is not None:
+        try:  # a folder that cannot be made fails now, not after the first scene's merge
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the --save-dir folder {save_dir} ({exc.strerror}); choose another") from None
+        for scene in scenes:
+            for path in saved_paths(save_dir, scene).values():
+                if path.exists() or path.is_symlink():
+                    staged.check(path)
     engine = engine_loader(model, weights, hub_repo, device, precision, chatty=chatty, quiet=quiet)()
     status(f"{len(scenes)} scenes, {layout} layout", quiet=not chatty)
 
@@ -112,7 +128,7 @@ def eval_(
 
     report = evaluate(
         scenes, engine, layout, flow_scale=scale, save_dir=save_dir, on_scene=progress, response=choice,
-        max_pixels=limit_pixels, guard=not no_guard, shadow_merge=not no_shadow_merge, **tiling,
+        max_pixels=limit_pixels, guard=not no_guard, shadow_merge=not no_shadow_merge, overwrite=overwrite, **tiling,
     )
     data = report.to_json()
     if out is not None:
