@@ -60,12 +60,26 @@ def _kalantari_scene(folder: Path, root: Path) -> Scene | None:
     ldrs = sorted(p for p in files if p.suffix.lower() in _LDR and not p.name.lower().endswith(".preview.jpg"))
     gts = [p for p in files if p.suffix.lower() in _GT]
     txts = [p for p in files if p.suffix.lower() == ".txt"]
+    name = folder.relative_to(root).as_posix() if folder != root else folder.name
+    # A folder with exposure.txt and images is meant as a scene: a file missing or one too
+    # many is an error, never a scene silently left out of the scores.
+    if any(p.name.lower() == "exposure.txt" for p in txts) and (ldrs or gts):
+        if len(ldrs) != 3:
+            raise InputError(
+                f"scene {name} holds {len(ldrs)} LDR image(s) ({', '.join(p.name for p in ldrs) or 'none'}) "
+                "where it needs three beside exposure.txt; add the missing shot or move the extra files away"
+            )
+        if len(gts) != 1:
+            raise InputError(
+                f"scene {name} holds {len(gts)} HDR files ({', '.join(sorted(p.name for p in gts)) or 'none'}) "
+                "where it needs one ground truth (HDRImg.hdr); "
+                + ("add it" if not gts else "move the others away (eval --save-dir inside a test set puts hdrmerge.hdr there)")
+            )
     if len(ldrs) != 3 or len(gts) != 1 or not txts:
         return None
     ev_file = next((p for p in txts if p.name.lower() == "exposure.txt"), txts[0] if len(txts) == 1 else None)
     if ev_file is None:
         return None
-    name = folder.relative_to(root).as_posix() if folder != root else folder.name
     return Scene(name, (ldrs[0], ldrs[1], ldrs[2]), read_ev_file(ev_file), gts[0])
 
 

@@ -212,6 +212,20 @@ def test_exception_hu2020_scene_missing_a_file(env, tmp_path, two_photos):
     assert r.stderr.strip() == "error: Hu 2020 scene Test/087 lacks input_exp.txt; check the download"
 
 
+def test_exception_kalantari_scene_with_a_file_missing_or_one_too_many(env, tmp_path, two_photos):
+    """Review 6, finding 3: such a scene was left out of the scores without a word (exit 0)."""
+    src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=48))
+    (src[1] / "input_3.tif").unlink()
+    r = run_cli_in_process("eval", str(tmp_path / "k"), env=env)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"error: scene {src[1].name} holds 2 LDR image(s) (input_1.tif, input_2.tif) where it needs three "
+                        "beside exposure.txt; add the missing shot or move the extra files away\n")
+    shutil.rmtree(src[1])
+    shutil.copy(src[0] / "HDRImg.hdr", src[0] / "hdrmerge.hdr")  # what eval --save-dir k used to leave
+    with pytest.raises(InputError, match=rf"^scene {src[0].name} holds 2 HDR files \(HDRImg.hdr, hdrmerge.hdr\) where it needs one "):
+        discover(tmp_path / "k")
+
+
 def test_eval_scores_hu2020_exactly_as_the_same_scenes_in_kalantari_layout(env, tmp_path, two_photos):
     src = synthesise(two_photos, tmp_path / "k", SynthOptions(max_side=160, motion=12.0))
     _as_hu2020(src, tmp_path / "hu")
