@@ -140,7 +140,9 @@ class TrainingBracket:
 
 @dataclass
 class StepReport:
-    """One training step: ``loss`` and its ``parts`` (``l1``, ``gradient``); ``val_loss`` when validated."""
+    """One training step: ``loss`` and its ``parts`` (``l1``, ``gradient``); ``val_loss`` when validated;
+    ``best_val_loss``: the lowest validation loss so far, the starting weights' (step 0) and a
+    resumed run's earlier ones included."""
 
     step: int
     steps: int
@@ -148,6 +150,7 @@ class StepReport:
     parts: dict[str, float]
     val_loss: float | None
     seconds: float
+    best_val_loss: float | None = None
 
 
 @dataclass
@@ -776,7 +779,8 @@ def finetune(
                     state.stopped_early = True
         state.history.append((step, float(loss.detach()), val_loss))
         if on_step is not None:
-            on_step(StepReport(step, config.steps, float(loss.detach()), parts, val_loss, time.perf_counter() - t0))
+            on_step(StepReport(step, config.steps, float(loss.detach()), parts, val_loss, time.perf_counter() - t0,
+                               state.best_val_loss))
         if val_loss is not None and checkpoint_every is not None:
             snapshot()
             checkpoint_every(state)

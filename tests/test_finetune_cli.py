@@ -370,7 +370,8 @@ def test_val_fraction_0_records_no_held_out_loss(run, tmp_path):
     assert r.returncode == 0, r.stderr
     # Progress and the last line say what the score was taken on.
     lines = r.stderr.splitlines()
-    assert re.fullmatch(r"step 1/1: loss [0-9.e-]+, training crops [0-9.e-]+ \(best\); [0-9.]+ s/step, about 0 s left", lines[1])
+    # "(best)", or the starting weights' lower score when step 1 did not beat it.
+    assert re.fullmatch(r"step 1/1: loss [0-9.e-]+, training crops [0-9.e-]+ \(best( [0-9.e-]+)?\); [0-9.]+ s/step, about 0 s left", lines[1])
     assert re.fullmatch(r"wrote .*; no bracket held out; loss on training crops [0-9.e-]+ → [0-9.e-]+ \(best at step [01]\); "
                         r"[0-9]+ s", lines[2])
     with safe_open(str(out), framework="pt") as f:
@@ -488,3 +489,25 @@ def test_brackets_in_other_folders_or_over_ten_minutes_apart_are_other_sessions(
     ]
     loaded, _ = load_training_brackets(found.brackets[:2], parse_response_option("gamma2.2", False))
     assert [t.session for t in loaded] == [f.session for f in found.brackets[:2]]
+
+
+def test_progress_line_never_calls_a_worse_held_out_loss_best(monkeypatch):
+    """Review 6, finding 8: the starting weights' held-out loss (step 0) was left out of "best"."""
+    import io
+
+    from rich.console import Console
+
+    from hdrmerge.cli import finetune as finetune_cmd
+    from hdrmerge.finetune import StepReport
+
+    buf = io.StringIO()
+    monkeypatch.setattr(finetune_cmd, "err_console", Console(file=buf, width=200))
+    with finetune_cmd._training_progress(True, False) as on_step:
+        on_step(StepReport(1, 6, 0.05, {}, None, 1.0, 0.01647))  # step 0 scored 0.01647
+        on_step(StepReport(3, 6, 0.04, {}, 0.01833, 1.0, 0.01647))
+        on_step(StepReport(6, 6, 0.03, {}, 0.0159, 1.0, 0.0159))
+    assert [line.split(";")[0] for line in buf.getvalue().splitlines()] == [
+        "step 1/6: loss 0.05",
+        "step 3/6: loss 0.04, held-out 0.01833 (best 0.01647)",
+        "step 6/6: loss 0.03, held-out 0.0159 (best)",
+    ]

@@ -417,12 +417,15 @@ def _training_progress(enabled: bool, terminal: bool, scored_as: str = "held-out
     if not enabled:
         yield None
         return
-    best: list[float] = []
+    held_out: list[str] = [""]  # the last validation's words, shown until the next one
 
     def losses(r: Any) -> str:
-        if r.val_loss is not None:
-            best[:] = [min([*best, r.val_loss])]
-        return f"loss {r.loss:.4g}" + (f", {scored_as} {best[0]:.4g} (best)" if best else "")
+        # The latest held-out loss, and the best so far where that is another (the starting
+        # weights' at step 0, an earlier validation, a resumed run's): never a worse one as "best".
+        if r.val_loss is not None and r.best_val_loss is not None:
+            best = "best" if r.val_loss <= r.best_val_loss else f"best {r.best_val_loss:.4g}"
+            held_out[0] = f", {scored_as} {r.val_loss:.4g} ({best})"
+        return f"loss {r.loss:.4g}{held_out[0]}"
 
     if not terminal:
         seconds: list[float] = []
