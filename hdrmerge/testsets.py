@@ -288,6 +288,14 @@ def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path
     sources = sorted(p for p in hdr_dir.iterdir() if p.suffix.lower() in (".hdr", ".exr"))
     if not sources:
         raise InputError(f"{hdr_dir}: no .hdr or .exr files")
+    # Each photograph's scene folder is named by its stem: two of one stem would share it.
+    seen: dict[str, Path] = {}
+    for src in sources:
+        if (first := seen.setdefault(src.stem.casefold(), src)) is not src:
+            raise InputError(
+                f"{first.name} and {src.name} in {hdr_dir} would both become the scene {out_dir / src.stem}; "
+                "keep one of them, or rename one"
+            )
     if not (options.ev[0] < options.ev[1] < options.ev[2]):
         raise InputError(f"--ev {','.join(f'{e:g}' for e in options.ev)}: give three increasing values, e.g. -2,0,2")
     if options.fmt not in ("tif", "jpg"):

@@ -121,6 +121,15 @@ def test_exception_synth_bad_inputs(env, tmp_path, two_photos):
     assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path}: no .hdr or .exr files"
     r = run_cli("synth", str(two_photos), str(tmp_path / "o"), "--ev=2,0,-2", env=env)
     assert r.returncode == 2 and r.stderr.strip() == "error: --ev 2,0,-2: give three increasing values, e.g. -2,0,2"
+    # Review 6, finding 9: Desk.exr and Desk.hdr used to be written one over the other.
+    same = tmp_path / "same"
+    same.mkdir()
+    shutil.copy(two_photos / "Desk.exr", same / "Desk.exr")
+    shutil.copy(two_photos / "Desk.exr", same / "Desk.hdr")
+    r = run_cli_in_process("synth", str(same), str(tmp_path / "o"), env=env)
+    assert (r.returncode, r.stderr) == (2, f"error: Desk.exr and Desk.hdr in {same} would both become the scene "
+                                           f"{tmp_path / 'o' / 'Desk'}; keep one of them, or rename one\n")
+    assert not (tmp_path / "o").exists()
 
 
 # --- eval ----------------------------------------------------------------------------------
