@@ -74,12 +74,27 @@ def find_brackets(
     return brackets
 
 
-def calibrate(brackets: Sequence[Sequence[Path]], ev: Sequence[float] | None = None) -> Calibration:
-    """Fit one response to all ``brackets`` (exposures from EXIF, or ``ev`` for a single bracket)."""
-    from hdrmerge.reading import read_frames
+def calibrate(brackets: Sequence[Sequence[Path]], ev: Sequence[float] | None = None, *, mixed_cameras: bool = False) -> Calibration:
+    """Fit one response to all ``brackets`` (exposures from EXIF, or ``ev`` for a single bracket).
+
+    A response is one camera's: brackets whose EXIF names different cameras are
+    refused (InputError) unless ``mixed_cameras`` (the user named the result).
+    """
+    from hdrmerge.reading import read_exif, read_frames
 
     if ev is not None and len(brackets) != 1:
         raise InputError(f"--ev applies to a single bracket, but the inputs hold {len(brackets)}; let EXIF give the exposures")
+    cameras = {}  # camera → the first bracket's first shot; from the EXIF alone, before any decoding
+    for paths in brackets:
+        if (name := read_exif(paths[0]).camera) is not None:
+            cameras.setdefault(name, paths[0])
+    if len(cameras) > 1 and not mixed_cameras:
+        shown = " and ".join(f"{name} ({path.name}…)" for name, path in list(cameras.items())[:2])
+        more = f" and {len(cameras) - 2} more" if len(cameras) > 2 else ""
+        raise InputError(
+            f"the brackets come from different cameras: {shown}{more}; a response is one camera's, so calibrate "
+            "each camera's brackets on their own (or name the result with --camera to pool them on purpose)"
+        )
     pooled: Matches | None = None
     depth: int | None = None
     camera_jpeg = False
@@ -103,7 +118,7 @@ def calibrate(brackets: Sequence[Sequence[Path]], ev: Sequence[float] | None = N
             raise InputError(f"--ev has {len(known)} values for {len(paths)} shots")
         camera_jpeg = camera_jpeg or any(read_evidence(f).camera_jpeg for f in frames)
         exif = frames[0].exif
-        camera = camera or (" ".join(x for x in (exif.make, exif.model) if x) or None)
+        camera = camera or exif.camera  # the make once: "Canon EOS 1000D", not "Canon Canon EOS 1000D"
         m = match_frames(frames, known, white_margin=0.0)
         pooled = m if pooled is None else pooled.extend(m)
     assert pooled is not None and depth is not None

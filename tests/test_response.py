@@ -21,7 +21,7 @@ from hdrmerge.response import (
     parse_response_option,
     to_network_domain,
 )
-from tests.conftest import DATA, run_cli
+from tests.conftest import DATA, run_cli, run_cli_in_process
 
 FROBISHER = [DATA / "colour_hdri_frobisher" / f"IMG_260{i}.jpg" for i in range(3)]
 PINGPONG = [DATA / "ius_pingpong" / f"Img{i}.JPG" for i in (1, 2, 3)]
@@ -468,6 +468,15 @@ def test_calibrate_takes_three_named_shots_without_exif_as_one_bracket_with_ev(t
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["brackets"] == [[str(p) for p in given]]
     assert load_response_file(tmp_path / "cam.json").bit_depth == 8
+
+
+def test_calibrate_refuses_brackets_of_different_cameras(env):
+    """Review 6, finding 7: an EOS 1000D and a 5D Mark II bracket were pooled without a word."""
+    r = run_cli_in_process("calibrate", str(DATA / "ius_pingpong"), str(DATA / "colour_hdri_frobisher"), "-o", "never.json", env=env)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == ("error: the brackets come from different cameras: Canon EOS 1000D (Img2.JPG…) and Canon EOS 5D Mark II "
+                        "(IMG_2600.jpg…); a response is one camera's, so calibrate each camera's brackets on their own "
+                        "(or name the result with --camera to pool them on purpose)\n")
 
 
 GOOD = {"format": "hdrmerge-response", "version": 1, "bit_depth": 8,

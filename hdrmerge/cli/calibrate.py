@@ -69,7 +69,7 @@ def calibrate(
         if dest is not None:
             staged.check(dest, what)
     brackets = find_brackets(inputs, group_size=group_size, gap_s=gap, as_given=ev is not None and not any(p.is_dir() for p in inputs))
-    result = fit(brackets, parse_ev(ev))
+    result = fit(brackets, parse_ev(ev), mixed_cameras=camera is not None)
     name = camera or result.camera
     description = (
         f"hdrmerge calibrate: {result.response.detail}; comparametric histogram matching, "
