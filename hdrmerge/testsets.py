@@ -258,23 +258,29 @@ def write_scene(
     ``start`` and each next one :data:`SHOT_PAUSE` after the previous
     exposure ends (in whole seconds).
     Returns when the last exposure ends.
+
+    The scene's files appear together or not at all (:class:`hdrmerge.atomic.StagedOutputs`):
+    Ctrl-C, a full disk or a failed write leaves no truncated file, and the error names the file.
     """
-    import cv2
+    from hdrmerge.atomic import StagedOutputs
+    from hdrmerge.writing import write_hdr
 
     folder.mkdir(parents=True, exist_ok=True)
     ref_ev = options.ev[1]
     when = start
-    for i, (ldr, ev) in enumerate(zip(shots, options.ev), start=1):
-        info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth",
-                        color_space=options.color_space, when=when)
-        end = when + timedelta(seconds=math.ceil(info.exposure_time))
-        when = end + SHOT_PAUSE
-        if options.fmt == "jpg":
-            write_jpeg(folder / f"input_{i}.jpg", (ldr * 255.0 + 0.5).astype(np.uint8), info if options.exif else None)
-        else:
-            _write_tiff(folder / f"input_{i}.tif", ldr, info if options.exif else None, options.bits)
-    (folder / "exposure.txt").write_text("\n".join(f"{e:g}" for e in options.ev) + "\n")
-    cv2.imwrite(str(folder / "HDRImg.hdr"), np.ascontiguousarray(gt[..., ::-1]))
+    with StagedOutputs(overwrite=True) as staged:  # synth's --overwrite has allowed writing into OUT_DIR
+        for i, (ldr, ev) in enumerate(zip(shots, options.ev), start=1):
+            info = ShotInfo(exposure_time=nominal_time(-6.0 + ev - ref_ev), make="hdrmerge", model="synth",
+                            color_space=options.color_space, when=when)
+            end = when + timedelta(seconds=math.ceil(info.exposure_time))
+            when = end + SHOT_PAUSE
+            if options.fmt == "jpg":
+                write_jpeg(staged.stage(folder / f"input_{i}.jpg"), (ldr * 255.0 + 0.5).astype(np.uint8), info if options.exif else None)
+            else:
+                _write_tiff(staged.stage(folder / f"input_{i}.tif"), ldr, info if options.exif else None, options.bits)
+        staged.stage(folder / "exposure.txt").write_text("\n".join(f"{e:g}" for e in options.ev) + "\n")
+        write_hdr(staged.stage(folder / "HDRImg.hdr"), gt, {})  # checks the encoding, unlike cv2.imwrite
+        staged.commit()
     return end
 
 
@@ -304,6 +310,12 @@ def synthesise(hdr_dir: Path, out_dir: Path, options: SynthOptions) -> list[Path
         raise InputError(f"--encoding {options.encoding}: use one of {', '.join(ENCODINGS)}")
     if options.bits not in (8, 16):
         raise InputError(f"--bits {options.bits}: use 8 or 16")
+    try:  # a folder that cannot be made is the user's to fix, named as such
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{out_dir} is a file; give a folder for the test set") from None
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {out_dir} ({exc.strerror}); choose another OUT_DIR") from None
     out = []
     start = FIRST_SHOT
     for k, src in enumerate(sources):

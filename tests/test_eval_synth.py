@@ -130,6 +130,32 @@ def test_exception_synth_bad_inputs(env, tmp_path, two_photos):
     assert (r.returncode, r.stderr) == (2, f"error: Desk.exr and Desk.hdr in {same} would both become the scene "
                                            f"{tmp_path / 'o' / 'Desk'}; keep one of them, or rename one\n")
     assert not (tmp_path / "o").exists()
+    # Finding 12: an OUT_DIR that is a file or cannot be made is the user's to fix (was exit 1, "unexpected").
+    (tmp_path / "afile").write_text("")
+    for out, message in ((tmp_path / "afile", f"{tmp_path / 'afile'} is a file; give a folder for the test set"),
+                         (tmp_path / "afile" / "x", f"cannot create the folder {tmp_path / 'afile' / 'x'} (Not a directory); choose another OUT_DIR")):
+        r = run_cli_in_process("synth", str(two_photos), str(out), env=env)
+        assert (r.returncode, r.stderr) == (2, f"error: {message}\n")
+
+
+def test_a_synth_scene_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Review 6, finding 5: a full disk left a truncated HDRImg.hdr beside the shots, and the error named no file."""
+    import errno
+
+    import hdrmerge.writing
+    from hdrmerge.errors import OutputError
+    from hdrmerge.testsets import write_scene
+
+    def full_disk(tmp, rgb, header):
+        tmp.write_bytes(b"#?RADIANCE\n")  # cut short
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    monkeypatch.setattr(hdrmerge.writing, "write_hdr", full_disk)
+    shots = [np.full((8, 12, 3), v, np.float32) for v in (0.1, 0.4, 0.9)]
+    with pytest.raises(OutputError) as err:
+        write_scene(tmp_path / "Desk", shots, np.ones((8, 12, 3), np.float32), SynthOptions())
+    assert str(err.value) == f"cannot write {tmp_path / 'Desk' / 'HDRImg.hdr'}: no space left on the device; free some space or choose another output folder"
+    assert list((tmp_path / "Desk").iterdir()) == []  # neither the shots nor a temporary
 
 
 # --- eval ----------------------------------------------------------------------------------

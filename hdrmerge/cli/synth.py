@@ -40,6 +40,8 @@ def synth(
             raise InputError(f"{name} {value}: must not be negative")
     if max_side < 32:
         raise InputError(f"--max-side {max_side}: must be at least 32")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file; give a folder for the test set")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(f"{out_dir} is not empty; pass --overwrite to write into it")
     if fmt == "jpg" and bits not in (None, 8):
