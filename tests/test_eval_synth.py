@@ -192,6 +192,9 @@ def test_eval_end_to_end_csv_json_and_baselines(env, tmp_path, two_photos):
         (("--out", str(tmp_path / "res")), f"{tmp_path / 'res' / 'eval.csv'} exists already; pass --overwrite to replace it"),
         (("--save-dir", str(tmp_path / "save")), f"{tmp_path / 'save' / 'Desk' / 'hdrmerge.hdr'} exists already; pass --overwrite to replace it"),
         (("--limit=-1",), "--limit -1: give the number of scenes to score, 1 or more (leave it out for all)"),
+        (("--out", str(tmp_path / "res" / "eval.csv")), f"--out {tmp_path / 'res' / 'eval.csv'} is a file; give a folder"),
+        (("--save-dir", str(tmp_path / "res" / "eval.csv" / "x")),
+         f"cannot create the --save-dir folder {tmp_path / 'res' / 'eval.csv' / 'x'} (Not a directory); choose another"),
     ):
         r = run_cli_in_process("eval", str(tmp_path / "set"), *args, env=env)
         assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: {message}\n")

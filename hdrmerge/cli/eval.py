@@ -102,15 +102,18 @@ def eval_(
     chatty = not (quiet or json_)
     # Every file a run would write is checked before the first scene: none is replaced without --overwrite.
     staged = StagedOutputs(overwrite=overwrite)
+    for folder, option in ((out, "--out"), (save_dir, "--save-dir")):
+        try:  # a folder that cannot be made fails now, not after the scenes' merges
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise InputError(f"{option} {folder} is a file; give a folder") from None
+        except OSError as exc:
+            raise InputError(f"cannot create the {option} folder {folder} ({exc.strerror}); choose another") from None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         staged.check(out / "eval.csv")
         staged.check(out / "eval.json")
     if save_dir is not None:
-        try:  # a folder that cannot be made fails now, not after the first scene's merge
-            save_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the --save-dir folder {save_dir} ({exc.strerror}); choose another") from None
         for scene in scenes:
             for path in saved_paths(save_dir, scene).values():
                 if path.exists() or path.is_symlink():
