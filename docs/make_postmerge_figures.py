@@ -8,8 +8,10 @@ shared test material's ``data/openexr_photos``) it synthesises brackets with
 with ``hdrmerge fuse --exact`` (the network alone) and with the default (the
 refinement guard and the shadow merge, ``--debug-dir`` for their masks), and
 writes one strip per bracket: the ground truth, ``--exact``, the default,
-all μ-law tonemapped, then the guard's mask (white: the output fell back to
-the first-stage merge) and the long shot's share of the final value (white:
+all μ-law tonemapped, then the guard's masks (white: the output fell back to
+the first-stage merge; where the reference is clipped, the share of channels
+pulled halfway to the median of the refined output, the first-stage merge and
+the warped short shot) and the long shot's share of the final value (white:
 all of it), cropped where the default gains most on ``--exact`` (PSNR-μ over
 the crop in the labels). These images may be committed: they derive only
 from BSD-licensed photographs.
@@ -92,6 +94,7 @@ def strip(folder: Path, photo: str, ev: int, noise: float, tmp: Path) -> None:
         label(show(to_u8(mu_law(outs["exact"][win]))), f"--exact  {psnr_mu(outs['exact'][win], gt[win]):.1f} dB"),
         label(show(to_u8(mu_law(outs["default"][win]))), f"default  {psnr_mu(outs['default'][win], gt[win]):.1f} dB"),
         label(show(mask("guard")), "guard: first stage used"),
+        label(show(mask("guard_highlights")), "guard: highlights pulled"),
         label(show(mask("merge_long")), "long shot's share"),
     ]
     name = f"{photo}-{ev}ev-noise{noise:g}.jpg"
