@@ -151,3 +151,33 @@ def test_ctrl_c_exits_at_once_while_another_thread_is_busy(tmp_path):
         proc.kill()
     assert proc.returncode == 130, stderr
     assert stderr == "interrupted; nothing written\n"
+
+
+def test_a_ctrl_c_raised_inside_a_weakref_callback_is_delivered_again():
+    """Python reports an exception raised in a weakref callback as unraisable and goes on.
+    importlib's module-lock cleanup is such a callback, run often while torch loads: a Ctrl-C
+    that landed there was lost and the fuse ran on (test_ctrl_c_while_the_network_runs timed
+    out in a full CI run). hdrmerge's hook sends SIGINT again, so the handler runs outside it."""
+    import weakref
+
+    from hdrmerge import cli
+
+    class Thing:
+        pass
+
+    def callback(_ref: object) -> None:
+        raise cli._Interrupted  # what the SIGINT handler raises when the signal lands here
+
+    previous_handler = signal.signal(signal.SIGINT, cli._on_sigint)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, cli._on_unraisable
+    try:
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        with pytest.raises(cli._Interrupted):
+            del thing  # the callback runs here, and its exception is swallowed
+            for _ in range(200):  # the signal sent again is handled in this loop
+                time.sleep(0.01)
+        assert ref() is None
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -121,6 +121,31 @@ def _on_sigint(signum: int, frame: object) -> None:
     raise _Interrupted
 
 
+#: The unraisable hook in place before :func:`run` installed :func:`_on_unraisable`.
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _on_unraisable(unraisable: Any) -> None:
+    """Deliver again a Ctrl-C that landed where Python cannot raise.
+
+    An exception raised in a weakref callback or a ``__del__`` is reported as
+    "unraisable" and the code goes on. importlib's module-lock cleanup is such
+    a callback, and runs often while torch loads: a Ctrl-C landing there was
+    lost, and the fuse ran on (CI caught it in test_ctrl_c). SIGINT is sent
+    again from another thread, 50 ms later (``signal.raise_signal`` or ``os.kill`` from
+    this one would run the handler at once, still inside the hook), so the
+    handler runs in the main thread's own code, outside the callback.
+    """
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, _Interrupted):
+        # After 50 ms: by then this hook has returned (a thread started at once
+        # can send it while start() still waits here).
+        resend = threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGINT))
+        resend.daemon = True
+        resend.start()
+        return
+    _previous_unraisablehook(unraisable)
+
+
 def _interrupted(debug: bool) -> int:
     """The one line for Ctrl-C (exit 130); says truly what was written."""
     from hdrmerge.atomic import written
@@ -152,7 +177,10 @@ def run(argv: list[str] | None = None) -> int:
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     )
+    global _previous_unraisablehook
     if own_sigint:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _on_unraisable
         signal.signal(signal.SIGINT, _on_sigint)
     try:
         return _run(argv, debug)
@@ -162,6 +190,7 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         if own_sigint:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = _previous_unraisablehook
 
 
 def _run(argv: list[str], debug: bool) -> int:
